@@ -1,0 +1,74 @@
+"""A dequeuer process: open the backends, read the API's spec, serve the admin port, run, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+
+from aiohttp import web
+
+from cortex.backends import BackendUrls, open_backends
+from cortex.dequeuer.worker import Dequeuer, DequeuerSettings
+from cortex.errors import NotFound
+from cortex.spec import ApiSpec
+
+log = logging.getLogger(__name__)
+
+
+def admin_app(dequeuer: Dequeuer) -> web.Application:
+    """The admin port: ``/healthz`` reflects the readiness probes (200 healthy, 500 unhealthy); ``/metrics``."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        if dequeuer.prober.ready:
+            return web.Response(text="healthy")
+        return web.Response(status=500, text="unhealthy")
+
+    async def status(request: web.Request) -> web.Response:
+        body = {"api": dequeuer.spec.name, "in_flight": dequeuer.in_flight, "probes": dequeuer.prober.status()}
+        return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=dequeuer.metrics.exposition(), headers={"Content-Type": dequeuer.metrics.content_type})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(
+    api: str,
+    urls: BackendUrls,
+    settings: DequeuerSettings,
+    *,
+    admin_host: str = "127.0.0.1",
+    admin_port: int | None = None,
+) -> None:
+    """Run the dequeuer of ``api`` until SIGTERM or SIGINT, then drain and return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    backends = await open_backends(urls)
+    runner: web.AppRunner | None = None
+    try:
+        entry = await backends.catalog.get_api(api)
+        if entry is None:
+            raise NotFound(f"api {api} is not deployed on this cluster (deploy it first: cortex deploy)")
+        dequeuer = Dequeuer(ApiSpec.from_dict(entry.spec), backends, settings)
+        if admin_port is not None:
+            runner = web.AppRunner(admin_app(dequeuer), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, admin_host, admin_port).start()
+        log.info("dequeuer for %s forwarding to %s", api, dequeuer.url)
+        await dequeuer.run(stop)
+        log.info("dequeuer for %s stopped", api)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        with contextlib.suppress(Exception):
+            await backends.aclose()

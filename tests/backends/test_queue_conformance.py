@@ -1,0 +1,147 @@
+"""The queue contract; every backend passes it unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cortex.backends import Backends
+
+
+async def test_lease_returns_oldest_first_and_hides_it(backends: Backends) -> None:
+    q = backends.queue
+    for rid in ("a", "b", "c"):
+        await q.enqueue("api", rid)
+    first = await q.lease("api", visibility=30)
+    assert [lease.id for lease in first] == ["a"]
+    assert first[0].attempts == 1
+    rest = await q.lease("api", visibility=30, limit=5)
+    assert [lease.id for lease in rest] == ["b", "c"]
+    assert await q.lease("api", visibility=30) == []
+
+
+async def test_queues_are_separate_per_api(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("one", "x")
+    assert await q.lease("two", visibility=30) == []
+    assert [lease.id for lease in await q.lease("one", visibility=30)] == ["x"]
+
+
+async def test_enqueue_twice_is_one_item(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    await q.enqueue("api", "a")
+    assert (await q.depth("api")).queued == 1
+
+
+async def test_lapsed_lease_is_taken_again_with_one_more_attempt(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    (old,) = await q.lease("api", visibility=0.05)
+    await asyncio.sleep(0.1)
+    (new,) = await q.lease("api", visibility=30)
+    assert new.id == "a" and new.attempts == 2
+    # the first holder lost it: it can neither renew nor ack the new lease
+    assert not await q.renew(old, visibility=30)
+    assert not await q.ack(old)
+    assert await q.ack(new)
+
+
+async def test_renew_keeps_the_lease(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    (lease,) = await q.lease("api", visibility=0.2)
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        assert await q.renew(lease, visibility=0.2)
+    assert await q.lease("api", visibility=30) == []
+
+
+async def test_ack_removes(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    (lease,) = await q.lease("api", visibility=0.05)
+    assert await q.ack(lease)
+    await asyncio.sleep(0.1)
+    assert await q.lease("api", visibility=30) == []
+    assert await q.depth("api") == (await q.depth("api")).__class__(queued=0, in_flight=0)
+
+
+async def test_release_hands_back_without_counting_an_attempt(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    (lease,) = await q.lease("api", visibility=30)
+    assert await q.release(lease)
+    assert not await q.ack(lease)
+    (again,) = await q.lease("api", visibility=30)
+    assert again.id == "a" and again.attempts == 1
+
+
+async def test_release_of_an_attempted_lease_counts_it(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    (lease,) = await q.lease("api", visibility=30)
+    assert await q.release(lease, attempted=True)
+    (again,) = await q.lease("api", visibility=30)
+    assert again.attempts == 2
+
+
+async def test_release_with_delay(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    (lease,) = await q.lease("api", visibility=30)
+    assert await q.release(lease, delay=0.2)
+    assert await q.lease("api", visibility=30) == []
+    await asyncio.sleep(0.3)
+    assert len(await q.lease("api", visibility=30)) == 1
+
+
+async def test_depth_counts_queued_and_in_flight(backends: Backends) -> None:
+    q = backends.queue
+    for rid in ("a", "b", "c"):
+        await q.enqueue("api", rid)
+    await q.lease("api", visibility=30)
+    depth = await q.depth("api")
+    assert (depth.queued, depth.in_flight, depth.total) == (2, 1, 3)
+    empty = await q.depth("other")
+    assert (empty.queued, empty.in_flight) == (0, 0)
+
+
+async def test_remove(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    await q.enqueue("api", "b")
+    assert await q.remove("api", "a")
+    assert not await q.remove("api", "a")
+    assert [lease.id for lease in await q.lease("api", visibility=30, limit=5)] == ["b"]
+
+
+async def test_wait_lease_wakes_when_work_arrives(backends: Backends) -> None:
+    q = backends.queue
+
+    async def later() -> None:
+        await asyncio.sleep(0.1)
+        await q.enqueue("api", "a")
+
+    task = asyncio.create_task(later())
+    leases = await q.wait_lease("api", visibility=30, timeout=5)
+    await task
+    assert [lease.id for lease in leases] == ["a"]
+
+
+async def test_wait_lease_gives_up_at_its_deadline(backends: Backends) -> None:
+    assert await backends.queue.wait_lease("api", visibility=30, timeout=0.1) == []
+
+
+async def test_concurrent_workers_never_share_a_request(backends: Backends) -> None:
+    q = backends.queue
+    await asyncio.gather(*(q.enqueue("api", f"r{i:04d}") for i in range(300)))
+    seen: list[str] = []
+
+    async def worker() -> None:
+        while leases := await q.lease("api", visibility=30, limit=7):
+            for lease in leases:
+                seen.append(lease.id)
+                assert await q.ack(lease)
+
+    await asyncio.gather(*(worker() for _ in range(6)))
+    assert sorted(seen) == [f"r{i:04d}" for i in range(300)]

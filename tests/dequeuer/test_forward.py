@@ -1,0 +1,55 @@
+"""The success rule (a table) and forwarding to a port nobody listens on."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+import pytest
+
+from cortex.dequeuer.forward import forward, is_json_media_type, judge
+from cortex.requests import Status
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "kind"),
+    [
+        (200, "application/json", b"{}", None),
+        (204, "application/json; charset=utf-8", b"[]", None),
+        (200, "application/vnd.api+json", b"1", None),
+        (299, "Application/JSON", b'"x"', None),
+        (199, "application/json", b"{}", "http_status"),
+        (300, "application/json", b"{}", "http_status"),
+        (503, "application/json", b"{}", "http_status"),
+        (200, "", b"{}", "content_type"),
+        (200, "text/json", b"{}", "content_type"),
+        (200, "application/jsonp", b"{}", "content_type"),
+        (200, "application/json", b"", "invalid_json"),
+        (200, "application/json", b"{} {}", "invalid_json"),
+        (200, "application/json", b"NaN-ish", "invalid_json"),
+    ],
+)
+def test_success_rule(status: int, content_type: str, body: bytes, kind: str | None) -> None:
+    outcome = judge(status, content_type, body)
+    if kind is None:
+        assert outcome.status == Status.COMPLETED and outcome.result == body
+    else:
+        assert outcome.status == Status.FAILED and outcome.error is not None and outcome.error.kind == kind
+
+
+def test_json_media_types() -> None:
+    assert is_json_media_type("application/json")
+    assert is_json_media_type("application/problem+json; charset=utf-8")
+    assert not is_json_media_type("text/html")
+
+
+async def test_refused_connection_is_unreachable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        async with aiohttp.ClientSession() as session:
+            outcome = await forward(
+                session, f"http://127.0.0.1:{port}/", request_id="r", headers=(), body=b"{}", timeout=5
+            )
+    assert outcome.error is not None and outcome.error.kind == "unreachable"
+    assert f"127.0.0.1:{port}" in outcome.error.message
