@@ -1,0 +1,219 @@
+"""``cortex cluster up|down|info``: a local cluster on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+
+from cortex.cli.options import DEFAULT_STATE_DIR, configure_logging
+from cortex.errors import CortexError
+from cortex.operator.settings import ClusterSettings, read_cluster_file
+
+#: how long `cluster up` waits for the operator to answer
+START_TIMEOUT = 60.0
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CORTEX_STATE_DIR",
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where the cluster keeps its queue, records, blobs and logs.",
+)
+output_option = click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+
+
+@click.group()
+def cluster() -> None:
+    """Start, stop and inspect a local cluster."""
+
+
+@cluster.command()
+@state_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the gateway and operator listen on.")
+@click.option(
+    "--gateway-port", default=8888, show_default=True, envvar="CORTEX_GATEWAY_PORT", help="Port of the gateway."
+)
+@click.option(
+    "--operator-port", default=8889, show_default=True, envvar="CORTEX_OPERATOR_PORT", help="Port of the operator."
+)
+@click.option("--env", "env_name", default="local", show_default=True, help="CLI environment to point at the cluster.")
+@click.option("--foreground", is_flag=True, help="Run in this terminal instead of in the background.")
+@click.option("--grace-period", type=float, default=30.0, show_default=True, help="Seconds replicas get to drain.")
+@click.option(
+    "--autoscaler-tick",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds between two autoscaler ticks (Cortex: 10).",
+)
+@click.option("--queue", "queue_url", envvar="CORTEX_QUEUE_URL", help="Queue URL (redis://, postgresql://).")
+@click.option("--store", "store_url", envvar="CORTEX_STORE_URL", help="Record store URL (redis://, postgresql://).")
+@click.option("--blobs", "blobs_url", envvar="CORTEX_BLOBS_URL", help="Blob store URL (s3://bucket/prefix).")
+def up(
+    state_dir: Path,
+    host: str,
+    gateway_port: int,
+    operator_port: int,
+    env_name: str,
+    foreground: bool,
+    grace_period: float,
+    autoscaler_tick: float,
+    queue_url: str | None,
+    store_url: str | None,
+    blobs_url: str | None,
+) -> None:
+    """Start a local cluster (operator, gateway, autoscaler, local runtime).
+
+    The queue, records and blobs live in the state directory unless --queue, --store or --blobs
+    name scale-out backends (Redis, PostgreSQL, S3).
+    """
+    state_dir = state_dir.expanduser().resolve()
+    settings = ClusterSettings(
+        state_dir=state_dir,
+        host=host,
+        gateway_port=gateway_port,
+        operator_port=operator_port,
+        grace_period=grace_period,
+        autoscaler_tick=autoscaler_tick,
+        queue_url=queue_url,
+        store_url=store_url,
+        blobs_url=blobs_url,
+    )
+    console = Console(stderr=True)
+    running = read_cluster_file(state_dir)
+    if running is not None:
+        _configure_env(env_name, running["operator_url"])
+        console.print(f"a cluster is already running on {state_dir} (operator {running['operator_url']})")
+        return
+    if foreground:
+        _run_foreground(settings)
+        return
+    log_path = state_dir / "logs" / "cluster.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "cortex", "cluster", "up", "--foreground", "--state-dir", str(state_dir)]
+    argv += ["--host", host, "--gateway-port", str(gateway_port), "--operator-port", str(operator_port)]
+    argv += ["--grace-period", str(grace_period), "--autoscaler-tick", str(autoscaler_tick), "--env", env_name]
+    for flag, url in (("--queue", queue_url), ("--store", store_url), ("--blobs", blobs_url)):
+        if url:
+            argv += [flag, url]
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    with console.status(f"starting the cluster (logs: {log_path})"):
+        deadline = time.monotonic() + START_TIMEOUT
+        while read_cluster_file(state_dir) is None or not _answers(settings.operator_url):
+            if process.poll() is not None:
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+                raise click.ClickException(f"the cluster exited with code {process.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the cluster did not answer within {START_TIMEOUT:g}s; see {log_path}")
+            time.sleep(0.2)
+    _configure_env(env_name, settings.operator_url)
+    console.print(f"[bold]cluster is up[/bold] (state: {state_dir})")
+    console.print(f"  gateway:  {settings.gateway_url}")
+    console.print(f"  operator: {settings.operator_url} (cli environment: {env_name})")
+    console.print("next: cortex deploy <cortex.yaml>")
+
+
+def _run_foreground(settings: ClusterSettings) -> None:
+    import asyncio
+
+    import uvloop
+
+    from cortex.operator.cluster import install_stop_signals, run_cluster
+
+    configure_logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await run_cluster(settings, stop)
+
+    try:
+        uvloop.run(main())
+    except CortexError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _configure_env(name: str, operator_url: str) -> None:
+    from cortex.env import EnvConfig
+
+    config = EnvConfig.from_environ()
+    config.configure(name, operator_url)
+
+
+@cluster.command()
+@state_dir_option
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the drain.")
+def down(state_dir: Path, timeout: float) -> None:
+    """Drain and stop the local cluster; no process of it is left behind."""
+    state_dir = state_dir.expanduser().resolve()
+    console = Console(stderr=True)
+    running = read_cluster_file(state_dir)
+    if running is None:
+        console.print(f"no cluster is running on {state_dir}")
+        return
+    pid = int(running["pid"])
+    os.kill(pid, signal.SIGTERM)
+    with console.status("draining replicas and stopping the cluster"):
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.killpg(pid, signal.SIGKILL)
+                raise click.ClickException(f"the cluster did not stop within {timeout:g}s; it was killed")
+            time.sleep(0.2)
+    console.print("cluster is down")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # our own child when `up` ran in this process's tests
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@cluster.command()
+@state_dir_option
+@output_option
+def info(state_dir: Path, output: str) -> None:
+    """Show where the local cluster listens and what it runs."""
+    state_dir = state_dir.expanduser().resolve()
+    running = read_cluster_file(state_dir)
+    if running is None:
+        raise click.ClickException(f"no cluster is running on {state_dir}; start one with `cortex cluster up`")
+    data: dict[str, Any] = dict(running)
+    try:
+        data["apis"] = len(httpx.get(f"{running['operator_url']}/get", timeout=5).json())
+    except (httpx.HTTPError, ValueError):
+        data["apis"] = None
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key in ("provider", "state_dir", "gateway_url", "operator_url", "pid", "apis"):
+        click.echo(f"{key.replace('_', ' ')}: {data.get(key)}")

@@ -1,0 +1,72 @@
+"""``cortex env ...``: the named environments of ``$CORTEX_CLI_CONFIG_DIR/cli.yaml``."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from cortex.cli import render
+from cortex.cli.apis import handle_errors, output_option, print_json, stdout_console
+from cortex.env import LOCAL_ENVIRONMENT, LOCAL_OPERATOR_ENDPOINT, EnvConfig, config_dir_from
+
+
+def _load() -> EnvConfig:
+    return EnvConfig.load(config_dir_from(os.environ))
+
+
+@click.group()
+def env() -> None:
+    """Manage environments (which operator each name talks to)."""
+
+
+@env.command()
+@click.argument("name", required=False, default=LOCAL_ENVIRONMENT)
+@click.option(
+    "--operator-endpoint",
+    default=LOCAL_OPERATOR_ENDPOINT,
+    show_default=True,
+    metavar="URL",
+    help="The operator's base URL.",
+)
+@handle_errors
+def configure(name: str, operator_endpoint: str) -> None:
+    """Add or update the environment NAME (default: local)."""
+    config = _load()
+    configured = config.set(name, operator_endpoint)
+    config.save()
+    click.echo(f"configured the {configured.name} environment (operator endpoint {configured.operator_endpoint})")
+
+
+@env.command(name="list")
+@output_option
+@handle_errors
+def list_(output: str) -> None:
+    """List the environments."""
+    config = _load().to_dict()
+    if output == "json":
+        print_json(config)
+    else:
+        stdout_console().print(render.env_list(config))
+
+
+@env.command()
+@click.argument("name")
+@handle_errors
+def default(name: str) -> None:
+    """Make NAME the default environment."""
+    config = _load()
+    config.set_default(name)
+    config.save()
+    click.echo(f"set the default environment to {name}")
+
+
+@env.command()
+@click.argument("name")
+@handle_errors
+def delete(name: str) -> None:
+    """Delete the environment NAME."""
+    config = _load()
+    config.delete(name)
+    config.save()
+    click.echo(f"deleted the {name} environment")

@@ -1,0 +1,31 @@
+"""The ``cortex`` command group."""
+
+from __future__ import annotations
+
+import click
+
+from cortex import __version__
+from cortex.cli import apis
+from cortex.cli.cluster import cluster
+from cortex.cli.env_cmd import env
+from cortex.cli.requests_cmd import request
+from cortex.cli.serve import dequeuer, gateway
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cortex")
+def cli() -> None:
+    """cortex-async: run any HTTP server as a durable, autoscaled asynchronous API."""
+
+
+cli.add_command(gateway)
+cli.add_command(dequeuer)
+for command in (apis.deploy, apis.get, apis.describe, apis.logs, apis.refresh, apis.delete, env, request):
+    cli.add_command(command)
+
+cli.add_command(cluster)
+
+
+def main() -> None:
+    """Entry point of the ``cortex`` command."""
+    cli()

@@ -1,0 +1,88 @@
+"""The server commands: ``cortex gateway`` and ``cortex dequeuer``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from cortex.cli.options import backend_options, backend_urls, configure_logging
+from cortex.errors import CortexError
+
+
+@click.command()
+@backend_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8888, show_default=True, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, help="Gateway processes sharing the port.")
+@click.option("--operator-url", default=None, help="Include this operator's /metrics in the gateway's /metrics.")
+def gateway(
+    state_dir: Path,
+    queue_url: str | None,
+    store_url: str | None,
+    blobs_url: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    operator_url: str | None,
+) -> None:
+    """Serve the gateway: POST /<api> to submit, GET /<api>/<id> for status and result."""
+    import uvicorn
+
+    configure_logging()
+    urls = backend_urls(state_dir, queue_url, store_url, blobs_url)
+    # uvicorn starts each worker from an import string, so the URLs travel in the environment
+    os.environ.update({"CORTEX_QUEUE_URL": urls.queue, "CORTEX_STORE_URL": urls.store, "CORTEX_BLOBS_URL": urls.blobs})
+    if operator_url is not None:
+        os.environ["CORTEX_GATEWAY_OPERATOR_URL"] = operator_url
+    uvicorn.run(
+        "cortex.gateway.server:app_from_environ",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+@click.command()
+@backend_options
+@click.option("--api", required=True, help="Name of the API this replica serves.")
+@click.option("--user-port", type=int, required=True, help="Port the user server listens on.")
+@click.option("--user-host", default="127.0.0.1", show_default=True)
+@click.option("--admin-port", type=int, default=None, help="Serve /healthz on this port (0: any free port).")
+@click.option("--lease-seconds", type=float, default=30.0, show_default=True, help="Lease visibility timeout.")
+@click.option("--grace-period", type=float, default=30.0, show_default=True, help="Seconds to drain on stop.")
+def dequeuer(
+    state_dir: Path,
+    queue_url: str | None,
+    store_url: str | None,
+    blobs_url: str | None,
+    api: str,
+    user_port: int,
+    user_host: str,
+    admin_port: int | None,
+    lease_seconds: float,
+    grace_period: float,
+) -> None:
+    """Run one replica's dequeuer: take API requests from the queue and POST them to the user server."""
+    import uvloop
+
+    from cortex.dequeuer import service
+    from cortex.dequeuer.worker import DequeuerSettings
+
+    configure_logging(replica=os.environ.get("CORTEX_REPLICA_ID") or None)
+    urls = backend_urls(state_dir, queue_url, store_url, blobs_url)
+    settings = DequeuerSettings(
+        user_port=user_port, user_host=user_host, lease_seconds=lease_seconds, grace_period=grace_period
+    )
+    try:
+        uvloop.run(service.serve(api, urls, settings, admin_port=admin_port))
+    except CortexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,423 @@
+"""The Python client: deploy and inspect APIs through the operator, submit and await requests.
+
+Cortex's client ran the CLI binary; this one speaks HTTP to the operator (``/deploy``, ``/get``,
+``/describe``, ...) and to the gateway (``POST /<api>``, ``GET /<api>/<id>``)::
+
+    import cortex
+
+    cx = cortex.client()                      # the default environment of ~/.cortex/cli.yaml
+    cx.deploy("cortex.yaml", wait=True)
+    request_id = cx.submit("hello", {"text": "hi"})
+    print(cx.result("hello", request_id, timeout=60))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import httpx
+import yaml
+
+from cortex.env import EnvConfig, config_dir_from
+from cortex.errors import ClusterUnavailable, CortexError, NotFound, RequestFailed, ResultTimeout, SpecError
+
+#: seconds between two polls of ``result`` never grow past this
+MAX_POLL_INTERVAL = 2.0
+_TERMINAL_FAILURES = ("failed", "cancelled")
+
+
+def client(env: str | None = None) -> Client:
+    """A client for a configured environment (``CORTEX_CLI_CONFIG_DIR`` is read once, here).
+
+    Args:
+        env: the environment's name; the default environment when ``None``.
+
+    Raises:
+        NotFound: there is no environment of that name, or no default one.
+    """
+    environment = EnvConfig.load(config_dir_from(os.environ)).get(env)
+    return Client(environment.operator_endpoint, env_name=environment.name)
+
+
+def is_ready(api: dict[str, Any]) -> bool:
+    """Whether an APIResponse shows a finished rollout.
+
+    Every requested replica is ready and up to date, and at least one is requested unless the
+    API may scale to zero (the check Cortex's e2e tests use).
+    """
+    status = api.get("status") or {}
+    requested, ready, up_to_date = status.get("requested", 0), status.get("ready", 0), status.get("up_to_date", 0)
+    min_replicas = ((api.get("spec") or {}).get("autoscaling") or {}).get("min_replicas", 1)
+    return bool(requested == ready == up_to_date and (requested >= 1 or min_replicas == 0))
+
+
+class Client:
+    """A synchronous client of one environment's operator and gateway.
+
+    Close it (or use it as a context manager) to release its connections.
+
+    Args:
+        operator_endpoint: the operator's base URL, e.g. ``http://127.0.0.1:8889``.
+        env_name: the environment it came from, for messages.
+        timeout: seconds each HTTP call may take (streams of logs excepted).
+    """
+
+    def __init__(self, operator_endpoint: str, *, env_name: str | None = None, timeout: float = 30.0) -> None:
+        self.operator_endpoint = operator_endpoint.rstrip("/")
+        self.env_name = env_name
+        self.timeout = timeout
+        self._http = httpx.Client(timeout=timeout)
+        self._gateway_url: str | None = None
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.operator_endpoint!r}, env_name={self.env_name!r})"
+
+    # -- the operator ---------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """The operator's ``/info``: version, provider, state_dir, operator_url, gateway_url, pid."""
+        return cast(dict[str, Any], self._operator("GET", "/info"))
+
+    def deploy(
+        self,
+        spec_or_path: dict[str, Any] | str | os.PathLike[str],
+        *,
+        force: bool = False,
+        wait: bool = False,
+        timeout: float = 600.0,
+    ) -> dict[str, Any]:
+        """Create or update APIs, from one API's spec or from a configuration file.
+
+        Args:
+            spec_or_path: one API as a dict (sent as a one-item YAML list), or a YAML file's path.
+            force: override an update in progress.
+            wait: return only once every deployed API is ready (see :func:`is_ready`).
+            timeout: seconds ``wait`` may take.
+
+        Returns:
+            The first DeployResult, ``{"api": {"spec", "endpoint"}, "message", "error"}``.
+
+        Raises:
+            SpecError: the configuration is invalid (the message names file, API and field).
+            CortexError: an API could not be deployed.
+            ResultTimeout: ``wait`` ran past ``timeout``.
+        """
+        if isinstance(spec_or_path, dict):
+            config = yaml.safe_dump([spec_or_path], sort_keys=False)
+            # the operator resolves relative paths next to the configuration: here, the current dir
+            results = self.deploy_config(config, str(Path.cwd() / "cortex.yaml"), force=force)
+        else:
+            results = self.deploy_file(spec_or_path, force=force)
+        for result in results:
+            if result.get("error"):
+                raise CortexError(str(result["error"]))
+        if wait:
+            self.wait_ready([result["api"]["spec"]["name"] for result in results], timeout=timeout)
+        return results[0]
+
+    def deploy_from_file(
+        self, config_file: str | os.PathLike[str], force: bool = False, wait: bool = False
+    ) -> dict[str, Any]:
+        """Cortex's name for :meth:`deploy` with a path."""
+        return self.deploy(config_file, force=force, wait=wait)
+
+    def deploy_file(self, path: str | os.PathLike[str], *, force: bool = False) -> list[dict[str, Any]]:
+        """Send a configuration file; every DeployResult, errors included, as the operator answered.
+
+        Raises:
+            SpecError: the file can't be read, or the operator found the configuration invalid.
+        """
+        source = os.fspath(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise SpecError(f"{source}: file not found") from exc
+        except IsADirectoryError as exc:
+            raise SpecError(f"{source}: is a directory, not a configuration file") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"{source}: can't read the file: {exc}") from exc
+        return self.deploy_config(text, str(Path(path).absolute()), force=force)
+
+    def deploy_config(self, config: str, config_path: str, *, force: bool = False) -> list[dict[str, Any]]:
+        """``POST /deploy`` with a configuration's text and the absolute path it came from."""
+        body = {"config": config, "config_path": config_path}
+        return cast(list[dict[str, Any]], self._operator("POST", "/deploy", params=_flag("force", force), json=body))
+
+    def wait_ready(
+        self,
+        names: str | list[str],
+        *,
+        timeout: float = 600.0,
+        interval: float = 1.0,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Poll APIs, one after the other, until each :func:`is_ready`, all within one deadline.
+
+        Args:
+            names: one API or several.
+            timeout: seconds the whole wait may take.
+            interval: seconds between two polls of an API.
+            on_status: called with every APIResponse fetched (to show progress).
+
+        Returns:
+            The last APIResponse of each API, in order.
+
+        Raises:
+            ResultTimeout: an API is still not ready after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        ready: list[dict[str, Any]] = []
+        for name in [names] if isinstance(names, str) else names:
+            while True:
+                api = self.get_api(name)
+                if on_status is not None:
+                    on_status(api)
+                if is_ready(api):
+                    ready.append(api)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    status = api.get("status") or {}
+                    raise ResultTimeout(
+                        f"{name} is not ready after {timeout:g}s ({status.get('ready', 0)}/"
+                        f"{status.get('requested', 0)} replicas ready); "
+                        f"see `cortex describe {name}` and `cortex logs {name}`"
+                    )
+                time.sleep(min(interval, remaining))
+        return ready
+
+    def get_api(self, name: str) -> dict[str, Any]:
+        """One API's APIResponse (``spec``, ``metadata``, ``status``, ``endpoint``, ``api_versions``).
+
+        Raises:
+            NotFound: no API has that name.
+        """
+        apis: list[dict[str, Any]] = self._operator("GET", f"/get/{_segment(name)}")
+        if not apis:
+            raise NotFound(f"api {name} is not deployed")
+        return apis[0]
+
+    def list_apis(self) -> list[dict[str, Any]]:
+        """Every deployed API's APIResponse."""
+        return cast(list[dict[str, Any]], self._operator("GET", "/get"))
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """``{"api": APIResponse, "replicas": [...], "replica_counts": {...}}``.
+
+        Raises:
+            NotFound: no API has that name.
+        """
+        return cast(dict[str, Any], self._operator("GET", f"/describe/{_segment(name)}"))
+
+    def refresh(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Restart every replica of an API, rolling (``{"message"}``)."""
+        return cast(dict[str, Any], self._operator("POST", f"/refresh/{_segment(name)}", params=_flag("force", force)))
+
+    def delete(self, name: str, keep_cache: bool = False) -> dict[str, Any]:
+        """Delete an API (``{"message"}``); ``keep_cache`` is accepted for Cortex scripts and has no effect."""
+        return cast(dict[str, Any], self._operator("DELETE", f"/delete/{_segment(name)}"))
+
+    def logs(
+        self, name: str, *, follow: bool = True, tail: int | None = None, request_id: str | None = None
+    ) -> Generator[str, None, None]:
+        """The API's log lines, ``[<replica> <container>] <line>``; with ``follow``, until the stream ends.
+
+        With ``request_id``, only the lines that mention that request, the gateway's included.
+
+        Close the iterator (or stop iterating) to end the stream.
+        """
+        params = _flag("follow", follow)
+        if tail is not None:
+            params["tail"] = str(tail)
+        if request_id is not None:
+            params["request"] = request_id
+        # a followed stream may stay quiet for as long as the API does
+        timeout = httpx.Timeout(self.timeout, read=None if follow else self.timeout)
+        url = f"{self.operator_endpoint}/logs/{_segment(name)}"
+        with (
+            _translate("operator", self.operator_endpoint, self.timeout),
+            self._http.stream("GET", url, params=params, timeout=timeout) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                _raise_for(response, "operator")
+            yield from response.iter_lines()
+
+    # -- the gateway ----------------------------------------------------------------------------
+
+    def submit(self, api: str, payload: Any, *, content_type: str | None = None) -> str:
+        """Submit one request to an API; returns its id once it is durably queued.
+
+        Args:
+            api: the API's endpoint path without the leading ``/`` (its name, by default).
+            payload: ``bytes`` or ``str`` are sent as given; anything else is sent as JSON.
+            content_type: the ``Content-Type`` header; by default from the payload's type.
+
+        Raises:
+            NotFound: no API is deployed at that endpoint.
+        """
+        if isinstance(payload, bytes):
+            body, default_type = payload, "application/octet-stream"
+        elif isinstance(payload, str):
+            body, default_type = payload.encode(), "text/plain; charset=utf-8"
+        else:
+            body, default_type = json.dumps(payload).encode(), "application/json"
+        headers = {"Content-Type": content_type or default_type}
+        data = self._gateway("POST", f"/{api.strip('/')}", content=body, headers=headers)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise CortexError(f"the cortex gateway answered without a request id: {data!r}")
+        request_id: str = data["id"]
+        return request_id
+
+    def status(self, api: str, request_id: str) -> dict[str, Any]:
+        """A request's record: ``{"id", "status", "result"?, "timestamp"?, "error"?, ...}``.
+
+        Raises:
+            NotFound: the request is unknown or has expired.
+        """
+        return cast(dict[str, Any], self._gateway("GET", f"/{api.strip('/')}/{_segment(request_id)}"))
+
+    def cancel(self, api: str, request_id: str) -> dict[str, Any]:
+        """Cancel a request: a queued one never runs, a running one has its call to the user server aborted.
+
+        Cancelling a cancelled request again is harmless. Returns the request's record.
+
+        Raises:
+            CortexError: the request had already finished (the message says how).
+            NotFound: the request is unknown or has expired.
+        """
+        return cast(dict[str, Any], self._gateway("DELETE", f"/{api.strip('/')}/{_segment(request_id)}"))
+
+    def redeliver(self, api: str, request_id: str) -> dict[str, Any]:
+        """Send a finished request's webhook once more (its delivery state starts over).
+
+        Raises:
+            NotFound: the API or the request is unknown (or expired).
+            CortexError: the request has not finished, or has no webhook.
+        """
+        return cast(dict[str, Any], self._operator("POST", f"/redeliver/{_segment(api)}/{_segment(request_id)}"))
+
+    def result(self, api: str, request_id: str, *, timeout: float = 600.0, poll: float = 0.2) -> Any:
+        """Wait for a request to finish and return its ``result``.
+
+        Polls every ``poll`` seconds at first, backing off to at most :data:`MAX_POLL_INTERVAL`.
+
+        Raises:
+            RequestFailed: the request ended ``failed`` or ``cancelled`` (with its error's kind).
+            ResultTimeout: it had not finished after ``timeout`` seconds.
+            NotFound: the request is unknown or has expired.
+        """
+        deadline = time.monotonic() + timeout
+        delay = poll
+        while True:
+            record = self.status(api, request_id)
+            state = record.get("status")
+            if state == "completed":
+                return record.get("result")
+            if state in _TERMINAL_FAILURES:
+                raise _failure(api, request_id, record)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResultTimeout(f"request {request_id} of api {api} is still {state} after {timeout:g}s")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, MAX_POLL_INTERVAL)
+
+    def gateway_url(self) -> str:
+        """The gateway's base URL, from the operator's ``/info`` (asked once per client)."""
+        if self._gateway_url is None:
+            url = self.info().get("gateway_url")
+            if not isinstance(url, str) or not url:
+                raise CortexError(f"the cortex operator at {self.operator_endpoint} did not say where its gateway is")
+            self._gateway_url = url.rstrip("/")
+        return self._gateway_url
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def _operator(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._call("operator", self.operator_endpoint, method, path, **kwargs)
+
+    def _gateway(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._call("gateway", self.gateway_url(), method, path, **kwargs)
+
+    def _call(self, service: str, base: str, method: str, path: str, **kwargs: Any) -> Any:
+        with _translate(service, base, self.timeout):
+            response = self._http.request(method, base + path, **kwargs)
+        _raise_for(response, service)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise CortexError(f"the cortex {service} answered {method} {path} with something other than JSON") from exc
+
+
+@contextlib.contextmanager
+def _translate(service: str, base: str, timeout: float) -> Iterator[None]:
+    """httpx's transport errors as :class:`ClusterUnavailable`, with what to do about them."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ClusterUnavailable(
+            f"cannot reach the cortex {service} at {base}: is the cluster running? start it with `cortex cluster up`"
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise ClusterUnavailable(f"the cortex {service} at {base} did not answer within {timeout:g}s") from exc
+    except httpx.TransportError as exc:
+        raise ClusterUnavailable(f"lost the connection to the cortex {service} at {base}: {exc}") from exc
+
+
+def _raise_for(response: httpx.Response, service: str) -> None:
+    """A non-2xx answer as an exception carrying the server's ``error`` message."""
+    if response.is_success:
+        return
+    message, kind = None, None
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        if isinstance(body, dict):
+            message, kind = body.get("error"), body.get("kind")
+    if not isinstance(message, str) or not message:
+        text = response.text.strip()[:200]
+        message = f"the cortex {service} answered HTTP {response.status_code}" + (f": {text}" if text else "")
+    if response.status_code == 404:
+        raise NotFound(message)
+    if kind == "spec":
+        raise SpecError(message)
+    raise CortexError(message)
+
+
+def _failure(api: str, request_id: str, record: dict[str, Any]) -> RequestFailed:
+    state = str(record.get("status"))
+    error = record.get("error") if isinstance(record.get("error"), dict) else None
+    if error is None:
+        return RequestFailed(f"request {request_id} of api {api} was {state}", status=state)
+    kind = error.get("kind")
+    return RequestFailed(
+        f"request {request_id} of api {api} {state}: {kind}: {error.get('message')}", status=state, kind=kind
+    )
+
+
+def _flag(name: str, value: bool) -> dict[str, str]:
+    return {name: "true" if value else "false"}
+
+
+def _segment(value: str) -> str:
+    """A name or id as one URL path segment (a ``/`` in it must not change the route)."""
+    return urllib.parse.quote(value, safe="")

@@ -1,0 +1,147 @@
+"""The operator's HTTP API (reference §8.2, JSON errors ``{"error", "kind"}``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from cortex import __version__
+from cortex.errors import CortexError, NotFound, SpecError
+from cortex.exposition import fetch_all, merge
+from cortex.metrics import OperatorMetrics
+from cortex.operator.service import Conflict, Operator
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+#: the dequeuers whose ``/metrics`` the operator's include: replica id -> URL
+Peers = Callable[[], Mapping[str, str]]
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "kind": kind}, status_code=status)
+
+
+def _guarded(handler: Endpoint) -> Endpoint:
+    """Turn cortex errors into JSON answers with the right status."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except SpecError as exc:
+            return _error(400, "spec", str(exc))
+        except NotFound as exc:
+            return _error(404, "not_found", str(exc))
+        except Conflict as exc:
+            return _error(409, "conflict", str(exc))
+        except CortexError as exc:
+            return _error(500, "internal", str(exc))
+
+    return run
+
+
+class _Handlers:
+    """The routes' handlers, bound to one operator."""
+
+    def __init__(self, operator: Operator, info: dict[str, Any], metrics: OperatorMetrics, peers: Peers) -> None:
+        self.operator = operator
+        self.info = info
+        self.metrics = metrics
+        self.peers = peers
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def get_metrics(self, request: Request) -> Response:
+        own = self.metrics.exposition()
+        fetched = await fetch_all(self.peers())
+        if not fetched:
+            return Response(own, media_type=self.metrics.content_type)
+        parts = [(own.decode(), {}), *((text, {"replica": replica}) for replica, text in fetched)]
+        return Response(merge(parts), media_type=self.metrics.content_type)
+
+    async def get_info(self, request: Request) -> Response:
+        return JSONResponse({"version": __version__, **self.info})
+
+    async def deploy(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+            config, config_path = body["config"], body["config_path"]
+            if not isinstance(config, str) or not isinstance(config_path, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            message = 'the body must be JSON {"config": "<yaml text>", "config_path": "<path>"}'
+            return _error(400, "bad_request", message)
+        results = await self.operator.deploy(config, config_path)
+        return JSONResponse([result.to_json() for result in results])
+
+    async def get_all(self, request: Request) -> Response:
+        return JSONResponse(await self.operator.get_all())
+
+    async def get_one(self, request: Request) -> Response:
+        return JSONResponse([await self.operator.get(request.path_params["api"])])
+
+    async def describe(self, request: Request) -> Response:
+        return JSONResponse(await self.operator.describe(request.path_params["api"]))
+
+    async def refresh(self, request: Request) -> Response:
+        return JSONResponse({"message": await self.operator.refresh(request.path_params["api"])})
+
+    async def redeliver(self, request: Request) -> Response:
+        message = await self.operator.redeliver(request.path_params["api"], request.path_params["id"])
+        return JSONResponse({"message": message})
+
+    async def delete(self, request: Request) -> Response:
+        return JSONResponse({"message": await self.operator.delete(request.path_params["api"])})
+
+    async def logs(self, request: Request) -> Response:
+        follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
+        tail_text = request.query_params.get("tail")
+        if tail_text is not None and not tail_text.isdigit():
+            return _error(400, "bad_request", f"tail must be a whole number of lines (got {tail_text!r})")
+        tail = None if tail_text is None else int(tail_text)
+        request_id = request.query_params.get("request") or None
+        lines = await self.operator.logs(request.path_params["api"], follow=follow, tail=tail, request_id=request_id)
+
+        async def body() -> AsyncIterator[bytes]:
+            async for line in lines:
+                yield (line.rstrip("\n") + "\n").encode()
+
+        return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
+
+
+def create_operator_app(
+    operator: Operator, info: dict[str, Any], metrics: OperatorMetrics | None = None, *, peers: Peers | None = None
+) -> Starlette:
+    """The operator app over ``operator``; ``info`` is what ``GET /info`` answers, ``metrics`` ``GET /metrics``.
+
+    ``peers`` names the replica dequeuers whose ``/metrics`` are merged into the operator's (each
+    sample labelled ``replica``); one that does not answer within a second is left out.
+    """
+    h = _Handlers(operator, info, metrics if metrics is not None else OperatorMetrics(), peers or dict)
+    routes = [
+        Route("/healthz", h.healthz),
+        Route("/metrics", h.get_metrics),
+        Route("/info", h.get_info),
+        Route("/deploy", _guarded(h.deploy), methods=["POST"]),
+        Route("/get", _guarded(h.get_all)),
+        Route("/get/{api}", _guarded(h.get_one)),
+        Route("/describe/{api}", _guarded(h.describe)),
+        Route("/refresh/{api}", _guarded(h.refresh), methods=["POST"]),
+        Route("/delete/{api}", _guarded(h.delete), methods=["DELETE"]),
+        Route("/redeliver/{api}/{id}", _guarded(h.redeliver), methods=["POST"]),
+        Route("/logs/{api}", _guarded(h.logs)),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(404, "not_found", f"no operator route {request.method} {request.url.path}")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return _error(405, "method_not_allowed", f"method {request.method} is not allowed on {request.url.path}")

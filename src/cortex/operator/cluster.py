@@ -1,0 +1,171 @@
+"""A local cluster in one process: operator API, autoscaler, one supervised gateway process, the local runtime.
+
+The cluster writes ``cluster.json`` in its state directory while it runs (what ``cortex cluster
+down`` and ``info`` read) and ``client/cli.yaml`` (what its containers' ``CORTEX_CLI_CONFIG_DIR``
+points at). On SIGTERM it drains every replica, stops the gateway and removes ``cluster.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+import yaml
+
+from cortex import __version__
+from cortex.autoscaler import Autoscaler, ScalingEvents
+from cortex.backends import BackendUrls, open_backends
+from cortex.errors import CortexError
+from cortex.metrics import OperatorMetrics
+from cortex.operator.app import create_operator_app
+from cortex.operator.service import Operator
+from cortex.operator.settings import CLUSTER_FILE, ClusterSettings, read_cluster_file
+from cortex.requests import now
+from cortex.runtime.local import ClusterEnv, LocalRuntime, LocalSettings
+from cortex.runtime.process import ProcessPlan
+from cortex.runtime.supervisor import Supervised
+from cortex.webhooks.dispatcher import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+
+def write_client_config(client_dir: Path, operator_url: str) -> None:
+    """The ``cli.yaml`` containers find through ``CORTEX_CLI_CONFIG_DIR`` (env ``default``, as Cortex's)."""
+    client_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "default_environment": "default",
+        "environments": [{"name": "default", "operator_endpoint": operator_url}],
+    }
+    tmp = client_dir / "cli.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.replace(client_dir / "cli.yaml")
+
+
+async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
+    """Run the cluster until ``stop`` is set, then drain and stop everything it started."""
+    state_dir = settings.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    running = read_cluster_file(state_dir)
+    if running is not None and int(running["pid"]) != os.getpid():
+        raise CortexError(
+            f"a cluster is already running on {state_dir} (pid {running['pid']}, {running['operator_url']})"
+        )
+    defaults = BackendUrls.for_state_dir(state_dir)
+    urls = BackendUrls(
+        queue=settings.queue_url or defaults.queue,
+        store=settings.store_url or defaults.store,
+        blobs=settings.blobs_url or defaults.blobs,
+    )
+    client_dir = state_dir / "client"
+    write_client_config(client_dir, settings.operator_url)
+    backends = await open_backends(urls)
+    gateway = Supervised(_gateway_plan(settings, state_dir, urls), label="gateway", where="cluster", backoff_max=10.0)
+    runtime = LocalRuntime(
+        state_dir,
+        urls,
+        ClusterEnv(gateway_url=settings.gateway_url, cli_config_dir=client_dir, version=__version__),
+        LocalSettings(lease_seconds=settings.lease_seconds, grace_period=settings.grace_period),
+    )
+    events, metrics = ScalingEvents(), OperatorMetrics()
+    operator = Operator(
+        backends.catalog,
+        runtime,
+        gateway_url=settings.gateway_url,
+        scaling_events=events,
+        queue=backends.queue,
+        records=backends.records,
+    )
+    webhooks = WebhookDispatcher(backends, metrics=metrics)
+    webhooks_stop = asyncio.Event()
+    delivering: asyncio.Task[None] | None = None
+    autoscaler = Autoscaler(
+        backends.catalog,
+        backends.queue,
+        runtime,
+        interval=settings.autoscaler_tick,
+        events=events,
+        metrics=metrics,
+    )
+    info = {
+        "provider": "local",
+        "state_dir": str(state_dir),
+        "operator_url": settings.operator_url,
+        "gateway_url": settings.gateway_url,
+        "pid": os.getpid(),
+        "started_at": now(),
+    }
+    server = _OperatorServer(
+        uvicorn.Config(
+            create_operator_app(operator, info, metrics, peers=runtime.metrics_urls),
+            host=settings.host,
+            port=settings.operator_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    try:
+        gateway.start()
+        await operator.restore()
+        autoscaler.start()
+        delivering = asyncio.create_task(webhooks.run(webhooks_stop))
+        serving = asyncio.create_task(server.serve())
+        await asyncio.sleep(0)
+        (state_dir / CLUSTER_FILE).write_text(json.dumps(info, indent=2))
+        log.info("cluster up: operator %s, gateway %s", settings.operator_url, settings.gateway_url)
+        await asyncio.wait({serving, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()  # the operator could not serve (port taken): say why
+        log.info("cluster stopping: draining replicas")
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / CLUSTER_FILE).unlink()
+        await autoscaler.aclose()  # before the drain: a tick must not start replicas the drain would miss
+        webhooks_stop.set()
+        if delivering is not None:
+            with contextlib.suppress(Exception):
+                await delivering
+        await runtime.aclose()
+        await gateway.stop(settings.grace_period)
+        await backends.aclose()
+        log.info("cluster stopped")
+
+
+class _OperatorServer(uvicorn.Server):
+    """uvicorn without its signal handling: the cluster owns SIGTERM, to drain before it exits."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _gateway_plan(settings: ClusterSettings, state_dir: Path, urls: BackendUrls) -> ProcessPlan:
+    argv: tuple[str, ...] = (sys.executable, "-m", "cortex", "gateway", "--state-dir", str(state_dir))
+    argv += ("--queue", urls.queue, "--store", urls.store, "--blobs", urls.blobs)
+    argv += ("--host", settings.host, "--port", str(settings.gateway_port))
+    argv += ("--operator-url", settings.operator_url)
+    return ProcessPlan(
+        name="gateway",
+        argv=argv,
+        env=dict(os.environ),
+        cwd=state_dir,
+        log_path=state_dir / "logs" / "gateway.log",
+    )
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (the cluster then drains)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)

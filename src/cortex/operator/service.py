@@ -1,0 +1,243 @@
+"""What the operator does: deploy, get, describe, refresh, delete (reference §6.5, §8).
+
+The catalog is the source of truth: a deploy writes the spec and a new deployment id there
+first, then asks the runtime to converge. A restarted cluster re-applies every catalog entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from cortex.autoscaler.events import ScalingEvents
+from cortex.errors import CortexError, NotFound
+from cortex.queue.base import Queue
+from cortex.requests import now
+from cortex.runtime.base import ReplicaState, ReplicaStatus, Runtime
+from cortex.spec import ApiSpec, load_text
+from cortex.store.base import ApiEntry, Catalog, RecordStore
+from cortex.webhooks.events import schedule, target
+from cortex.webhooks.signing import new_secret
+
+log = logging.getLogger(__name__)
+
+#: how many past versions ``cortex get <api>`` lists
+HISTORY = 10
+
+
+class Conflict(CortexError):
+    """A deploy clashes with what is deployed (an endpoint already in use)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeployResult:
+    """One API's outcome of a deploy, as Cortex's CLI prints it."""
+
+    api: dict[str, Any] | None
+    message: str
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Cortex's ``DeployResult`` shape."""
+        return {"api": self.api, "message": self.message, "error": self.error}
+
+
+def _deployment_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Operator:
+    """Deployed APIs, kept in the catalog and run by the runtime."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        runtime: Runtime,
+        *,
+        gateway_url: str,
+        scaling_events: ScalingEvents | None = None,
+        queue: Queue | None = None,
+        records: RecordStore | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.runtime = runtime
+        #: for webhook redelivery (an operator without them cannot redeliver)
+        self.queue = queue
+        self.records = records
+        self.gateway_url = gateway_url.rstrip("/")
+        #: written by the autoscaler loop, read by describe
+        self.scaling_events = scaling_events if scaling_events is not None else ScalingEvents()
+
+    async def restore(self) -> None:
+        """Run every API of the catalog (after a cluster restart)."""
+        for entry in await self.catalog.list_apis():
+            spec = ApiSpec.from_dict(entry.spec)
+            replicas = entry.meta.get("replicas", spec.autoscaling.init_replicas)
+            await self.runtime.apply(
+                spec,
+                deployment_id=entry.meta.get("deployment_id", _deployment_id()),
+                config_dir=Path(entry.meta.get("config_dir", ".")),
+                replicas=int(replicas),
+            )
+
+    async def deploy(self, config: str, config_path: str) -> list[DeployResult]:
+        """Validate a configuration file's text and create or update each of its APIs."""
+        specs = load_text(config, Path(config_path).name)
+        config_dir = str(Path(config_path).parent)
+        deployed = {e.name: e for e in await self.catalog.list_apis()}
+        for spec in specs:
+            for other in deployed.values():
+                if other.name != spec.name and other.spec["networking"]["endpoint"] == spec.networking.endpoint:
+                    raise Conflict(
+                        f"api {spec.name}: endpoint {spec.networking.endpoint} is already used by api {other.name}"
+                        " (set networking.endpoint to another path)"
+                    )
+        return [await self._deploy_one(spec, deployed.get(spec.name), config_dir) for spec in specs]
+
+    async def _deploy_one(self, spec: ApiSpec, old: ApiEntry | None, config_dir: str) -> DeployResult:
+        spec_id = spec.spec_id()
+        if old is not None and old.spec_id == spec_id and old.meta.get("config_dir") == config_dir:
+            return DeployResult(self._api_summary(old), f"{spec.name} is up to date")
+        if old is None:
+            replicas = spec.autoscaling.init_replicas
+            message = f"creating {spec.name} (AsyncAPI)"
+        else:
+            current = self.runtime.requested(spec.name)
+            replicas = min(max(current, spec.autoscaling.min_replicas), spec.autoscaling.max_replicas)
+            message = f"updating {spec.name} (AsyncAPI)"
+        entry = await self._save(spec, old, config_dir=config_dir, replicas=replicas)
+        await self.runtime.apply(
+            spec, deployment_id=entry.meta["deployment_id"], config_dir=Path(config_dir), replicas=replicas
+        )
+        log.info("%s", message)
+        return DeployResult(self._api_summary(entry), message)
+
+    async def _save(self, spec: ApiSpec, old: ApiEntry | None, *, config_dir: str, replicas: int) -> ApiEntry:
+        stamp = now()
+        spec_id = spec.spec_id()
+        history = list(old.meta.get("api_versions", [])) if old is not None else []
+        if not history or history[0]["api_id"] != spec_id:
+            history.insert(0, {"api_id": spec_id, "last_updated": stamp})
+        meta = {
+            "deployment_id": _deployment_id(),
+            "config_dir": config_dir,
+            "replicas": replicas,
+            "api_versions": history[:HISTORY],
+            # kept across updates: receivers verify every delivery with it
+            "webhook_secret": (old.meta.get("webhook_secret") if old is not None else None) or new_secret(),
+        }
+        return await self.catalog.put_api(spec.name, spec.to_dict(), spec_id, now=stamp, meta=meta)
+
+    async def refresh(self, name: str) -> str:
+        """Replace every replica of ``name`` (a new deployment id, same spec)."""
+        entry = await self._entry(name)
+        spec = ApiSpec.from_dict(entry.spec)
+        replicas = self.runtime.requested(name)
+        entry = await self._save(spec, entry, config_dir=entry.meta.get("config_dir", "."), replicas=replicas)
+        await self.runtime.apply(
+            spec,
+            deployment_id=entry.meta["deployment_id"],
+            config_dir=Path(entry.meta["config_dir"]),
+            replicas=replicas,
+        )
+        return f"updating {name} (AsyncAPI)"
+
+    async def delete(self, name: str) -> str:
+        """Stop ``name``'s replicas and forget it; its requests stay readable until they expire."""
+        await self._entry(name)
+        await self.catalog.delete_api(name)
+        await self.runtime.delete(name)
+        return f"deleting {name}"
+
+    async def get_all(self) -> list[dict[str, Any]]:
+        """Cortex's ``APIResponse`` for every API."""
+        return [self.api_response(entry) for entry in await self.catalog.list_apis()]
+
+    async def get(self, name: str) -> dict[str, Any]:
+        """Cortex's ``APIResponse`` for ``name``."""
+        return self.api_response(await self._entry(name))
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        """The ``APIResponse``, each replica, the count of replicas in each state and the recent scaling events."""
+        entry = await self._entry(name)
+        replicas = self.runtime.replicas(name)
+        counts = {state.value: 0 for state in ReplicaState}
+        for replica in replicas:
+            counts[replica.state.value] += 1
+        return {
+            "api": self.api_response(entry),
+            "replicas": [_replica_json(r) for r in replicas],
+            "replica_counts": {"requested": self.runtime.requested(name), **counts},
+            "autoscaling_events": [event.to_json() for event in self.scaling_events.recent(name)],
+        }
+
+    async def logs(
+        self, name: str, *, follow: bool, tail: int | None, request_id: str | None = None
+    ) -> AsyncIterator[str]:
+        """Log lines of every replica of ``name`` (with ``request_id``, only those that mention it)."""
+        await self._entry(name)
+        if request_id is None:
+            return self.runtime.logs(name, follow=follow, tail=tail)
+        return self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id)
+
+    def api_response(self, entry: ApiEntry) -> dict[str, Any]:
+        """Cortex's ``APIResponse`` shape for one API."""
+        deployment_id = entry.meta.get("deployment_id", "")
+        replicas = self.runtime.replicas(entry.name)
+        ready = sum(r.state in (ReplicaState.READY, ReplicaState.READY_OUT_OF_DATE) for r in replicas)
+        up_to_date = sum(r.deployment_id == deployment_id and r.state != ReplicaState.TERMINATING for r in replicas)
+        return {
+            **self._api_summary(entry),
+            "metadata": {
+                "name": entry.name,
+                "kind": "AsyncAPI",
+                "id": entry.spec_id,
+                "deployment_id": deployment_id,
+                "last_updated": entry.updated_at,
+            },
+            "status": {"ready": ready, "requested": self.runtime.requested(entry.name), "up_to_date": up_to_date},
+            "dashboard_url": None,
+            "api_versions": entry.meta.get("api_versions", []),
+            "webhook_secret": entry.meta.get("webhook_secret"),
+        }
+
+    async def redeliver(self, name: str, request_id: str) -> str:
+        """Queue the webhook of a finished request once more (its delivery state starts over)."""
+        entry = await self._entry(name)
+        if self.queue is None or self.records is None:
+            raise CortexError("this operator cannot redeliver webhooks (it has no queue or record store)")
+        record = await self.records.get(name, request_id, now=now())
+        if record is None:
+            raise NotFound(f"request {request_id} of api {name} not found (unknown or expired)")
+        if not record.status.terminal:
+            raise Conflict(f"request {request_id} is still {record.status.value}: its webhook is sent when it ends")
+        spec = ApiSpec.from_dict(entry.spec)
+        if target(spec, record.webhook_url, record.status.value) is None:
+            raise Conflict(f"request {request_id} has no webhook for its {record.status.value} event")
+        await self.records.set_webhook(name, request_id, {"status": "pending", "attempts": 0, "last_error": None})
+        await schedule(self.queue, spec, name, request_id, record.webhook_url, record.status.value)
+        return f"redelivering the {record.status.value} webhook of request {request_id}"
+
+    def _api_summary(self, entry: ApiEntry) -> dict[str, Any]:
+        return {"spec": entry.spec, "endpoint": self.gateway_url + entry.spec["networking"]["endpoint"]}
+
+    async def _entry(self, name: str) -> ApiEntry:
+        entry = await self.catalog.get_api(name)
+        if entry is None:
+            raise NotFound(f"api {name} is not deployed (see `cortex get` for the deployed APIs)")
+        return entry
+
+
+def _replica_json(replica: ReplicaStatus) -> dict[str, Any]:
+    return {
+        "id": replica.id,
+        "state": replica.state.value,
+        "deployment_id": replica.deployment_id,
+        "started_at": replica.started_at,
+        "restarts": replica.restarts,
+        "detail": replica.detail,
+    }

@@ -1,0 +1,93 @@
+"""The runtime interface: what the operator and the autoscaler ask of wherever replicas run.
+
+A replica is the user's containers plus one dequeuer. A runtime keeps, per API, a requested
+replica count and a deployment id; replicas of an older deployment id are out of date and are
+replaced one by one (start a new one, wait until it is ready, drain an old one).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from cortex.spec import ApiSpec
+
+
+class ReplicaState(enum.StrEnum):
+    """Where a replica is in its life (the states ``cortex describe`` counts, as Cortex's)."""
+
+    PENDING = "pending"  #: requested, nothing started yet
+    CREATING = "creating"  #: processes starting
+    NOT_READY = "not_ready"  #: running, readiness probes not passing yet
+    READY = "ready"  #: taking requests
+    READY_OUT_OF_DATE = "ready_out_of_date"  #: taking requests, from an older deployment
+    TERMINATING = "terminating"  #: draining, then stopping
+    FAILED = "failed"  #: a container keeps crashing (restarting with backoff)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """One replica as the runtime sees it."""
+
+    id: str
+    api: str
+    state: ReplicaState
+    deployment_id: str
+    started_at: float
+    restarts: int = 0  #: container restarts after crashes or failed liveness probes
+    detail: str = ""  #: why it is not ready or failing, in words
+
+
+class Runtime(abc.ABC):
+    """Runs replicas; every method returns promptly and the work proceeds in the background."""
+
+    @abc.abstractmethod
+    async def apply(self, spec: ApiSpec, *, deployment_id: str, config_dir: Path, replicas: int) -> None:
+        """Run ``spec`` at ``replicas`` replicas of ``deployment_id``.
+
+        A new API starts ``replicas`` replicas. For a known API with another ``deployment_id``,
+        replicas are replaced one at a time without losing a request. ``config_dir`` is the folder
+        of the configuration file: the local runtime runs commands there.
+        """
+
+    @abc.abstractmethod
+    async def scale(self, api: str, replicas: int) -> None:
+        """Set ``api``'s requested replicas; removing prefers idle replicas and drains them."""
+
+    @abc.abstractmethod
+    async def delete(self, api: str) -> None:
+        """Drain and stop every replica of ``api``; returns once they are gone."""
+
+    @abc.abstractmethod
+    def replicas(self, api: str) -> list[ReplicaStatus]:
+        """The replicas of ``api`` now (empty for an unknown API)."""
+
+    @abc.abstractmethod
+    def requested(self, api: str) -> int:
+        """The replica count last asked for (0 for an unknown API)."""
+
+    @abc.abstractmethod
+    def logs(
+        self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
+    ) -> AsyncIterator[str]:
+        """Log lines of every container and dequeuer of ``api``, each prefixed ``[<replica> <container>]``.
+
+        With ``request_id``, only the lines that mention it, the gateway's included where the runtime has them.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Drain and stop everything this runtime started; leave no process behind."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

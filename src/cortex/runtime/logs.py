@@ -1,0 +1,123 @@
+"""Reading the local runtime's log files: the last lines of each, then what is appended.
+
+Each process of a replica appends its stdout and stderr to ``<root>/<replica-id>/<name>.log``;
+lines come out prefixed ``[<replica-id> <name>]``. Files are read in a thread, so a large log
+never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+
+#: how often a followed log is looked at again
+POLL_INTERVAL = 0.2
+_BLOCK = 64 * 1024
+_MAX_READ = 1024 * 1024
+
+
+def tail_offset(path: Path, lines: int) -> int:
+    """The byte offset where the last ``lines`` lines of ``path`` start (0 if it has fewer)."""
+    with path.open("rb") as file:
+        size = file.seek(0, 2)
+        if lines <= 0 or size == 0:
+            return size
+        file.seek(size - 1)
+        # the newline ending the last line does not start another line
+        pos = size - 1 if file.read(1) == b"\n" else size
+        found = 0
+        while pos > 0:
+            step = min(_BLOCK, pos)
+            pos -= step
+            file.seek(pos)
+            block = file.read(step)
+            end = len(block)
+            while (end := block.rfind(b"\n", 0, end)) >= 0:
+                found += 1
+                if found == lines:
+                    return pos + end + 1
+        return 0
+
+
+def _read(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            if file.seek(0, 2) < offset:  # truncated: start over
+                offset = 0
+            file.seek(offset)
+            return file.read(_MAX_READ)
+    except FileNotFoundError:
+        return b""
+
+
+def _log_files(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*.log"))
+
+
+class _File:
+    """One log file being read: where reading got to, and a line begun but not yet ended."""
+
+    def __init__(self, path: Path, offset: int, *, own: bool = False) -> None:
+        self.path = path
+        self.offset = offset
+        self.partial = b""
+        # a replica's process is named by its folder and file; a cluster process (the gateway) by its file
+        self.prefix = f"[{path.stem}] " if own else f"[{path.parent.name} {path.stem}] "
+
+    async def read_lines(self, *, final: bool) -> list[str]:
+        """The complete lines appended since the last read (with ``final``, an unended last line too)."""
+        lines: list[str] = []
+        while chunk := await asyncio.to_thread(_read, self.path, self.offset):
+            self.offset += len(chunk)
+            *complete, self.partial = (self.partial + chunk).split(b"\n")
+            lines.extend(self._text(line) for line in complete)
+            if len(chunk) < _MAX_READ:
+                break
+        if final and self.partial:
+            lines.append(self._text(self.partial))
+            self.partial = b""
+        return lines
+
+    def _text(self, line: bytes) -> str:
+        return self.prefix + line.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+async def read_logs(
+    root: Path, *, follow: bool, tail: int | None, also: Sequence[Path] = (), mentioning: str | None = None
+) -> AsyncGenerator[str, None]:
+    """Lines of every log file under ``root``, file by file (by replica, then process name).
+
+    Args:
+        root: The folder of one API's logs (``<state>/logs/<api>``).
+        follow: After the existing lines, keep yielding appended lines and the lines of new files,
+            until the consumer stops iterating.
+        tail: At most this many last lines of each file existing now (None: all of them).
+        also: Log files of cluster processes (the gateway's) read first, if they exist, as ``[<name>]``.
+        mentioning: Only the lines that contain this text (one request's lines, by its id).
+
+    Yields:
+        ``"[<replica-id> <name>] <line>"``, without the line ending.
+    """
+    lines = _read_logs(root, follow=follow, tail=tail, also=also)
+    try:
+        async for line in lines:
+            if mentioning is None or mentioning in line:
+                yield line
+    finally:
+        await lines.aclose()
+
+
+async def _read_logs(root: Path, *, follow: bool, tail: int | None, also: Sequence[Path]) -> AsyncGenerator[str, None]:
+    files: dict[Path, _File] = {}
+    for path in [p for p in also if p.is_file()] + await asyncio.to_thread(_log_files, root):
+        offset = 0 if tail is None else await asyncio.to_thread(tail_offset, path, tail)
+        files[path] = _File(path, offset, own=path in also)
+        for line in await files[path].read_lines(final=not follow):
+            yield line
+    while follow:
+        await asyncio.sleep(POLL_INTERVAL)
+        for path in await asyncio.to_thread(_log_files, root):
+            file = files.setdefault(path, _File(path, 0))  # a new replica's file: from its start
+            for line in await file.read_lines(final=False):
+                yield line

@@ -1,0 +1,131 @@
+"""Host processes of the local runtime: each in its own session, so its whole group can be signalled.
+
+A container may start children of its own (a shell script, a server with worker processes); on
+Kubernetes they all die with the container. Here every process is started as the leader of a new
+session and process group, and stopping it signals the group, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: how much of a command's output is kept to explain a failure
+OUTPUT_EXCERPT = 300
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessPlan:
+    """What to run for one container (or a dequeuer), and where its output goes.
+
+    Attributes:
+        name: The container's name, or ``"dequeuer"``; names the log file and log lines.
+        argv: The program and its arguments, already expanded; run without a shell.
+        env: The whole environment of the process.
+        cwd: The working directory.
+        log_path: The file stdout and stderr are appended to.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+    log_path: Path
+
+
+async def spawn(plan: ProcessPlan) -> asyncio.subprocess.Process:
+    """Start ``plan`` as the leader of a new process group, its output appended to its log file.
+
+    Raises:
+        OSError: The program could not be started (not found, not executable, no such cwd).
+    """
+    plan.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with plan.log_path.open("ab") as log_file:  # the child keeps its own descriptor
+        return await asyncio.create_subprocess_exec(
+            *plan.argv,
+            env=dict(plan.env),
+            cwd=plan.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
+    """Send ``signum`` to the process group ``process`` leads; a group already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+async def terminate(process: asyncio.subprocess.Process, grace: float, *, name: str = "") -> int:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds; return the leader's exit code.
+
+    Whatever is left of the group once the leader has exited is killed too, as Kubernetes does
+    with a container whose main process ended.
+    """
+    if process.returncode is None:
+        signal_group(process, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                await process.wait()
+        except TimeoutError:
+            log.warning(
+                "%s (pid %d) still running %gs after SIGTERM; killing it", name or "process", process.pid, grace
+            )
+    signal_group(process, signal.SIGKILL)
+    return await process.wait()
+
+
+def describe_exit(code: int) -> str:
+    """An exit status in words: ``"exited with code 3"`` or ``"was killed by SIGKILL"``."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+async def run_command(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float
+) -> tuple[int | None, str]:
+    """Run a short command (an exec probe or hook) to completion, bounded by ``timeout``.
+
+    Never raises, except when cancelled; the command's process group is killed on timeout and on
+    cancellation.
+
+    Returns:
+        ``(exit code, output excerpt)``; the code is None when the command could not start or
+        timed out, and the excerpt then says why.
+    """
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return None, f"could not run {argv[0]}: {exc.strerror or exc}"
+    try:
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        return None, f"timed out after {timeout:g}s"
+    finally:
+        signal_group(process, signal.SIGKILL)  # on timeout or cancellation, and any leftover children
+        await process.wait()
+    text = output[-OUTPUT_EXCERPT:].decode("utf-8", errors="replace").strip()
+    return process.returncode, text

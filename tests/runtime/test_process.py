@@ -1,0 +1,79 @@
+"""Process groups, short commands and supervision, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from cortex.runtime.process import ProcessPlan, describe_exit, run_command, spawn, terminate
+from cortex.runtime.supervisor import Supervised, backoff_delay
+from tests.runtime.conftest import alive, wait_for
+
+# a process that starts a child of its own and writes both pids
+FAMILY = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(os.getpid(), child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("crashes", "cap", "delay"), [(1, 30, 1), (2, 30, 2), (3, 30, 4), (5, 30, 16), (6, 30, 30), (50, 30, 30), (4, 5, 5)]
+)
+def test_backoff_doubles_up_to_the_cap(crashes: int, cap: float, delay: float) -> None:
+    assert backoff_delay(crashes, cap) == delay
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(3) == "exited with code 3"
+    assert describe_exit(-9) == "was killed by SIGKILL"
+
+
+async def _pids(log: Path) -> list[int]:
+    await wait_for("the pids", lambda: log.exists() and log.read_text().count(" ") == 1, 10)
+    return [int(pid) for pid in log.read_text().split()]
+
+
+async def test_terminate_ends_the_whole_group(tmp_path: Path) -> None:
+    log = tmp_path / "family.log"
+    process = await spawn(ProcessPlan("family", (sys.executable, "-c", FAMILY), {}, tmp_path, log))
+    parent, child = await _pids(log)
+    assert parent == process.pid and alive(child)
+    assert await terminate(process, 2.0) == -15  # the group got SIGTERM
+    await wait_for("the child to go", lambda: not alive(child), 5)
+
+
+async def test_run_command_bounds_time_and_reports(tmp_path: Path) -> None:
+    assert await run_command(["true"], env={}, cwd=tmp_path, timeout=5) == (0, "")
+    code, output = await run_command(
+        [sys.executable, "-c", "print('nope'); raise SystemExit(2)"], env={}, cwd=tmp_path, timeout=5
+    )
+    assert (code, output) == (2, "nope")
+    assert await run_command(["sleep", "30"], env={}, cwd=tmp_path, timeout=0.2) == (None, "timed out after 0.2s")
+    code, output = await run_command(["/no/such/program"], env={}, cwd=tmp_path, timeout=5)
+    assert code is None and "could not run /no/such/program" in output
+
+
+async def test_supervised_restarts_and_stops_the_group(tmp_path: Path) -> None:
+    log = tmp_path / "family.log"
+    plan = ProcessPlan("family", (sys.executable, "-c", FAMILY), {}, tmp_path, log)
+    supervised = Supervised(plan, label="container family", where="test", backoff_max=1)
+    supervised.start()
+    try:
+        parent, child = await _pids(log)
+        log.unlink()
+        # the leader dies: what is left of its group goes too, and a new one starts
+        terminated = await asyncio.create_subprocess_exec("kill", "-9", str(parent))
+        await terminated.wait()
+        await wait_for("the restart", lambda: supervised.restarts == 1 and supervised.pid is not None, 10)
+        await wait_for("the old child to be gone", lambda: not alive(child), 5)  # SIGKILL lands asynchronously
+        assert supervised.failure is None
+        new_parent, new_child = await _pids(log)
+        assert new_parent == supervised.pid != parent
+    finally:
+        await supervised.stop(2.0)
+    await wait_for("the group to be gone", lambda: not alive(new_parent) and not alive(new_child), 5)
