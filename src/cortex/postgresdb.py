@@ -1,0 +1,107 @@
+"""One asyncpg pool per PostgreSQL server, shared by the queue and record store of a process.
+
+A URL names the server, the database and, optionally, the schema that holds cortex's tables:
+``postgresql://user@host:5432/db?schema=cortex`` (``postgres://`` too). The schema defaults to
+``cortex`` and is created, with the tables, on first open (``IF NOT EXISTS``, under an advisory
+lock, so processes starting together do not race). The other query parameters are asyncpg's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from cortex.backends import Resources
+from cortex.errors import BackendError
+
+DEFAULT_SCHEMA = "cortex"
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+#: connections per pool; a dequeuer's leases, renewals and acks share them
+POOL_SIZE = 10
+#: seconds to wait for a new connection (the driver would wait 60)
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PostgresServer:
+    """A shared pool and the schema one URL names."""
+
+    pool: asyncpg.Pool
+    dsn: str  #: asyncpg's URL (without ``schema``), for connections outside the pool
+    schema: str  #: a plain lower-case identifier, safe to splice into SQL
+    url: str  #: the URL without credentials, for messages
+
+    def sql(self, text: str) -> str:
+        """``text`` with ``{s}`` replaced by the quoted schema."""
+        return text.replace("{s}", f'"{self.schema}"')
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """asyncpg's URL (without ``schema``) and the schema of ``url``."""
+    parts = urlsplit(url)
+    schema = DEFAULT_SCHEMA
+    rest = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "schema":
+            schema = value
+        else:
+            rest.append((name, value))
+    if not _SCHEMA_RE.match(schema):
+        raise BackendError(
+            f"invalid schema {schema!r} in {redact(url)}: use lower-case letters, digits and _ (at most 41)"
+        )
+    return urlunsplit(parts._replace(query=urlencode(rest))), schema
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+@contextlib.contextmanager
+def wrap_errors(action: str, url: str) -> Iterator[None]:
+    """Turn driver and socket errors into :class:`BackendError` (the driver's error as ``__cause__``)."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise BackendError(f"PostgreSQL {action} failed at {url}: {exc}") from exc
+
+
+async def open_server(url: str, resources: Resources, ddl: str) -> PostgresServer:
+    """The process's pool for the server of ``url``, with ``ddl`` (``{s}`` = the schema) applied once.
+
+    Raises:
+        BackendError: the URL is invalid, the server does not answer, or the schema cannot be created.
+    """
+    dsn, schema = split_url(url)
+    shown = redact(dsn)
+
+    async def create() -> asyncpg.Pool:
+        try:
+            with wrap_errors("connect", shown):
+                pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT_S)
+        except BackendError as exc:
+            raise BackendError(f"{exc} (is the server running? the URL is {shown})") from exc.__cause__
+        except ValueError as exc:
+            raise BackendError(f"invalid PostgreSQL URL {shown}: {exc}") from exc
+        return pool
+
+    async def close(pool: asyncpg.Pool) -> None:
+        await pool.close()
+
+    pool = await resources.get(f"postgres:{dsn}", create, close)
+    server = PostgresServer(pool=pool, dsn=dsn, schema=schema, url=shown)
+    with wrap_errors(f"creating the tables in schema {schema}", shown):
+        async with pool.acquire() as conn, conn.transaction():
+            # CREATE ... IF NOT EXISTS still races with itself in concurrent transactions
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"cortex-schema:{schema}")
+            await conn.execute(server.sql("CREATE SCHEMA IF NOT EXISTS {s};\n" + ddl))
+    return server

@@ -1,0 +1,106 @@
+"""One Redis client per server, shared by the Redis queue and record store of a process.
+
+A URL names the server and, optionally, the prefix of every key cortex writes:
+``redis://host:6379/0?prefix=cortex`` (``rediss://`` for TLS). The prefix defaults to ``cortex``;
+a ``:`` is added after it. Everything else in the URL (password, database number, client
+options) is redis-py's :func:`redis.asyncio.from_url` syntax.
+
+Keys are grouped per API under a hash tag (``<prefix>:q:{<api>}:due``) so that the keys one
+script touches share a slot; the record store's sweep derives keys inside its script, so a
+Redis Cluster is not supported: use one primary (with replicas and AOF persistence for no loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from cortex.backends import Resources
+from cortex.errors import BackendError
+
+DEFAULT_PREFIX = "cortex"
+#: connections per server and process; a blocked ``wait_lease`` holds one
+POOL_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedisServer:
+    """A shared client and the key prefix one URL names."""
+
+    client: aioredis.Redis
+    prefix: str  #: ends with ``:``
+    url: str  #: the URL without credentials, for messages
+
+    def key(self, *parts: str) -> str:
+        """``<prefix>:part:part...``."""
+        return self.prefix + ":".join(parts)
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """The redis-py URL (without ``prefix``) and the key prefix (ending in ``:``) of ``url``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    rest = []
+    for name, value in query:
+        if name == "prefix":
+            prefix = value
+        else:
+            rest.append((name, value))
+    if not prefix or any(c in prefix for c in "*?[]{} "):
+        raise BackendError(f"invalid key prefix {prefix!r} in {redact(url)}: use letters, digits and ':-_.'")
+    return urlunsplit(parts._replace(query=urlencode(rest))), prefix.rstrip(":") + ":"
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def wrap_errors(action: str, url: str) -> Iterator[None]:
+    """Turn driver and socket errors into :class:`BackendError` (the driver's error as ``__cause__``)."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise BackendError(f"Redis {action} failed at {url}: {exc}") from exc
+
+
+async def open_server(url: str, resources: Resources) -> RedisServer:
+    """The process's client for the server of ``url`` (one pool per server), checked with a PING.
+
+    Raises:
+        BackendError: the URL is invalid or the server does not answer.
+    """
+    client_url, prefix = split_url(url)
+    shown = redact(client_url)
+
+    async def create() -> aioredis.Redis:
+        try:
+            # a burst of requests waits for a free connection instead of failing; URL options take precedence
+            pool = aioredis.BlockingConnectionPool.from_url(client_url, max_connections=POOL_SIZE, timeout=30)
+            client = aioredis.Redis.from_pool(pool)
+        except ValueError as exc:
+            raise BackendError(f"invalid Redis URL {shown}: {exc}") from exc
+        try:
+            with wrap_errors("PING", shown):
+                await client.ping()
+        except BackendError as exc:
+            await client.aclose()
+            raise BackendError(f"{exc} (is redis-server running? the URL is {shown})") from exc.__cause__
+        return client
+
+    async def close(client: aioredis.Redis) -> None:
+        await client.aclose()
+
+    client = await resources.get(f"redis:{client_url}", create, close)
+    return RedisServer(client=client, prefix=prefix, url=shown)

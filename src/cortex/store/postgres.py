@@ -1,0 +1,281 @@
+"""The PostgreSQL record store and catalog: the SQLite tables, in a schema of a shared database.
+
+Status changes are one guarded ``UPDATE ... WHERE status = ANY(<sources>)`` (the sources from
+:func:`cortex.requests.sources_of`), so a terminal status never changes, whatever races.
+Retention is :meth:`PostgresRecordStore.sweep`: ``DELETE ... RETURNING`` the payload blob keys of
+records expired at ``now``, in batches whose rows concurrent sweepers skip (``SKIP LOCKED``).
+
+Idempotency keys are unique per API through a partial unique index; :meth:`PostgresRecordStore.create`
+inserts with ``ON CONFLICT DO NOTHING`` on it, and on a conflict reads the holder in the same
+transaction: an unexpired holder is the :class:`~cortex.requests.Duplicate`, an expired one gives
+up its key and the insert is tried again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from cortex.backends import Resources
+from cortex.errors import BackendError
+from cortex.postgresdb import PostgresServer, open_server, wrap_errors
+from cortex.requests import (
+    Duplicate,
+    NewRequest,
+    Outcome,
+    RequestError,
+    RequestRecord,
+    Status,
+    sources_of,
+    status_values,
+)
+from cortex.store.base import ApiEntry, Catalog, RecordStore, Swept
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS {s}.requests (
+    id TEXT PRIMARY KEY,
+    api TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    result BYTEA,
+    error_kind TEXT,
+    error_message TEXT,
+    headers TEXT,
+    payload BYTEA,
+    payload_ref TEXT,
+    idempotency_key TEXT,
+    body_digest TEXT,
+    webhook_url TEXT,
+    webhook TEXT
+);
+-- tables of an earlier version; checked first, since ALTER TABLE locks the table even when it changes nothing
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = '{s}.requests'::regclass AND attname = 'webhook' AND NOT attisdropped) THEN
+        ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS idempotency_key TEXT,
+            ADD COLUMN IF NOT EXISTS body_digest TEXT,
+            ADD COLUMN IF NOT EXISTS webhook_url TEXT,
+            ADD COLUMN IF NOT EXISTS webhook TEXT;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS requests_expiry ON {s}.requests (expires_at);
+CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency ON {s}.requests (api, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {s}.apis (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    spec_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+_LIGHT = (
+    "id, api, status, created_at, expires_at, attempts, started_at, finished_at, result, error_kind, error_message,"
+    " webhook_url, webhook"
+)
+_FULL = _LIGHT + ", headers, payload, payload_ref"
+
+_CREATE = """
+INSERT INTO {s}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
+    idempotency_key, body_digest, webhook_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (api, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+"""
+_HOLDER = """
+SELECT id, body_digest, expires_at FROM {s}.requests WHERE api = $1 AND idempotency_key = $2 FOR UPDATE
+"""
+_FREE_KEY = "UPDATE {s}.requests SET idempotency_key = NULL WHERE id = $1"
+#: inserts tried by one create; each retry follows a holder that expired or vanished meanwhile
+_CREATE_TRIES = 5
+_SET_WEBHOOK = "UPDATE {s}.requests SET webhook = $3 WHERE id = $1 AND api = $2"
+_GET = f"SELECT {_LIGHT} FROM {{s}}.requests WHERE id = $1 AND api = $2 AND expires_at > $3"
+_START = f"""
+UPDATE {{s}}.requests SET status = $3, started_at = $4, attempts = $5
+WHERE id = $1 AND api = $2 AND status = ANY($6::text[]) RETURNING {_FULL}
+"""
+_FINISH = """
+UPDATE {s}.requests SET status = $3, finished_at = $4, result = $5, error_kind = $6, error_message = $7,
+    headers = NULL, payload = NULL
+WHERE id = $1 AND api = $2 AND status = ANY($8::text[])
+"""
+_SWEEP = """
+DELETE FROM {s}.requests WHERE id IN (
+    SELECT id FROM {s}.requests WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+) RETURNING payload_ref
+"""
+
+
+class PostgresRecordStore(RecordStore):
+    """Request records in PostgreSQL; small payloads live in the row, large ones in blobs."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._pool = server.pool
+
+    async def create(self, request: NewRequest) -> Duplicate | None:
+        args = (
+            request.id,
+            request.api,
+            Status.IN_QUEUE.value,
+            request.created_at,
+            request.expires_at,
+            json.dumps(request.headers, separators=(",", ":")),
+            request.payload,
+            request.payload_ref,
+            request.idempotency_key,
+            request.body_digest,
+            request.webhook_url,
+        )
+        insert = self._server.sql(_CREATE)
+        with wrap_errors("create", self._server.url):
+            if request.idempotency_key is None:
+                await self._pool.execute(insert, *args)
+                return None
+            async with self._pool.acquire() as conn, conn.transaction():
+                for _ in range(_CREATE_TRIES):
+                    if await conn.execute(insert, *args) == "INSERT 0 1":
+                        return None
+                    held = await conn.fetchrow(self._server.sql(_HOLDER), request.api, request.idempotency_key)
+                    if held is None:  # freed or deleted since the insert saw it: try again
+                        continue
+                    if held[2] > request.created_at:
+                        return Duplicate(id=held[0], body_digest=held[1])
+                    # expired but not swept yet: it no longer holds the key
+                    await conn.execute(self._server.sql(_FREE_KEY), held[0])
+        raise BackendError(
+            f"PostgreSQL create failed at {self._server.url}: idempotency key of request {request.id}"
+            f" still contended after {_CREATE_TRIES} tries"
+        )
+
+    async def get(self, api: str, request_id: str, *, now: float) -> RequestRecord | None:
+        with wrap_errors("get", self._server.url):
+            row = await self._pool.fetchrow(self._server.sql(_GET), request_id, api, now)
+        return None if row is None else _record(row)
+
+    async def start(self, api: str, request_id: str, *, attempts: int, now: float) -> RequestRecord | None:
+        sources = list(status_values(sources_of(Status.IN_PROGRESS)))
+        with wrap_errors("start", self._server.url):
+            row = await self._pool.fetchrow(
+                self._server.sql(_START), request_id, api, Status.IN_PROGRESS.value, now, attempts, sources
+            )
+        return None if row is None else _record(row)
+
+    async def finish(self, api: str, request_id: str, outcome: Outcome, *, now: float) -> bool:
+        error = outcome.error
+        sources = list(status_values(sources_of(outcome.status)))
+        with wrap_errors("finish", self._server.url):
+            status = await self._pool.execute(
+                self._server.sql(_FINISH),
+                request_id,
+                api,
+                outcome.status.value,
+                now,
+                outcome.result,
+                None if error is None else error.kind,
+                None if error is None else error.message,
+                sources,
+            )
+        return status == "UPDATE 1"
+
+    async def set_webhook(self, api: str, request_id: str, state: dict[str, Any]) -> bool:
+        text = json.dumps(state, separators=(",", ":"))
+        with wrap_errors("webhook state", self._server.url):
+            status = await self._pool.execute(self._server.sql(_SET_WEBHOOK), request_id, api, text)
+        return status == "UPDATE 1"
+
+    async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
+        with wrap_errors("sweep", self._server.url):
+            rows = await self._pool.fetch(self._server.sql(_SWEEP), now, limit)
+        return Swept(deleted=len(rows), blob_keys=[row[0] for row in rows if row[0] is not None])
+
+
+def _record(row: asyncpg.Record) -> RequestRecord:
+    error = None if row[9] is None else RequestError(kind=row[9], message=row[10] or "")
+    full = len(row) > 13
+    return RequestRecord(
+        id=row[0],
+        api=row[1],
+        status=Status(row[2]),
+        created_at=row[3],
+        expires_at=row[4],
+        attempts=row[5],
+        started_at=row[6],
+        finished_at=row[7],
+        result=row[8],
+        error=error,
+        webhook_url=row[11],
+        webhook=None if row[12] is None else json.loads(row[12]),
+        headers=tuple((k, v) for k, v in json.loads(row[13] or "[]")) if full else (),
+        payload=row[14] if full else None,
+        payload_ref=row[15] if full else None,
+    )
+
+
+_API_COLUMNS = "name, spec, spec_id, created_at, updated_at, meta"
+_PUT_API = f"""
+INSERT INTO {{s}}.apis (name, spec, spec_id, created_at, updated_at, meta) VALUES ($1, $2, $3, $4, $4, $5)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, spec_id = excluded.spec_id,
+    updated_at = excluded.updated_at, meta = excluded.meta
+RETURNING {_API_COLUMNS}
+"""
+
+
+class PostgresCatalog(Catalog):
+    """Deployed API specs in PostgreSQL."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._pool = server.pool
+
+    async def put_api(
+        self, name: str, spec: dict[str, Any], spec_id: str, *, now: float, meta: dict[str, Any] | None = None
+    ) -> ApiEntry:
+        text, meta_text = json.dumps(spec, sort_keys=True), json.dumps(meta or {}, sort_keys=True)
+        with wrap_errors("catalog write", self._server.url):
+            row = await self._pool.fetchrow(self._server.sql(_PUT_API), name, text, spec_id, now, meta_text)
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        return _entry(row)
+
+    async def get_api(self, name: str) -> ApiEntry | None:
+        with wrap_errors("catalog read", self._server.url):
+            row = await self._pool.fetchrow(
+                self._server.sql(f"SELECT {_API_COLUMNS} FROM {{s}}.apis WHERE name = $1"), name
+            )
+        return None if row is None else _entry(row)
+
+    async def list_apis(self) -> list[ApiEntry]:
+        with wrap_errors("catalog read", self._server.url):
+            rows = await self._pool.fetch(
+                self._server.sql(f'SELECT {_API_COLUMNS} FROM {{s}}.apis ORDER BY name COLLATE "C"')
+            )
+        return [_entry(row) for row in rows]
+
+    async def delete_api(self, name: str) -> bool:
+        with wrap_errors("catalog write", self._server.url):
+            status = await self._pool.execute(self._server.sql("DELETE FROM {s}.apis WHERE name = $1"), name)
+        return status == "DELETE 1"
+
+
+def _entry(row: asyncpg.Record) -> ApiEntry:
+    return ApiEntry(
+        name=row[0],
+        spec=json.loads(row[1]),
+        spec_id=row[2],
+        created_at=row[3],
+        updated_at=row[4],
+        meta=json.loads(row[5]),
+    )
+
+
+async def open_store(url: str, resources: Resources) -> tuple[PostgresRecordStore, PostgresCatalog]:
+    """The record store and catalog in the PostgreSQL database of ``postgresql://...?schema=cortex``."""
+    server = await open_server(url, resources, SCHEMA)
+    return PostgresRecordStore(server), PostgresCatalog(server)

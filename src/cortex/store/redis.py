@@ -1,0 +1,336 @@
+"""The Redis record store and catalog.
+
+Records: one hash per request, ``<prefix>:r:<id>``, which Redis deletes by itself when the
+record's retention ends: its TTL is ``expires_at - created_at``, counted on the server's clock
+from the moment the record is stored (the same instant as ``expires_at`` when the gateway's clock
+agrees with the server's, and no dependence on clock sync when it does not). Reads hide a record
+from ``expires_at`` on whatever the TTL says, so the contract holds to the second.
+
+Blobs: Redis cannot tell anyone that a key expired, so the payload blob keys live apart from the
+records, in ``<prefix>:blobs:expiry`` (sorted set: id -> expires_at) and ``<prefix>:blobs:refs``
+(hash: id -> blob key), which have no TTL. :meth:`RedisRecordStore.sweep` returns the blob keys
+of records expired at ``now`` from there (and deletes those records if Redis has not yet), so no
+blob is orphaned even when the record itself expired long before the sweep. Records without a
+blob need no sweep at all.
+
+Idempotency keys: ``<prefix>:idem:<api>:<key>``, a hash (id, body_digest, expires_at of the
+holder) written by the same script as the record, with the same TTL, so the key expires with its
+record. A holder whose ``expires_at`` is not after the new request's ``created_at`` frees the key
+even before its TTL ends (clocks differ). API names are DNS labels, so the key cannot collide
+across APIs.
+
+Status changes go through one Lua script that checks the current status against
+:func:`cortex.requests.sources_of`, so a terminal status never changes, whatever races.
+
+Catalog: hash ``<prefix>:apis`` (name -> JSON of spec, spec_id, updated_at, meta) beside hash
+``<prefix>:apis:created`` (name -> created_at), so a replacement keeps ``created_at`` atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from cortex.backends import Resources
+from cortex.errors import BackendError
+from cortex.redisdb import RedisServer, open_server, wrap_errors
+from cortex.requests import Duplicate, NewRequest, Outcome, RequestError, RequestRecord, Status, sources_of
+from cortex.store.base import ApiEntry, Catalog, RecordStore, Swept
+
+_LIGHT = (
+    "api",
+    "status",
+    "created_at",
+    "expires_at",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "result",
+    "error_kind",
+    "error_message",
+    "webhook_url",
+    "webhook",
+)
+_FULL = (*_LIGHT, "headers", "payload", "payload_ref")
+
+# KEYS: record, expiry, refs, idempotency key (or the record again when there is none).
+# ARGV: ttl (ms), expires_at, id, blob key or '', created_at, body digest or '' (unused without an
+# idempotency key), then field/value pairs. Returns {id, body digest or false} of the holder of
+# the idempotency key (nothing stored), or 1 when stored.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('request id ' .. ARGV[3] .. ' already exists') end
+local keyed = KEYS[4] ~= KEYS[1]
+if keyed then
+  local held = redis.call('HMGET', KEYS[4], 'id', 'body_digest', 'expires_at')
+  if held[1] and tonumber(held[3]) > tonumber(ARGV[5]) then return {held[1], held[2]} end
+  redis.call('DEL', KEYS[4])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if keyed then
+  redis.call('HSET', KEYS[4], 'id', ARGV[3], 'expires_at', ARGV[2])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'body_digest', ARGV[6]) end
+  redis.call('PEXPIRE', KEYS[4], ARGV[1])
+end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+end
+return 1
+"""
+
+# KEYS: record. ARGV: api, webhook state (JSON). 1 when set, 0 when the record is missing or another API's.
+_SET_WEBHOOK = """
+if redis.call('HGET', KEYS[1], 'api') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'webhook', ARGV[2])
+return 1
+"""
+
+# KEYS: record. ARGV: api, return the record (1|0), S, S allowed current statuses, F, F field/value
+# pairs to set, then fields to delete. False when the record is missing, another API's, or the
+# transition is not allowed.
+_TRANSITION = """
+local current = redis.call('HMGET', KEYS[1], 'api', 'status')
+if current[1] ~= ARGV[1] then return false end
+local s = tonumber(ARGV[3])
+local allowed = false
+for i = 4, 3 + s do
+  if ARGV[i] == current[2] then allowed = true end
+end
+if not allowed then return false end
+local f = tonumber(ARGV[4 + s])
+local at = 5 + s
+if f > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, at, at + 2 * f - 1)) end
+at = at + 2 * f
+if at <= #ARGV then redis.call('HDEL', KEYS[1], unpack(ARGV, at)) end
+if ARGV[2] == '1' then return redis.call('HMGET', KEYS[1], FIELDS) end
+return 1
+""".replace("FIELDS", ", ".join(f"'{field}'" for field in _FULL))
+
+# KEYS: expiry, refs. ARGV: now, limit, record key prefix. Returns {records it deleted, blob keys...}
+# (records that Redis already expired by their TTL are not counted).
+_SWEEP = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {0}
+for _, id in ipairs(ids) do
+  local ref = redis.call('HGET', KEYS[2], id)
+  if ref then out[#out + 1] = ref end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+  out[1] = out[1] + redis.call('UNLINK', ARGV[3] .. id)
+end
+return out
+"""
+
+
+def _text(value: float) -> str:
+    # repr round-trips a float exactly
+    return repr(float(value))
+
+
+class RedisRecordStore(RecordStore):
+    """Request records as Redis hashes that expire with their retention."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self._server = server
+        self._create = server.client.register_script(_CREATE)
+        self._transition = server.client.register_script(_TRANSITION)
+        self._sweep = server.client.register_script(_SWEEP)
+        self._set_webhook = server.client.register_script(_SET_WEBHOOK)
+        self._expiry, self._refs = server.key("blobs", "expiry"), server.key("blobs", "refs")
+
+    def _record_key(self, request_id: str) -> str:
+        return self._server.key("r", request_id)
+
+    def _idempotency_key(self, api: str, key: str) -> str:
+        return self._server.key("idem", api, key)
+
+    async def create(self, request: NewRequest) -> Duplicate | None:
+        ttl_ms = max(1, math.ceil((request.expires_at - request.created_at) * 1000))
+        fields: list[str | bytes] = ["api", request.api, "status", Status.IN_QUEUE.value, "attempts", "0"]
+        fields += ["created_at", _text(request.created_at), "expires_at", _text(request.expires_at)]
+        fields += ["headers", json.dumps(request.headers, separators=(",", ":"))]
+        optional = {
+            "payload": request.payload,
+            "payload_ref": request.payload_ref,
+            "idempotency_key": request.idempotency_key,
+            "body_digest": request.body_digest,
+            "webhook_url": request.webhook_url,
+        }
+        fields += [item for name, value in optional.items() if value is not None for item in (name, value)]
+        record_key = self._record_key(request.id)
+        idem_key = (
+            record_key
+            if request.idempotency_key is None
+            else self._idempotency_key(request.api, request.idempotency_key)
+        )
+        args = [
+            ttl_ms,
+            _text(request.expires_at),
+            request.id,
+            request.payload_ref or "",
+            _text(request.created_at),
+            request.body_digest or "",
+            *fields,
+        ]
+        with wrap_errors("create", self._server.url):
+            held = await self._create(keys=[record_key, self._expiry, self._refs, idem_key], args=args)
+        if isinstance(held, list):
+            return Duplicate(id=held[0].decode(), body_digest=None if held[1] is None else held[1].decode())
+        return None
+
+    async def get(self, api: str, request_id: str, *, now: float) -> RequestRecord | None:
+        with wrap_errors("get", self._server.url):
+            values: list[Any] = await self._server.client.hmget(self._record_key(request_id), list(_LIGHT))
+        if values[0] is None or values[0].decode() != api or float(values[3]) <= now:
+            return None
+        return _record(request_id, values)
+
+    async def start(self, api: str, request_id: str, *, attempts: int, now: float) -> RequestRecord | None:
+        changes: dict[str, str | bytes] = {
+            "status": Status.IN_PROGRESS.value,
+            "started_at": _text(now),
+            "attempts": str(attempts),
+        }
+        values = await self._change(api, request_id, Status.IN_PROGRESS, changes, (), full=True)
+        return None if values is None else _record(request_id, values)
+
+    async def finish(self, api: str, request_id: str, outcome: Outcome, *, now: float) -> bool:
+        changes: dict[str, str | bytes] = {"status": outcome.status.value, "finished_at": _text(now)}
+        dropped = ["headers", "payload"]
+        if outcome.result is not None:
+            changes["result"] = outcome.result
+        if outcome.error is not None:
+            changes["error_kind"], changes["error_message"] = outcome.error.kind, outcome.error.message
+        return await self._change(api, request_id, outcome.status, changes, dropped, full=False) is not None
+
+    async def _change(
+        self,
+        api: str,
+        request_id: str,
+        new: Status,
+        changes: dict[str, str | bytes],
+        dropped: tuple[str, ...] | list[str],
+        *,
+        full: bool,
+    ) -> Any:
+        sources = [status.value for status in sources_of(new)]
+        pairs = [item for pair in changes.items() for item in pair]
+        args = [api, int(full), len(sources), *sources, len(changes), *pairs, *dropped]
+        with wrap_errors("status change", self._server.url):
+            return await self._transition(keys=[self._record_key(request_id)], args=args)
+
+    async def set_webhook(self, api: str, request_id: str, state: dict[str, Any]) -> bool:
+        text = json.dumps(state, separators=(",", ":"))
+        with wrap_errors("webhook state", self._server.url):
+            done = await self._set_webhook(keys=[self._record_key(request_id)], args=[api, text])
+        return bool(done)
+
+    async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
+        with wrap_errors("sweep", self._server.url):
+            out = await self._sweep(keys=[self._expiry, self._refs], args=[_text(now), limit, self._record_key("")])
+        return Swept(deleted=int(out[0]), blob_keys=[ref.decode() for ref in out[1:]])
+
+
+def _record(request_id: str, values: list[Any]) -> RequestRecord:
+    """A record from the values of ``_LIGHT`` (then, if present, the rest of ``_FULL``)."""
+    fields: dict[str, bytes | None] = dict(zip(_FULL, values, strict=False))
+
+    def number(name: str) -> float | None:
+        value = fields.get(name)
+        return None if value is None else float(value)
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return None if value is None else value.decode()
+
+    kind, status = text("error_kind"), text("status")
+    headers, webhook = fields.get("headers"), fields.get("webhook")
+    created_at, expires_at = number("created_at"), number("expires_at")
+    if status is None or created_at is None or expires_at is None:  # pragma: no cover - written by create
+        raise BackendError(f"request {request_id} has a damaged record in Redis")
+    return RequestRecord(
+        id=request_id,
+        api=text("api") or "",
+        status=Status(status),
+        created_at=created_at,
+        expires_at=expires_at,
+        attempts=int(fields.get("attempts") or 0),
+        started_at=number("started_at"),
+        finished_at=number("finished_at"),
+        result=fields.get("result"),
+        error=None if kind is None else RequestError(kind=kind, message=text("error_message") or ""),
+        headers=tuple((k, v) for k, v in json.loads(headers)) if len(values) > len(_LIGHT) and headers else (),
+        payload=fields.get("payload"),
+        payload_ref=text("payload_ref"),
+        webhook_url=text("webhook_url"),
+        webhook=None if webhook is None else json.loads(webhook),
+    )
+
+
+class RedisCatalog(Catalog):
+    """Deployed API specs in two Redis hashes."""
+
+    _PUT = """
+    redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+    return redis.call('HGET', KEYS[2], ARGV[1])
+    """
+
+    def __init__(self, server: RedisServer) -> None:
+        self._server = server
+        self._apis, self._created = server.key("apis"), server.key("apis", "created")
+        self._put = server.client.register_script(self._PUT)
+
+    async def put_api(
+        self, name: str, spec: dict[str, Any], spec_id: str, *, now: float, meta: dict[str, Any] | None = None
+    ) -> ApiEntry:
+        doc = json.dumps({"spec": spec, "spec_id": spec_id, "updated_at": now, "meta": meta or {}}, sort_keys=True)
+        with wrap_errors("catalog write", self._server.url):
+            created = await self._put(keys=[self._apis, self._created], args=[name, doc, _text(now)])
+        return _entry(name, doc.encode(), created)
+
+    async def get_api(self, name: str) -> ApiEntry | None:
+        with wrap_errors("catalog read", self._server.url):
+            async with self._server.client.pipeline(transaction=True) as pipe:
+                pipe.hget(self._apis, name)
+                pipe.hget(self._created, name)
+                doc, created = await pipe.execute()
+        return None if doc is None else _entry(name, doc, created)
+
+    async def list_apis(self) -> list[ApiEntry]:
+        with wrap_errors("catalog read", self._server.url):
+            async with self._server.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._apis)
+                pipe.hgetall(self._created)
+                docs, created = await pipe.execute()
+        entries = [_entry(name.decode(), doc, created.get(name)) for name, doc in docs.items()]
+        return sorted(entries, key=lambda entry: entry.name)
+
+    async def delete_api(self, name: str) -> bool:
+        with wrap_errors("catalog write", self._server.url):
+            async with self._server.client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._apis, name)
+                pipe.hdel(self._created, name)
+                deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+
+def _entry(name: str, doc: bytes, created: bytes | None) -> ApiEntry:
+    data = json.loads(doc)
+    updated_at = float(data["updated_at"])
+    return ApiEntry(
+        name=name,
+        spec=data["spec"],
+        spec_id=data["spec_id"],
+        created_at=updated_at if created is None else float(created),
+        updated_at=updated_at,
+        meta=data["meta"],
+    )
+
+
+async def open_store(url: str, resources: Resources) -> tuple[RedisRecordStore, RedisCatalog]:
+    """The record store and catalog on the Redis server of ``redis://host:port/db?prefix=cortex``."""
+    server = await open_server(url, resources)
+    return RedisRecordStore(server), RedisCatalog(server)

@@ -1,0 +1,118 @@
+"""What the shared suite cannot show about the PostgreSQL backend: NOTIFY wake-ups, schemas, concurrent opens."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cortex.backends import Backends, BackendUrls, open_backends
+from cortex.errors import BackendError
+from cortex.postgresdb import split_url
+from cortex.requests import Duplicate, NewRequest
+from tests.servers.databases import POSTGRES_URL, postgres_namespace
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    async with postgres_namespace() as namespaced:
+        yield namespaced
+
+
+def _urls(url: str, tmp_path: Path) -> BackendUrls:
+    return BackendUrls(queue=url, store=url, blobs=f"file:///{tmp_path / 'blobs'}")
+
+
+@pytest.fixture
+async def backends(url: str, tmp_path: Path) -> AsyncIterator[Backends]:
+    opened = await open_backends(_urls(url, tmp_path))
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+async def test_notify_wakes_a_waiter_of_another_pool_at_once(backends: Backends, url: str, tmp_path: Path) -> None:
+    producer = await open_backends(_urls(url, tmp_path))
+    try:
+        # poll=5 and a 1 s safety poll: only the notification can explain a quick wake-up
+        waiting = asyncio.create_task(backends.queue.wait_lease("api", visibility=30, timeout=10, poll=5))
+        await asyncio.sleep(0.3)
+        enqueued = time.monotonic()
+        await producer.queue.enqueue("api", "r1")
+        leases = await waiting
+        assert [lease.id for lease in leases] == ["r1"]
+        assert time.monotonic() - enqueued < 0.2
+    finally:
+        await producer.aclose()
+
+
+async def test_a_waiter_wakes_when_a_lease_lapses(backends: Backends) -> None:
+    await backends.queue.enqueue("api", "r1")
+    await backends.queue.lease("api", visibility=0.3)
+    started = time.monotonic()
+    (lease,) = await backends.queue.wait_lease("api", visibility=30, timeout=10)
+    assert lease.attempts == 2
+    assert 0.2 < time.monotonic() - started < 0.7
+
+
+async def test_concurrent_creates_with_one_idempotency_key_store_one(
+    backends: Backends, url: str, tmp_path: Path
+) -> None:
+    other = await open_backends(_urls(url, tmp_path))
+    try:
+        requests = [
+            NewRequest(
+                id=f"r{i}", api="api", created_at=1.0, expires_at=2e10, headers=(), idempotency_key="k", body_digest="d"
+            )
+            for i in range(8)
+        ]
+        stores = [backends.records, other.records]
+        answers = await asyncio.gather(*(stores[i % 2].create(r) for i, r in enumerate(requests)))
+    finally:
+        await other.aclose()
+    stored = [r.id for r, answer in zip(requests, answers, strict=True) if answer is None]
+    assert len(stored) == 1
+    assert all(answer in (None, Duplicate(id=stored[0], body_digest="d")) for answer in answers)
+    # an expired holder gives its key to the next request
+    later = dataclasses.replace(requests[0], id="late", created_at=3e10, expires_at=4e10)
+    assert await backends.records.create(later) is None
+
+
+async def test_tables_live_in_the_url_schema(backends: Backends, url: str) -> None:
+    _, schema = split_url(url)
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        rows = await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema)
+    finally:
+        await conn.close()
+    assert sorted(row[0] for row in rows) == ["apis", "queue", "requests"]
+
+
+async def test_processes_opening_a_new_schema_together_do_not_race(url: str, tmp_path: Path) -> None:
+    opened = await asyncio.gather(*(open_backends(_urls(url, tmp_path)) for _ in range(6)))
+    for backends in opened:
+        await backends.aclose()
+
+
+def test_url_schema_defaults_and_is_removed_from_the_driver_url() -> None:
+    assert split_url("postgresql://u@h:5432/db?schema=team_a&sslmode=disable") == (
+        "postgresql://u@h:5432/db?sslmode=disable",
+        "team_a",
+    )
+    assert split_url("postgres://u:pw@h/db") == ("postgres://u:pw@h/db", "cortex")
+    with pytest.raises(BackendError, match="invalid schema"):
+        split_url('postgresql://h/db?schema=x";drop')
+
+
+async def test_unreachable_server_is_a_backend_error(tmp_path: Path) -> None:
+    dead = "postgresql://postgres@127.0.0.1:1/test"
+    with pytest.raises(BackendError, match=re.escape("127.0.0.1:1")) as caught:
+        await open_backends(_urls(dead, tmp_path))
+    assert caught.value.__cause__ is not None
