@@ -1,0 +1,55 @@
+"""Celery with its Redis broker and result backend: the no-op task and the client side."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar
+
+import redis
+from celery import Celery  # type: ignore[import-untyped]
+from celery.result import AsyncResult  # type: ignore[import-untyped]
+
+from bench.diy import PAYLOAD, QUEUE, REDIS_URL
+
+app = Celery("cortex_bench", broker=REDIS_URL, backend=REDIS_URL)
+app.conf.update(
+    task_default_queue=QUEUE,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+)
+
+
+@app.task(name="noop")  # type: ignore[untyped-decorator]
+def noop(payload: dict[str, Any]) -> dict[str, Any]:
+    """The no-op job."""
+    return {}
+
+
+class CeleryStack:
+    """Celery 5 with the ``solo`` pool (no prefork hop)."""
+
+    name = "celery"
+    worker_argv: ClassVar[list[str]] = [
+        sys.executable, "-m", "celery", "-A", "bench.diy.celery_jobs:app", "worker", "--pool=solo",
+        "-Q", QUEUE, "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING",
+    ]  # fmt: skip
+
+    async def submit(self) -> object:
+        return noop.apply_async(args=(PAYLOAD,))
+
+    async def visible(self, handle: object) -> bool:
+        assert isinstance(handle, AsyncResult)
+        return bool(handle.ready())
+
+    async def submit_many(self, count: int) -> None:
+        for _ in range(count):
+            noop.apply_async(args=(PAYLOAD,))
+
+    async def flush(self) -> None:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+
+    async def aclose(self) -> None:
+        pass

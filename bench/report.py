@@ -1,0 +1,75 @@
+"""``docs/benchmarks.md``: the machine, the commands, the table of figures and ratios, the goals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.figures import Row
+
+_SCENARIOS = {
+    "a": "submit throughput",
+    "b": "end-to-end overhead",
+    "c": "dispatch throughput",
+    "d": "do-it-yourself stacks",
+    "e": "memory",
+}
+
+
+def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
+    """The whole page."""
+    machine = results["machine"]
+    settings = results["settings"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run` (the harness in `bench/`, issue 5); the raw figures of every run are in",
+        "`bench/results.json`. Each figure is the median of "
+        f"{settings['runs']} run(s); every baseline was measured in the same run, on the same machine,",
+        "so only the ratios travel to another machine.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in machine.items()),
+        "",
+        "## Commands",
+        "",
+        "```",
+        *results["commands"],
+        "```",
+        "",
+        "## Figures",
+        "",
+        "Ratio is value ÷ baseline.",
+        "",
+        "| | figure | value | baseline | ratio | goal | met |",
+        "|---|---|---:|---:|---:|---|---|",
+        *(_row(row) for row in table),
+        "",
+        notes.strip(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _row(row: Row) -> str:
+    baseline = "" if row.baseline_value is None else f"{_num(row.baseline_value)} ({row.baseline})"
+    ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+    met = "" if row.met is None else ("**yes**" if row.met else "**no**")
+    return (
+        f"| {row.scenario} | {row.figure} | {_num(row.value)} {row.unit} | {baseline} | {ratio} | {row.goal} | {met} |"
+    )
+
+
+def _num(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def scenario_name(key: str) -> str:
+    """The name of scenario ``key`` (a-e)."""
+    return _SCENARIOS[key]
