@@ -66,6 +66,14 @@ class BackendUrls:
         db = f"sqlite:///{state_dir.resolve() / 'cortex.db'}"
         return cls(queue=db, store=db, blobs=f"file:///{state_dir.resolve() / 'blobs'}")
 
+    @classmethod
+    def resolve(
+        cls, state_dir: Path, *, queue: str | None = None, store: str | None = None, blobs: str | None = None
+    ) -> BackendUrls:
+        """The URLs given, each missing one filled with the embedded default under ``state_dir``."""
+        defaults = cls.for_state_dir(state_dir.expanduser())
+        return cls(queue=queue or defaults.queue, store=store or defaults.store, blobs=blobs or defaults.blobs)
+
 
 class Resources:
     """Connections shared by the roles of one process: one SQLite handle per file, one pool per server.

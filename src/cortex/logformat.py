@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 from cortex.requests import rfc3339
@@ -56,3 +57,13 @@ def configure(level: str, *, json_lines: bool, replica: str | None = None) -> No
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(replica) if json_lines else logging.Formatter(CONSOLE_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def configure_from_environ(*, replica: str | None = None) -> None:
+    """Log to stderr at ``CORTEX_LOG_LEVEL`` (default INFO), as JSON lines unless ``CORTEX_DISABLE_JSON_LOGGING=true``.
+
+    ``replica`` (a dequeuer's ``CORTEX_REPLICA_ID``) is written on every line.
+    """
+    level = os.environ.get("CORTEX_LOG_LEVEL", "INFO")
+    console = os.environ.get("CORTEX_DISABLE_JSON_LOGGING", "").strip().lower() in ("1", "true", "yes")
+    configure(level, json_lines=not console, replica=replica)

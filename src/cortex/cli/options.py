@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,17 +42,9 @@ def backend_options(func: F) -> F:
 
 def backend_urls(state_dir: Path, queue_url: str | None, store_url: str | None, blobs_url: str | None) -> BackendUrls:
     """The URLs the backend options name, defaults filled from the state directory."""
-    defaults = BackendUrls.for_state_dir(state_dir.expanduser())
-    return BackendUrls(
-        queue=queue_url or defaults.queue, store=store_url or defaults.store, blobs=blobs_url or defaults.blobs
-    )
+    return BackendUrls.resolve(state_dir, queue=queue_url, store=store_url, blobs=blobs_url)
 
 
 def configure_logging(*, replica: str | None = None) -> None:
-    """Log to stderr at ``CORTEX_LOG_LEVEL`` (default INFO), as JSON lines unless ``CORTEX_DISABLE_JSON_LOGGING=true``.
-
-    ``replica`` (a dequeuer's ``CORTEX_REPLICA_ID``) is written on every line.
-    """
-    level = os.environ.get("CORTEX_LOG_LEVEL", "INFO")
-    console = os.environ.get("CORTEX_DISABLE_JSON_LOGGING", "").strip().lower() in ("1", "true", "yes")
-    logformat.configure(level, json_lines=not console, replica=replica)
+    """Log as ``CORTEX_LOG_LEVEL`` and ``CORTEX_DISABLE_JSON_LOGGING`` say (see :mod:`cortex.logformat`)."""
+    logformat.configure_from_environ(replica=replica)

@@ -70,9 +70,7 @@ def dequeuer(
     grace_period: float,
 ) -> None:
     """Run one replica's dequeuer: take API requests from the queue and POST them to the user server."""
-    import uvloop
-
-    from cortex.dequeuer import service
+    from cortex.dequeuer.service import run
     from cortex.dequeuer.worker import DequeuerSettings
 
     configure_logging(replica=os.environ.get("CORTEX_REPLICA_ID") or None)
@@ -81,8 +79,6 @@ def dequeuer(
         user_port=user_port, user_host=user_host, lease_seconds=lease_seconds, grace_period=grace_period
     )
     try:
-        uvloop.run(service.serve(api, urls, settings, admin_port=admin_port))
+        run(api, urls, settings, admin_port=admin_port)
     except CortexError as exc:
         raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
-        pass

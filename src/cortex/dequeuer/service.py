@@ -72,3 +72,15 @@ async def serve(
             await runner.cleanup()
         with contextlib.suppress(Exception):
             await backends.aclose()
+
+
+def run(api: str, urls: BackendUrls, settings: DequeuerSettings, *, admin_port: int | None = None) -> None:
+    """Run :func:`serve` on uvloop until it stops; Ctrl-C ends it quietly.
+
+    Raises:
+        CortexError: the backends cannot be opened or the API is not deployed.
+    """
+    import uvloop  # only here: importing the module must not need an event loop policy
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve(api, urls, settings, admin_port=admin_port))

@@ -60,7 +60,7 @@ class LocalSettings:
         grace_period: Drain time of a replica being stopped: its dequeuer's, then each container's.
         restart_backoff_max: The longest wait before restarting a crashed process.
         health_interval: How often each replica's readiness (its dequeuer's ``/healthz``) is polled.
-        python: The interpreter that runs ``python -m cortex dequeuer``.
+        python: The interpreter that runs ``python -m cortex.dequeuer``.
     """
 
     lease_seconds: float = 30.0
@@ -338,7 +338,7 @@ class LocalRuntime(Runtime):
             "--lease-seconds": str(settings.lease_seconds),
             "--grace-period": str(settings.grace_period),
         }
-        dequeuer_argv = (settings.python, "-m", "cortex", "dequeuer", *(x for item in options.items() for x in item))
+        dequeuer_argv = (settings.python, "-m", "cortex.dequeuer", *(x for item in options.items() for x in item))
         return ReplicaPlan(
             id=replica_id,
             api=spec.name,
