@@ -27,8 +27,10 @@ NOOP_SERVER = REPO / "bench" / "noop_server.py"
 class Cluster:
     """``cortex cluster up`` in ``root``; :meth:`down` stops it and leaves nothing running."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, backend_url: str | None = None) -> None:
         self.root = root
+        #: a Redis or PostgreSQL URL for the queue and the records (default: the embedded SQLite)
+        self.backend_url = backend_url
         self.state_dir = root / "state"
         self.gateway_port = free_port()
         self.operator_port = free_port()
@@ -43,6 +45,7 @@ class Cluster:
             "cortex", "cluster", "up", "--state-dir", str(self.state_dir),
             "--gateway-port", str(self.gateway_port), "--operator-port", str(self.operator_port),
             "--autoscaler-tick", f"{AUTOSCALER_TICK:g}", "--env", "bench",
+            *([] if self.backend_url is None else ["--queue", self.backend_url, "--store", self.backend_url]),
         ]  # fmt: skip
 
     def up(self) -> None:
@@ -80,7 +83,7 @@ class Cluster:
 
     def dequeuer_pids(self, api: str) -> list[int]:
         """One dequeuer process per replica of ``api``."""
-        return pids_with("-m cortex dequeuer", f"--api {api} ", str(self.state_dir))
+        return pids_with("-m cortex.dequeuer", f"--api {api} ", str(self.state_dir))
 
     def gateway_memory(self) -> dict[str, float]:
         """The gateway's VmRSS and VmHWM in MB."""

@@ -31,11 +31,11 @@ def measure(
         api = f"bench-dispatch-{index}"
         gate = work / f"gate-{index}"
         cluster.deploy(api_spec(api, replicas=replicas, max_concurrency=concurrency, gate=gate), wait=False)
-        _wait_for(partial(_probed, work, gate.name, replicas), 120, "replicas to start")
+        wait_for(partial(probed, work, gate.name, replicas), 120, "replicas to start")
         idle = [memory_mb(pid)["VmRSS"] for pid in cluster.dequeuer_pids(api)]
         submit_rate = uvloop.run(_submit(cluster.gateway_url, api, requests))
         gate.touch()
-        _wait_for(partial(_drained, cluster, api, requests), 60 + requests / 50, "the queue to drain")
+        wait_for(partial(_drained, cluster, api, requests), 60 + requests / 50, "the queue to drain")
         done, finished, first_start = cluster.finished_times(api)
         low, high = int(0.1 * done), int(0.9 * done) - 1
         memory = [memory_mb(pid) for pid in cluster.dequeuer_pids(api)]
@@ -65,7 +65,8 @@ async def _submit(gateway_url: str, api: str, count: int) -> float:
         return await roundtrip.submit_many(http, gateway_url, api, count)
 
 
-def _probed(work: Path, gate: str, replicas: int) -> bool:
+def probed(work: Path, gate: str, replicas: int) -> bool:
+    """Whether ``replicas`` no-op servers have been probed (and held back) at ``gate``."""
     return len(list(work.glob(f"{gate}.probed.*"))) >= replicas
 
 
@@ -73,7 +74,8 @@ def _drained(cluster: Cluster, api: str, requests: int) -> bool:
     return cluster.count(api, "completed") >= requests
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait until ``condition()`` holds, or raise TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -34,6 +34,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         table += _dispatch(results["dispatch"])
     if "diy" in results:
         table += _diy(results["diy"], results.get("dispatch"))
+    if "backends" in results:
+        table += _backends(results["backends"])
     return table
 
 
@@ -124,4 +126,31 @@ def _diy(raw: dict[str, Any], dispatch: dict[str, Any] | None) -> list[Row]:
             Row("d", f"cortex-async overhead p50, one in flight, beside {name} (round trip {raw_rt:.2f} ms)",
                 ours, "ms", f"best of Celery, RQ, arq: {name}", value, ours / value, "&le; best p50", ours <= value)
         )  # fmt: skip
+    return out
+
+
+def _backends(raw: dict[str, Any]) -> list[Row]:
+    """Each backend's overhead and dispatch rate, beside the embedded SQLite's from the same run."""
+    figures = {
+        name: {
+            "p50": median([r["one"]["overhead_p50_ms"] for r in backend["runs"]]),
+            "p99": median([r["one"]["overhead_p99_ms"] for r in backend["runs"]]),
+            "rate": median([r["completions_per_s"] for r in backend["runs"]]),
+        }
+        for name, backend in raw["backends"].items()
+    }
+    base = figures.get("sqlite")
+    where = f"{raw['replicas']} replicas x max_concurrency {raw['max_concurrency']}, {raw['requests']:,} requests"
+    out = []
+    for name, values in figures.items():
+        for key, figure, unit in (
+            ("p50", "overhead p50, one request in flight", "ms"),
+            ("p99", "overhead p99, one request in flight", "ms"),
+            ("rate", f"dispatch throughput, {where}, drain read from the queue", "completions/s"),
+        ):
+            baseline = None if base is None or name == "sqlite" else base[key]
+            out.append(
+                Row("f", f"{name}: {figure}", values[key], unit, "" if baseline is None else "SQLite (embedded)",
+                    baseline, None if baseline is None else values[key] / baseline)
+            )  # fmt: skip
     return out

@@ -12,6 +12,7 @@ _SCENARIOS = {
     "c": "dispatch throughput",
     "d": "do-it-yourself stacks",
     "e": "memory",
+    "f": "queue and record backends",
 }
 
 
@@ -71,5 +72,5 @@ def _num(value: float) -> str:
 
 
 def scenario_name(key: str) -> str:
-    """The name of scenario ``key`` (a-e)."""
+    """The name of scenario ``key`` (a-f)."""
     return _SCENARIOS[key]
