@@ -11,7 +11,8 @@ from pathlib import Path
 
 MNT = Path(os.environ["CORTEX_MNT"])
 INBOX, OUTBOX = MNT / "inbox", MNT / "outbox"
-STOPWORDS = frozenset("a an and are as at be by for from in is it of on or that the this to was were with".split())
+_STOPWORDS = "a an and are as at be by for from in is it of on or that the this to was were with"
+STOPWORDS = frozenset(_STOPWORDS.split())
 
 
 def analyse(text: str) -> dict[str, object]:

@@ -19,9 +19,9 @@ class Handler(BaseHTTPRequestHandler):
             payload = json.loads(body) if body else None
         except ValueError:
             payload = body.decode("utf-8", errors="replace")
-        answer = json.dumps(
-            {"message": "hello from cortex-async", "request_id": self.headers["X-Cortex-Request-ID"], "payload": payload}
-        ).encode()
+        request_id = self.headers["X-Cortex-Request-ID"]
+        result = {"message": "hello from cortex-async", "request_id": request_id, "payload": payload}
+        answer = json.dumps(result).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
