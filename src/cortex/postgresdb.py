@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from cortex.backends import Resources
+from cortex.cancellation import raise_if_cancelling
 from cortex.errors import BackendError
 
 DEFAULT_SCHEMA = "cortex"
@@ -68,11 +69,16 @@ def redact(url: str) -> str:
 
 @contextlib.contextmanager
 def wrap_errors(action: str, url: str) -> Iterator[None]:
-    """Turn driver and socket errors into :class:`BackendError` (the driver's error as ``__cause__``)."""
+    """Turn driver and socket errors into :class:`BackendError` (the driver's error as ``__cause__``).
+
+    A cancel the driver dropped is raised again on the way out (:mod:`cortex.cancellation`).
+    """
     try:
         yield
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise BackendError(f"PostgreSQL {action} failed at {url}: {exc}") from exc
+    else:
+        raise_if_cancelling()
 
 
 async def open_server(url: str, resources: Resources, ddl: str) -> PostgresServer:

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cortex.backends import Resources
+from cortex.cancellation import raise_if_cancelling
 from cortex.errors import BackendError
 
 DEFAULT_PREFIX = "cortex"
@@ -68,11 +69,16 @@ def redact(url: str) -> str:
 
 @contextlib.contextmanager
 def wrap_errors(action: str, url: str) -> Iterator[None]:
-    """Turn driver and socket errors into :class:`BackendError` (the driver's error as ``__cause__``)."""
+    """Turn driver and socket errors into :class:`BackendError` (the driver's error as ``__cause__``).
+
+    A cancel the driver dropped is raised again on the way out (:mod:`cortex.cancellation`).
+    """
     try:
         yield
     except (RedisError, OSError) as exc:
         raise BackendError(f"Redis {action} failed at {url}: {exc}") from exc
+    else:
+        raise_if_cancelling()
 
 
 async def open_server(url: str, resources: Resources) -> RedisServer:
