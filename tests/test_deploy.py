@@ -71,11 +71,58 @@ def test_the_dashboard_has_cortexs_panels_and_a_working_api_variable() -> None:
     assert {panel["id"] for panel in data["panels"]} == set(range(1, len(data["panels"]) + 1))
 
 
-def test_promtool_accepts_the_rules() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
         if os.environ.get("CI"):
             pytest.fail("promtool is missing under CI (apt-get install -y prometheus)")
         pytest.skip("promtool is not installed (apt-get install -y prometheus)")
-    result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    return found
+
+
+def test_promtool_accepts_the_rules() -> None:
+    result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: promtool's unit test of the oldest-request alert: one API's oldest request ages a minute per
+#: minute, the other's stays young; past 1800 s, held 5 minutes, only the first one fires
+OLDEST_REQUEST_TEST = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "interval": "1m",
+            "input_series": [
+                {"series": 'cortex_async_oldest_queued_age_seconds{api_name="stuck"}', "values": "0+60x60"},
+                {"series": 'cortex_async_oldest_queued_age_seconds{api_name="busy"}', "values": "5x60"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "34m", "alertname": "CortexAsyncOldestRequestTooOld", "exp_alerts": []},
+                {
+                    "eval_time": "40m",
+                    "alertname": "CortexAsyncOldestRequestTooOld",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "warning", "api_name": "stuck"},
+                            "exp_annotations": {
+                                "summary": "stuck: the oldest queued request has waited 40m 0s",
+                                "description": (
+                                    "A request of stuck has waited more than 30 minutes for a worker. See"
+                                    " `cortex describe stuck` for the replicas, and raise"
+                                    " autoscaling.max_replicas if they are all busy."
+                                ),
+                            },
+                        }
+                    ],
+                },
+            ],
+        }
+    ],
+}
+
+
+def test_the_oldest_request_alert_fires_past_its_threshold(tmp_path: Path) -> None:
+    tests = tmp_path / "oldest-request-test.yaml"
+    tests.write_text(yaml.safe_dump({"rule_files": [str(RULES)], **OLDEST_REQUEST_TEST}))
+    result = subprocess.run([promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

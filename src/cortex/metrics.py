@@ -3,7 +3,9 @@
 The queue gauges are Cortex's (reference §9.1), labelled ``api_name`` plus the constant
 ``api_kind="AsyncAPI"``: ``cortex_async_queued`` (waiting), ``cortex_async_active`` (leased by a
 worker) and ``cortex_async_in_flight`` (their sum, what the autoscaler averages). The replica
-gauges are cortex-async's: ``cortex_async_replicas_requested`` and ``cortex_async_replicas_ready``.
+gauges are cortex-async's: ``cortex_async_replicas_requested`` and ``cortex_async_replicas_ready``,
+and so is ``cortex_async_oldest_queued_age_seconds{api_name}``: how long the oldest queued request
+has waited for a worker (:attr:`cortex.queue.base.Depth.oldest_queued_age`; 0 with an empty queue).
 The autoscaler loop sets them every tick; the operator serves them at ``GET /metrics``.
 
 ``cortex_async_webhook_deliveries_total{api_name, result}`` counts the webhook dispatcher's
@@ -41,6 +43,12 @@ class OperatorMetrics:
         self.in_flight = gauge("cortex_async_in_flight", "Queued plus active requests.")
         self.replicas_requested = gauge("cortex_async_replicas_requested", "Replicas requested by the autoscaler.")
         self.replicas_ready = gauge("cortex_async_replicas_ready", "Replicas taking requests.")
+        self.oldest_queued_age = Gauge(
+            "cortex_async_oldest_queued_age_seconds",
+            "Seconds the oldest queued request has waited for a worker (0 when none is queued).",
+            ("api_name",),
+            registry=self.registry,
+        )
         self.webhook_deliveries = Counter(
             "cortex_async_webhook_deliveries",
             "Webhook delivery attempts, by result (delivered, retrying, failed).",
@@ -56,6 +64,7 @@ class OperatorMetrics:
         self.in_flight.labels(api, API_KIND).set(depth.total)
         self.replicas_requested.labels(api, API_KIND).set(requested)
         self.replicas_ready.labels(api, API_KIND).set(ready)
+        self.oldest_queued_age.labels(api).set(depth.oldest_queued_age)
 
     def delivery(self, api: str, result: str) -> None:
         """One webhook delivery attempt of ``api`` ended ``result`` (delivered, retrying or failed)."""
@@ -66,6 +75,8 @@ class OperatorMetrics:
         for gauge in self._all:
             with contextlib.suppress(KeyError):  # never observed
                 gauge.remove(api, API_KIND)
+        with contextlib.suppress(KeyError):
+            self.oldest_queued_age.remove(api)
 
     def exposition(self) -> bytes:
         """Every series in the Prometheus text format."""

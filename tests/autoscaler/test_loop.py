@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from cortex.autoscaler import Autoscaler
+from cortex.autoscaler import Autoscaler, Reading
 from cortex.backends import Backends
 from cortex.dequeuer.metrics import DequeuerMetrics
 from cortex.errors import NotFound
@@ -318,3 +318,42 @@ async def test_metrics_parse_back_equal_to_the_queue_and_include_the_replicas(
     assert value(text, "cortex_async_active", api_name="parsed") == depth.in_flight == 1
     assert value(text, "cortex_async_in_flight", api_name="parsed") == depth.total
     assert value(text, "cortex_async_request_count_total", replica="parsed-1", status_code="200") == 1
+
+
+async def test_the_age_of_the_oldest_queued_request_is_a_gauge(
+    backends: Backends, runtime: RecordingRuntime, autoscaler: Autoscaler
+) -> None:
+    await start(backends, runtime, "aged", QUICK, replicas=1)
+    await submit(backends, "aged", 2)
+    await asyncio.sleep(0.3)
+    await autoscaler.tick()
+    text = autoscaler.metrics.exposition().decode()
+    samples(text)
+    age = value(text, "cortex_async_oldest_queued_age_seconds", api_name="aged")
+    assert 0.25 <= age <= (await backends.queue.depth("aged")).oldest_queued_age
+    await finish_all(backends, "aged")
+    await autoscaler.tick()
+    assert (
+        value(autoscaler.metrics.exposition().decode(), "cortex_async_oldest_queued_age_seconds", api_name="aged") == 0
+    )
+
+
+async def test_each_tick_hands_its_readings_to_the_listener(
+    backends: Backends, runtime: RecordingRuntime, clock: Clock
+) -> None:
+    seen: list[list[Reading]] = []
+
+    async def listen(readings: list[Reading]) -> None:
+        seen.append(readings)
+        raise RuntimeError("a broken listener")  # logged; the loop goes on
+
+    autoscaler = Autoscaler(backends.catalog, backends.queue, runtime, interval=2.0, clock=clock, on_tick=listen)
+    await start(backends, runtime, "heard", QUICK + "  init_replicas: 2\n", replicas=2)
+    await submit(backends, "heard", 3)
+    await backends.queue.lease("heard", visibility=60)
+    await autoscaler.tick()
+    await autoscaler.tick()
+    assert len(seen) == 2
+    (reading,) = seen[0]
+    assert (reading.api, reading.depth.queued, reading.depth.in_flight) == ("heard", 2, 1)
+    assert (reading.requested, reading.ready) == (runtime.requested("heard"), runtime.requested("heard"))

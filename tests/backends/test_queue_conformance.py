@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from cortex.backends import Backends
 
@@ -103,7 +104,55 @@ async def test_depth_counts_queued_and_in_flight(backends: Backends) -> None:
     depth = await q.depth("api")
     assert (depth.queued, depth.in_flight, depth.total) == (2, 1, 3)
     empty = await q.depth("other")
-    assert (empty.queued, empty.in_flight) == (0, 0)
+    assert (empty.queued, empty.in_flight, empty.oldest_queued_age) == (0, 0, 0.0)
+
+
+#: seconds the backends' clocks (server time, statement start) may differ from the test's measurements
+SLACK = 0.05
+
+
+async def test_depth_tells_the_age_of_the_oldest_queued_request(backends: Backends) -> None:
+    q = backends.queue
+    assert (await q.depth("api")).oldest_queued_age == 0.0
+    before_a = time.monotonic()
+    await q.enqueue("api", "a")
+    await asyncio.sleep(0.3)
+    before_b = time.monotonic()
+    await q.enqueue("api", "b")
+    depth = await q.depth("api")
+    assert 0.3 - SLACK <= depth.oldest_queued_age <= time.monotonic() - before_a + SLACK
+    (lease,) = await q.lease("api", visibility=30)
+    assert lease.id == "a"
+    # a leased request is not queued: the oldest queued one is now b
+    assert 0.0 <= (await q.depth("api")).oldest_queued_age <= time.monotonic() - before_b + SLACK
+    await q.lease("api", visibility=30)
+    assert (await q.depth("api")).oldest_queued_age == 0.0
+    assert (await q.depth("other")).oldest_queued_age == 0.0
+
+
+async def test_a_request_handed_back_waits_afresh(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "a")
+    await asyncio.sleep(0.3)
+    (lease,) = await q.lease("api", visibility=30)
+    before = time.monotonic()
+    assert await q.release(lease)
+    assert (await q.depth("api")).oldest_queued_age <= time.monotonic() - before + SLACK
+
+
+async def test_the_age_of_a_lapsed_or_delayed_request_counts_from_when_it_became_visible(backends: Backends) -> None:
+    q = backends.queue
+    await q.enqueue("api", "lapsed")
+    await q.enqueue("api", "delayed")
+    before = time.monotonic()
+    leases = await q.lease("api", visibility=0.1, limit=2)
+    assert [lease.id for lease in leases] == ["lapsed", "delayed"]
+    assert await q.release(leases[1], delay=0.1)
+    await asyncio.sleep(0.3)
+    depth = await q.depth("api")
+    assert depth.queued == 2
+    # both became visible about 0.1 s after the lease: 0.2 s ago, not 0.3 s (their enqueue)
+    assert 0.2 - SLACK <= depth.oldest_queued_age <= time.monotonic() - before - 0.1 + SLACK
 
 
 async def test_remove(backends: Backends) -> None:

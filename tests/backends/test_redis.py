@@ -95,7 +95,7 @@ async def test_every_key_is_under_the_url_prefix(backends: Backends, url: str, r
     await backends.catalog.put_api("api", {"name": "api"}, "spec-1", now=0.0)
     await backends.queue.lease("api", visibility=30)
     keys = sorted([key.decode() async for key in raw.scan_iter(match=f"{prefix}*")])
-    records = ("r:r1", "blobs:expiry", "blobs:refs", "apis", "apis:created")
+    records = ("r:r1", "recent:api", "blobs:expiry", "blobs:refs", "apis", "apis:created")
     queue = ("q:{api}:due", "q:{api}:attempts", "q:{api}:tokens")
     assert keys == sorted(f"{prefix}{name}" for name in (*records, *queue))
 

@@ -134,6 +134,29 @@ async def test_webhook_state_is_kept_on_the_record(backends: Backends) -> None:
     assert not await rs.set_webhook("api", "missing", state)
 
 
+async def test_recent_lists_the_newest_unexpired_requests_first(backends: Backends) -> None:
+    rs = backends.records
+    for i in range(5):
+        await rs.create(new(f"r{i}"))
+    await rs.create(dataclasses.replace(new("r5"), expires_at=T0 + 10))  # the newest, expired at T0 + 10
+    await rs.create(dataclasses.replace(new("r6"), api="other"))
+    await rs.start("api", "r3", attempts=1, now=T0 + 1)
+    assert await rs.finish("api", "r3", Outcome.completed(b'{"ok": 1}'), now=T0 + 2)
+    await rs.start("api", "r2", attempts=1, now=T0 + 3)
+    recent = await rs.recent("api", limit=3, now=T0 + 20)
+    assert [(r.id, r.status) for r in recent] == [
+        ("r4", Status.IN_QUEUE),
+        ("r3", Status.COMPLETED),
+        ("r2", Status.IN_PROGRESS),
+    ]
+    assert (recent[1].started_at, recent[1].finished_at, recent[1].attempts) == (T0 + 1, T0 + 2, 1)
+    # a listing carries no payload, headers or result: get() has the result
+    assert all(r.payload is None and r.headers == () and r.result is None for r in recent)
+    assert [r.id for r in await rs.recent("api", limit=10, now=T0 + 5)] == ["r5", "r4", "r3", "r2", "r1", "r0"]
+    assert [r.id for r in await rs.recent("other", limit=10, now=T0)] == ["r6"]
+    assert await rs.recent("nobody", limit=10, now=T0) == []
+
+
 async def test_catalog_put_get_list_delete(backends: Backends) -> None:
     cat = backends.catalog
     first = await cat.put_api("b-api", {"name": "b-api", "x": [1]}, "id1", now=T0)

@@ -11,7 +11,9 @@ carries out its decisions (reference §7, "Registration" and "Each tick"):
 - each tick takes one sample of :meth:`~cortex.queue.base.Queue.depth` and keeps ``window``
   seconds of them (Cortex's operator set its gauge every 10 s; Prometheus averaged it);
 - a change is logged at INFO (``autoscaling event: api X: 1 -> 2 (reason)``), applied with
-  :meth:`~cortex.runtime.base.Runtime.scale` and kept for ``cortex describe``.
+  :meth:`~cortex.runtime.base.Runtime.scale` and kept for ``cortex describe``;
+- what the tick saw of each API (a :class:`Reading`) sets the operator's gauges and is handed to
+  ``on_tick`` (the status page keeps its last hour of them).
 
 Waking early: the gateway runs in another process, so a submit reaches the loop only through
 the queue, which it reads every tick; an API at zero replicas is therefore woken at the first tick
@@ -27,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from cortex.autoscaler.events import ScalingEvent, ScalingEvents
 from cortex.autoscaler.policy import Decision, History, Sample, decide
@@ -46,6 +48,20 @@ DEFAULT_TICK = 10.0
 CLOSE_TIMEOUT = 10.0
 
 _READY = (ReplicaState.READY, ReplicaState.READY_OUT_OF_DATE)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reading:
+    """What one tick saw of one API: its queue, and its replicas once the tick had scaled."""
+
+    api: str
+    depth: Depth
+    requested: int
+    ready: int
+
+
+#: told, after each tick, what it saw of every API whose queue it could read
+TickListener = Callable[[list[Reading]], Awaitable[None]]
 
 
 @dataclasses.dataclass(slots=True)
@@ -71,6 +87,7 @@ class Autoscaler:
         metrics: The gauges set every tick.
         clock: Monotonic seconds, for the samples, the history and the start-up hold.
         wall_clock: Unix seconds, for the events' times.
+        on_tick: Awaited after each tick with its readings; a failure is logged, never fatal.
     """
 
     def __init__(
@@ -84,6 +101,7 @@ class Autoscaler:
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        on_tick: TickListener | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"the autoscaler's tick must be > 0 seconds (got {interval})")
@@ -95,6 +113,7 @@ class Autoscaler:
         self.metrics = metrics if metrics is not None else OperatorMetrics()
         self._clock = clock
         self._wall_clock = wall_clock
+        self._on_tick = on_tick
         self._apis: dict[str, _Tracked] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -121,12 +140,17 @@ class Autoscaler:
             log.warning("autoscaler: a tick did not finish within %gs; cancelled", CLOSE_TIMEOUT)
 
     async def tick(self) -> None:
-        """One pass over every deployed API: sample, decide, scale, set the gauges."""
+        """One pass over every deployed API: sample, decide, scale, set the gauges, tell ``on_tick``."""
         entries = await self.catalog.list_apis()
         deployed = {entry.name for entry in entries}
         for name in set(self._apis) - deployed:
             self._forget(name)
-        await asyncio.gather(*(self._tick_guarded(entry) for entry in entries))
+        readings = await asyncio.gather(*(self._tick_guarded(entry) for entry in entries))
+        if self._on_tick is not None:
+            try:
+                await self._on_tick([reading for reading in readings if reading is not None])
+            except Exception:  # what watches the ticks must not stop them
+                log.exception("autoscaler: the tick listener failed")
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,20 +165,21 @@ class Autoscaler:
             if delay > 0:
                 await _first_of(self._stop, self._wake, timeout=delay)
 
-    async def _tick_guarded(self, entry: ApiEntry) -> None:
+    async def _tick_guarded(self, entry: ApiEntry) -> Reading | None:
         try:
-            await self._tick_api(entry)
+            return await self._tick_api(entry)
         except Exception:  # one API's failure must not stop the others from scaling
             log.exception("autoscaler: api %s: tick failed", entry.name)
+            return None
 
-    async def _tick_api(self, entry: ApiEntry) -> None:
+    async def _tick_api(self, entry: ApiEntry) -> Reading | None:
         name = entry.name
         tracked = self._track(entry)
         try:
             depth = await self.queue.depth(name)
         except CortexError as exc:  # Cortex too skips a tick whose metrics are missing
             log.warning("autoscaler: api %s: could not read the queue; skipping this tick: %s", name, exc)
-            return
+            return None
         now = self._clock()
         window = tracked.autoscaling.window
         tracked.samples.append(Sample(now, depth.queued, depth.in_flight))
@@ -176,7 +201,7 @@ class Autoscaler:
         )
         if decision.changed:
             await self._scale(name, decision)
-        self._observe(name, depth)
+        return self._observe(name, depth)
 
     def _track(self, entry: ApiEntry) -> _Tracked:
         """The API's remembered state, created at its first tick; the spec re-read when it changed."""
@@ -200,9 +225,12 @@ class Autoscaler:
         log.info("autoscaling event: api %s: %d -> %d (%s)", name, decision.current, decision.request, decision.reason)
         self.events.record(name, ScalingEvent(decided_at, decision.current, decision.request, decision.reason))
 
-    def _observe(self, name: str, depth: Depth) -> None:
-        ready = sum(r.state in _READY for r in self.runtime.replicas(name))
-        self.metrics.observe(name, depth, requested=self.runtime.requested(name), ready=ready)
+    def _observe(self, name: str, depth: Depth) -> Reading:
+        reading = Reading(
+            name, depth, self.runtime.requested(name), sum(r.state in _READY for r in self.runtime.replicas(name))
+        )
+        self.metrics.observe(name, depth, requested=reading.requested, ready=reading.ready)
+        return reading
 
     def _forget(self, name: str) -> None:
         del self._apis[name]

@@ -32,6 +32,9 @@ class Depth:
 
     queued: int  #: waiting for a worker (visible)
     in_flight: int  #: leased by a worker (invisible)
+    #: seconds the longest-waiting visible request has been visible (since its enqueue, the lapse
+    #: of its lease or its release, whichever came last); 0.0 when nothing is queued
+    oldest_queued_age: float = 0.0
 
     @property
     def total(self) -> int:
@@ -80,7 +83,12 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def depth(self, api: str) -> Depth:
-        """Queued and leased counts for ``api``."""
+        """Queued and leased counts for ``api``, and how long its oldest queued request has waited.
+
+        The age counts from when the request last became visible, on the backend's clock: a
+        request leased and handed back (or whose lease lapsed) waits afresh, since it is the wait
+        for a worker that the age measures, not the request's whole life.
+        """
 
     async def wait_lease(
         self, api: str, *, visibility: float, limit: int = 1, timeout: float, poll: float = 0.05

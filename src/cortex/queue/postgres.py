@@ -3,8 +3,9 @@
 Each row has ``visible_at``: when it may be leased. Enqueue sets it to now; a lease to now +
 visibility; ``release(delay=...)`` to now + delay. Visible means ``visible_at <= now()``, so the
 request that has been visible longest is leased first (a lapsed lease by when it lapsed: nothing
-starves), and one index on ``(api, visible_at, seq)`` serves leases and depth. Time is the
-server's clock, so hosts with skewed clocks agree on lapses.
+starves), and one index on ``(api, visible_at, seq)`` serves leases and depth (whose oldest
+queued request is the least ``visible_at`` not in the future). Time is the server's clock, so
+hosts with skewed clocks agree on lapses.
 
 A lease is one statement: it selects the visible rows ``FOR UPDATE SKIP LOCKED`` and updates
 them, so concurrent leasers in any number of processes skip each other's rows instead of
@@ -80,7 +81,8 @@ SELECT CASE WHEN $3 <= 0 THEN pg_notify($5, api) END FROM released
 """
 _REMOVE = "DELETE FROM {s}.queue WHERE api = $1 AND id = $2"
 _DEPTH = """
-SELECT count(*) FILTER (WHERE visible_at <= now()), count(*) FILTER (WHERE visible_at > now())
+SELECT count(*) FILTER (WHERE visible_at <= now()), count(*) FILTER (WHERE visible_at > now()),
+    COALESCE(EXTRACT(EPOCH FROM now() - min(visible_at) FILTER (WHERE visible_at <= now())), 0)::float8
 FROM {s}.queue WHERE api = $1
 """
 
@@ -182,7 +184,7 @@ class PostgresQueue(Queue):
 
     async def depth(self, api: str) -> Depth:
         (row,) = await self._fetch("depth", api)
-        return Depth(queued=int(row[0]), in_flight=int(row[1]))
+        return Depth(queued=int(row[0]), in_flight=int(row[1]), oldest_queued_age=max(0.0, float(row[2])))
 
     async def wait_lease(
         self, api: str, *, visibility: float, limit: int = 1, timeout: float, poll: float = 0.05

@@ -11,7 +11,8 @@ set alone is the queue:
 - ``<prefix>:q:{<api>}:due``: sorted set, request id -> when it is visible (µs, the server's clock).
   Enqueue scores it "now"; a lease rescores it "now + visibility"; a lapsed lease simply becomes
   visible again; ``release(delay=...)`` rescores it "now + delay". Visible means ``score <= now``,
-  so the oldest-visible request is taken first (a lapsed one by when it lapsed) and nothing starves.
+  so the oldest-visible request is taken first (a lapsed one by when it lapsed) and nothing starves;
+  the lowest score is also when the oldest queued request became visible (its age, for ``depth``).
 - ``...:attempts``: hash id -> leases taken (membership: enqueue is a no-op for a known id).
 - ``...:tokens``: hash id -> token of the current lease; ack, renew and release check it, so a
   holder whose lease lapsed and was taken again can do nothing to the new lease.
@@ -131,12 +132,15 @@ return 1
 """
 )
 
-# KEYS: due. Returns {queued, in flight}
+# KEYS: due. Returns {queued, in flight, µs since the oldest visible request became visible (0 if none)}
 _DEPTH = (
     _NOW
     + """
 local queued = redis.call('ZCOUNT', KEYS[1], '-inf', now)
-return {queued, redis.call('ZCARD', KEYS[1]) - queued}
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+local age = 0
+if oldest[2] then age = now - tonumber(oldest[2]) end
+return {queued, redis.call('ZCARD', KEYS[1]) - queued, age}
 """
 )
 
@@ -209,8 +213,8 @@ class RedisQueue(Queue):
 
     async def depth(self, api: str) -> Depth:
         with wrap_errors("depth", self._server.url):
-            queued, in_flight = await self._depth(keys=self._keys(api, "due"))
-        return Depth(queued=int(queued), in_flight=int(in_flight))
+            queued, in_flight, age_us = await self._depth(keys=self._keys(api, "due"))
+        return Depth(queued=int(queued), in_flight=int(in_flight), oldest_queued_age=int(age_us) / 1_000_000)
 
     async def wait_lease(
         self, api: str, *, visibility: float, limit: int = 1, timeout: float, poll: float = 0.05

@@ -1,7 +1,10 @@
 """The embedded queue: a table in the state directory's SQLite database.
 
 Visible rows have ``lease_until = 0``, or a lease that has lapsed. Taking a lease is one
-``UPDATE … RETURNING``, so two workers (or processes) can never take the same row.
+``UPDATE … RETURNING``, so two workers (or processes) can never take the same row. A visible row
+has been visible since ``lease_until`` when that is set (a lapsed lease or a delayed release), else
+since ``visible_since`` (its enqueue or its immediate release): what :meth:`SqliteQueue.depth`
+reports the age of the oldest queued request from.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ CREATE TABLE IF NOT EXISTS queue (
     id TEXT NOT NULL UNIQUE,
     lease_until REAL NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
-    token INTEGER NOT NULL DEFAULT 0
+    token INTEGER NOT NULL DEFAULT 0,
+    visible_since REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue(api, lease_until, seq);
 """
@@ -150,13 +154,15 @@ class SqliteQueue(Queue):
 
     async def release(self, lease: Lease, *, delay: float = 0.0, attempted: bool = False) -> bool:
         # a lapsed-lease row is visible once lease_until <= now, so a delay is a lease_until in the future
-        until = time.time() + delay if delay > 0 else 0.0
+        now = time.time()
+        until = now + delay if delay > 0 else 0.0
         uncount = 0 if attempted else 1
         released = await self._db.write(
             lambda c: (
                 c.execute(
-                    "UPDATE queue SET lease_until = ?, attempts = attempts - ?, token = 0 WHERE id = ? AND token = ?",
-                    (until, uncount, lease.id, lease.token),
+                    "UPDATE queue SET lease_until = ?, visible_since = ?, attempts = attempts - ?, token = 0"
+                    " WHERE id = ? AND token = ?",
+                    (until, now, uncount, lease.id, lease.token),
                 ).rowcount
                 == 1
             )
@@ -185,7 +191,7 @@ def _has_visible(conn: sqlite3.Connection, api: str, now: float) -> bool:
 
 def insert_row(conn: sqlite3.Connection, api: str, request_id: str) -> None:
     """Queue ``request_id`` (a no-op if it is queued already)."""
-    conn.execute("INSERT OR IGNORE INTO queue(api, id) VALUES (?, ?)", (api, request_id))
+    conn.execute("INSERT OR IGNORE INTO queue(api, id, visible_since) VALUES (?, ?, ?)", (api, request_id, time.time()))
 
 
 def delete_leased(conn: sqlite3.Connection, lease: Lease) -> bool:
@@ -224,13 +230,28 @@ def take_leases(conn: sqlite3.Connection, api: str, now: float, visibility: floa
 
 
 def _depth(conn: sqlite3.Connection, api: str, now: float) -> Depth:
-    queued, in_flight = conn.execute(
-        "SELECT COALESCE(SUM(lease_until <= ?), 0), COALESCE(SUM(lease_until > ?), 0) FROM queue WHERE api = ?",
-        (now, now, api),
+    # one pass over the API's rows, which counting them takes anyway
+    queued, in_flight, oldest = conn.execute(
+        "SELECT COALESCE(SUM(lease_until <= ?), 0), COALESCE(SUM(lease_until > ?), 0),"
+        " MIN(CASE WHEN lease_until = 0 THEN visible_since WHEN lease_until <= ? THEN lease_until END)"
+        " FROM queue WHERE api = ?",
+        (now, now, now, api),
     ).fetchone()
-    return Depth(queued=int(queued), in_flight=int(in_flight))
+    age = 0.0 if oldest is None else max(0.0, now - oldest)
+    return Depth(queued=int(queued), in_flight=int(in_flight), oldest_queued_age=age)
+
+
+def _add_visible_since(conn: sqlite3.Connection) -> None:
+    """Bring a queue table of an earlier version up to date (its rows count as visible from now)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(queue)")}
+    if "visible_since" not in columns:
+        conn.execute("ALTER TABLE queue ADD COLUMN visible_since REAL NOT NULL DEFAULT 0")
+        conn.execute("UPDATE queue SET visible_since = ?", (time.time(),))
 
 
 async def open_queue(url: str, resources: Resources) -> SqliteQueue:
     """The queue in the SQLite file of ``sqlite:///path``."""
-    return SqliteQueue(await open_database(url, resources))
+    db = await open_database(url, resources)
+    if not await db.read(lambda c: any(row[1] == "visible_since" for row in c.execute("PRAGMA table_info(queue)"))):
+        await db.write(_add_visible_since)
+    return SqliteQueue(db)

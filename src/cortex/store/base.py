@@ -24,6 +24,10 @@ class _Closable:
         await self.aclose()
 
 
+#: how many of an API's newest requests :meth:`RecordStore.recent` can list, at least
+RECENT_KEPT = 1000
+
+
 class RecordStore(_Closable, abc.ABC):
     """Request records: status, timestamps, result or error, and the payload until it is done."""
 
@@ -58,6 +62,16 @@ class RecordStore(_Closable, abc.ABC):
     @abc.abstractmethod
     async def set_webhook(self, api: str, request_id: str, state: dict[str, Any]) -> bool:
         """Record the delivery state of the request's webhook; False if the record is gone."""
+
+    @abc.abstractmethod
+    async def recent(self, api: str, *, limit: int, now: float) -> list[RequestRecord]:
+        """Up to ``limit`` of ``api``'s records unexpired at ``now``, newest first; [] for an unknown API.
+
+        Newest by id: the gateway mints ids in time order, to the millisecond (:mod:`cortex.ids`).
+        The records come without their payload, headers and result (:meth:`get` has the result).
+        For a status page, not for paging through history: a backend may list only the newest
+        :data:`RECENT_KEPT` requests of an API.
+        """
 
     @abc.abstractmethod
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:

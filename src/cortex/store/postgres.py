@@ -97,6 +97,11 @@ _FREE_KEY = "UPDATE {s}.requests SET idempotency_key = NULL WHERE id = $1"
 _CREATE_TRIES = 5
 _SET_WEBHOOK = "UPDATE {s}.requests SET webhook = $3 WHERE id = $1 AND api = $2"
 _GET = f"SELECT {_LIGHT} FROM {{s}}.requests WHERE id = $1 AND api = $2 AND expires_at > $3"
+# the primary key's index, walked backwards, with no result column (what a listing leaves out)
+_RECENT = f"""
+SELECT {_LIGHT.replace(" result,", " NULL::bytea,")} FROM {{s}}.requests
+WHERE api = $1 AND expires_at > $2 ORDER BY id DESC LIMIT $3
+"""
 _START = f"""
 UPDATE {{s}}.requests SET status = $3, started_at = $4, attempts = $5
 WHERE id = $1 AND api = $2 AND status = ANY($6::text[]) RETURNING {_FULL}
@@ -159,6 +164,11 @@ class PostgresRecordStore(RecordStore):
         with wrap_errors("get", self._server.url):
             row = await self._pool.fetchrow(self._server.sql(_GET), request_id, api, now)
         return None if row is None else _record(row)
+
+    async def recent(self, api: str, *, limit: int, now: float) -> list[RequestRecord]:
+        with wrap_errors("recent", self._server.url):
+            rows = await self._pool.fetch(self._server.sql(_RECENT), api, now, limit)
+        return [_record(row) for row in rows]
 
     async def start(self, api: str, request_id: str, *, attempts: int, now: float) -> RequestRecord | None:
         sources = list(status_values(sources_of(Status.IN_PROGRESS)))

@@ -22,6 +22,11 @@ across APIs.
 Status changes go through one Lua script that checks the current status against
 :func:`cortex.requests.sources_of`, so a terminal status never changes, whatever races.
 
+Recent requests: ``<prefix>:recent:<api>``, a sorted set of the API's newest request ids, all
+scored 0 so that they sort by id (time order, :mod:`cortex.ids`), trimmed to
+:data:`~cortex.store.base.RECENT_KEPT` by the script that creates a record. Ids whose record
+expired are dropped from it when a listing finds them gone.
+
 Catalog: hash ``<prefix>:apis`` (name -> JSON of spec, spec_id, updated_at, meta) beside hash
 ``<prefix>:apis:created`` (name -> created_at), so a replacement keeps ``created_at`` atomically.
 """
@@ -36,7 +41,7 @@ from cortex.backends import Resources
 from cortex.errors import BackendError
 from cortex.redisdb import RedisServer, open_server, wrap_errors
 from cortex.requests import Duplicate, NewRequest, Outcome, RequestError, RequestRecord, Status, sources_of
-from cortex.store.base import ApiEntry, Catalog, RecordStore, Swept
+from cortex.store.base import RECENT_KEPT, ApiEntry, Catalog, RecordStore, Swept
 
 _LIGHT = (
     "api",
@@ -54,7 +59,7 @@ _LIGHT = (
 )
 _FULL = (*_LIGHT, "headers", "payload", "payload_ref")
 
-# KEYS: record, expiry, refs, idempotency key (or the record again when there is none).
+# KEYS: record, expiry, refs, idempotency key (or the record again when there is none), recent ids.
 # ARGV: ttl (ms), expires_at, id, blob key or '', created_at, body digest or '' (unused without an
 # idempotency key), then field/value pairs. Returns {id, body digest or false} of the holder of
 # the idempotency key (nothing stored), or 1 when stored.
@@ -77,8 +82,13 @@ if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
   redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 end
+redis.call('ZADD', KEYS[5], 0, ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(KEPT + 1))
 return 1
-"""
+""".replace("KEPT", str(RECENT_KEPT))
+
+#: the fields a listing reads: the light ones but the result
+_LISTED = tuple(field for field in _LIGHT if field != "result")
 
 # KEYS: record. ARGV: api, webhook state (JSON). 1 when set, 0 when the record is missing or another API's.
 _SET_WEBHOOK = """
@@ -146,6 +156,9 @@ class RedisRecordStore(RecordStore):
     def _idempotency_key(self, api: str, key: str) -> str:
         return self._server.key("idem", api, key)
 
+    def _recent_key(self, api: str) -> str:
+        return self._server.key("recent", api)
+
     async def create(self, request: NewRequest) -> Duplicate | None:
         ttl_ms = max(1, math.ceil((request.expires_at - request.created_at) * 1000))
         fields: list[str | bytes] = ["api", request.api, "status", Status.IN_QUEUE.value, "attempts", "0"]
@@ -175,7 +188,9 @@ class RedisRecordStore(RecordStore):
             *fields,
         ]
         with wrap_errors("create", self._server.url):
-            held = await self._create(keys=[record_key, self._expiry, self._refs, idem_key], args=args)
+            held = await self._create(
+                keys=[record_key, self._expiry, self._refs, idem_key, self._recent_key(request.api)], args=args
+            )
         if isinstance(held, list):
             return Duplicate(id=held[0].decode(), body_digest=None if held[1] is None else held[1].decode())
         return None
@@ -186,6 +201,32 @@ class RedisRecordStore(RecordStore):
         if values[0] is None or values[0].decode() != api or float(values[3]) <= now:
             return None
         return _record(request_id, values)
+
+    async def recent(self, api: str, *, limit: int, now: float) -> list[RequestRecord]:
+        found: list[RequestRecord] = []
+        gone: list[Any] = []
+        offset = 0
+        with wrap_errors("recent", self._server.url):
+            while len(found) < limit:  # pages of ids, newest first, past those whose record is gone
+                ids: list[Any] = await self._server.client.zrevrangebylex(
+                    self._recent_key(api), "+", "-", start=offset, num=limit
+                )
+                async with self._server.client.pipeline(transaction=False) as pipe:
+                    for request_id in ids:
+                        pipe.hmget(self._record_key(request_id.decode()), list(_LISTED))
+                    rows: list[list[Any]] = await pipe.execute()
+                for request_id, values in zip(ids, rows, strict=True):
+                    if values[0] is None:
+                        gone.append(request_id)
+                    elif float(values[3]) > now and len(found) < limit:
+                        values.insert(_LIGHT.index("result"), None)
+                        found.append(_record(request_id.decode(), values))
+                if len(ids) < limit:
+                    break
+                offset += len(ids)
+            if gone:
+                await self._server.client.zrem(self._recent_key(api), *gone)
+        return found
 
     async def start(self, api: str, request_id: str, *, attempts: int, now: float) -> RequestRecord | None:
         changes: dict[str, str | bytes] = {

@@ -67,6 +67,8 @@ _LIGHT = (
     " webhook_url, webhook"
 )
 _FULL = _LIGHT + ", headers, payload, payload_ref"
+#: what :meth:`SqliteRecordStore.recent` lists: no result either
+_LISTED = _LIGHT.replace(" result,", " NULL,")
 
 
 class SqliteRecordStore(RecordStore):
@@ -91,6 +93,17 @@ class SqliteRecordStore(RecordStore):
             ).fetchone()
         )
         return None if row is None else _record(row)
+
+    async def recent(self, api: str, *, limit: int, now: float) -> list[RequestRecord]:
+        # the primary key's index walked backwards reads a few rows whatever the table's size;
+        # "+expires_at" keeps the planner off the expiry index (every unexpired row, then a sort)
+        rows = await self._db.read(
+            lambda c: c.execute(
+                f"SELECT {_LISTED} FROM requests WHERE api = ? AND +expires_at > ? ORDER BY id DESC LIMIT ?",
+                (api, now, limit),
+            ).fetchall()
+        )
+        return [_record(row) for row in rows]
 
     async def start(self, api: str, request_id: str, *, attempts: int, now: float) -> RequestRecord | None:
         return await self._db.write(lambda c: start_record(c, api, request_id, attempts=attempts, now=now))
