@@ -2,6 +2,7 @@
 
 Plain HTTP with the standard library, exactly as on Cortex: POST $CORTEX_GATEWAY_URL/<api>, then poll
 GET $CORTEX_GATEWAY_URL/<api>/<id>. (`cortex.client().submit(...)` and `.result(...)` do the same.)
+When the cluster requires API keys, the runtime gives each replica one in $CORTEX_API_KEY: send it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GATEWAY = os.environ["CORTEX_GATEWAY_URL"]
+AUTH = {"Authorization": f"Bearer {os.environ['CORTEX_API_KEY']}"} if os.environ.get("CORTEX_API_KEY") else {}
 
 
 def call(api: str, payload: object, timeout: float = 60.0) -> object:
     request = urllib.request.Request(
-        f"{GATEWAY}/{api}", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        f"{GATEWAY}/{api}", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json", **AUTH}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         request_id = json.load(response)["id"]
     deadline, delay = time.monotonic() + timeout, 0.05
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{GATEWAY}/{api}/{request_id}", timeout=10) as response:
+        poll = urllib.request.Request(f"{GATEWAY}/{api}/{request_id}", headers=AUTH)
+        with urllib.request.urlopen(poll, timeout=10) as response:
             status = json.load(response)
         if status["status"] == "completed":
             return status["result"]

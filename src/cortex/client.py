@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
+import types
 import urllib.parse
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -27,24 +29,41 @@ import httpx
 import yaml
 
 from cortex.env import EnvConfig, config_dir_from
-from cortex.errors import ClusterUnavailable, CortexError, NotFound, RequestFailed, ResultTimeout, SpecError
+from cortex.errors import (
+    AccessDenied,
+    ClusterUnavailable,
+    CortexError,
+    NotFound,
+    RequestFailed,
+    ResultTimeout,
+    SpecError,
+)
 
 #: seconds between two polls of ``result`` never grow past this
 MAX_POLL_INTERVAL = 2.0
 _TERMINAL_FAILURES = ("failed", "cancelled")
 
 
-def client(env: str | None = None) -> Client:
+def client(env: str | None = None, *, api_key: str | None = None) -> Client:
     """A client for a configured environment (``CORTEX_CLI_CONFIG_DIR`` is read once, here).
+
+    The operator token is the environment's ``operator_token``; the gateway key is ``api_key``, else
+    the environment's, else ``CORTEX_API_KEY`` (what a replica is given, so chaining works).
 
     Args:
         env: the environment's name; the default environment when ``None``.
+        api_key: the key to send to the gateway.
 
     Raises:
         NotFound: there is no environment of that name, or no default one.
     """
     environment = EnvConfig.load(config_dir_from(os.environ)).get(env)
-    return Client(environment.operator_endpoint, env_name=environment.name)
+    return Client(
+        environment.operator_endpoint,
+        env_name=environment.name,
+        operator_token=environment.operator_token,
+        api_key=api_key or environment.api_key or os.environ.get("CORTEX_API_KEY") or None,
+    )
 
 
 def is_ready(api: dict[str, Any]) -> bool:
@@ -68,13 +87,27 @@ class Client:
         operator_endpoint: the operator's base URL, e.g. ``http://127.0.0.1:8889``.
         env_name: the environment it came from, for messages.
         timeout: seconds each HTTP call may take (streams of logs excepted).
+        operator_token: sent to the operator as ``Authorization: Bearer``.
+        api_key: sent to the gateway as ``Authorization: Bearer``.
     """
 
-    def __init__(self, operator_endpoint: str, *, env_name: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        operator_endpoint: str,
+        *,
+        env_name: str | None = None,
+        timeout: float = 30.0,
+        operator_token: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.operator_endpoint = operator_endpoint.rstrip("/")
         self.env_name = env_name
         self.timeout = timeout
         self._http = httpx.Client(timeout=timeout)
+        self._auth = {
+            "operator": _bearer(operator_token),
+            "gateway": _bearer(api_key),
+        }
         self._gateway_url: str | None = None
 
     def close(self) -> None:
@@ -145,17 +178,13 @@ class Client:
         """Send a configuration file; every DeployResult, errors included, as the operator answered.
 
         Raises:
-            SpecError: the file can't be read, or the operator found the configuration invalid.
+            SpecError: the file can't be read, is invalid (checked here first, so that the error comes
+                without a round trip, and even when the cluster is down), or the operator found it invalid.
         """
-        source = os.fspath(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise SpecError(f"{source}: file not found") from exc
-        except IsADirectoryError as exc:
-            raise SpecError(f"{source}: is a directory, not a configuration file") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"{source}: can't read the file: {exc}") from exc
+        from cortex.spec.loader import load_text, read_config  # pydantic: only for the commands that need it
+
+        text = read_config(path)
+        load_text(text, os.fspath(path))
         return self.deploy_config(text, str(Path(path).absolute()), force=force)
 
     def deploy_config(self, config: str, config_path: str, *, force: bool = False) -> list[dict[str, Any]]:
@@ -256,7 +285,7 @@ class Client:
         url = f"{self.operator_endpoint}/logs/{_segment(name)}"
         with (
             _translate("operator", self.operator_endpoint, self.timeout),
-            self._http.stream("GET", url, params=params, timeout=timeout) as response,
+            self._http.stream("GET", url, params=params, timeout=timeout, headers=self._auth["operator"]) as response,
         ):
             if not response.is_success:
                 response.read()
@@ -360,6 +389,7 @@ class Client:
         return self._call("gateway", self.gateway_url(), method, path, **kwargs)
 
     def _call(self, service: str, base: str, method: str, path: str, **kwargs: Any) -> Any:
+        kwargs["headers"] = {**self._auth[service], **(kwargs.get("headers") or {})}
         with _translate(service, base, self.timeout):
             response = self._http.request(method, base + path, **kwargs)
         _raise_for(response, service)
@@ -398,6 +428,10 @@ def _raise_for(response: httpx.Response, service: str) -> None:
         message = f"the cortex {service} answered HTTP {response.status_code}" + (f": {text}" if text else "")
     if response.status_code == 404:
         raise NotFound(message)
+    if response.status_code in (401, 403):
+        where = "api_key" if service == "gateway" else "operator_token"
+        flag = "--api-key" if service == "gateway" else "--operator-token"
+        raise AccessDenied(f"{message} [this client's {where} is set by `cortex env configure <env> {flag}`]")
     if kind == "spec":
         raise SpecError(message)
     raise CortexError(message)
@@ -414,6 +448,10 @@ def _failure(api: str, request_id: str, record: dict[str, Any]) -> RequestFailed
     )
 
 
+def _bearer(secret: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
+
+
 def _flag(name: str, value: bool) -> dict[str, str]:
     return {name: "true" if value else "false"}
 
@@ -421,3 +459,17 @@ def _flag(name: str, value: bool) -> dict[str, str]:
 def _segment(value: str) -> str:
     """A name or id as one URL path segment (a ``/`` in it must not change the route)."""
     return urllib.parse.quote(value, safe="")
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``cortex.client(...)`` is :func:`client` whichever of the two the name holds.
+
+    Importing the submodule (``from cortex.client import Client``) binds the package's ``client``
+    attribute to the module; Cortex's users call ``cortex.client()``, which must keep working after that.
+    """
+
+    def __call__(self, env: str | None = None, *, api_key: str | None = None) -> Client:
+        return client(env, api_key=api_key)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -6,7 +6,10 @@ They live in ``$CORTEX_CLI_CONFIG_DIR/cli.yaml`` (default ``~/.cortex/cli.yaml``
     environments:
       - name: local
         operator_endpoint: http://127.0.0.1:8889
+        operator_token: ...     # optional: sent to the operator (Authorization: Bearer)
+        api_key: ...            # optional: sent to the gateway (Authorization: Bearer)
 
+The file is written readable by its owner only, since it may hold those secrets.
 Until the file exists, the one environment is ``local`` at :data:`LOCAL_OPERATOR_ENDPOINT`, the
 address ``cortex cluster up`` serves the operator on.
 """
@@ -45,16 +48,33 @@ def config_dir_from(environ: Mapping[str, str]) -> Path:
     return Path(value).expanduser() if value else DEFAULT_CONFIG_DIR.expanduser()
 
 
+#: what ``cortex env list`` shows instead of a secret
+HIDDEN = "(hidden)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """One named environment."""
+    """One named environment.
+
+    Attributes:
+        name: its name.
+        operator_endpoint: the operator's base URL.
+        operator_token: sent to the operator as ``Authorization: Bearer``, if the cluster requires one.
+        api_key: sent to the gateway as ``Authorization: Bearer``, if its APIs require one.
+    """
 
     name: str
     operator_endpoint: str
+    operator_token: str | None = dataclasses.field(default=None, repr=False)
+    api_key: str | None = dataclasses.field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, str]:
-        """The environment as ``cli.yaml`` and ``cortex env list -o json`` show it."""
-        return {"name": self.name, "operator_endpoint": self.operator_endpoint}
+    def to_dict(self, *, secrets: bool = True) -> dict[str, str]:
+        """The environment as ``cli.yaml`` holds it; with ``secrets=False``, as ``cortex env list`` shows it."""
+        data = {"name": self.name, "operator_endpoint": self.operator_endpoint}
+        for key, value in (("operator_token", self.operator_token), ("api_key", self.api_key)):
+            if value is not None:
+                data[key] = value if secrets else HIDDEN
+        return data
 
 
 @dataclasses.dataclass
@@ -117,14 +137,22 @@ class EnvConfig:
             endpoint = item.get("operator_endpoint")
             if not isinstance(endpoint, str):
                 raise CortexError(f"{path}: environment {item['name']}: operator_endpoint: must be a URL")
-            environments[item["name"]] = Environment(item["name"], endpoint)
+            for key in ("operator_token", "api_key"):
+                if item.get(key) is not None and not isinstance(item[key], str):
+                    raise CortexError(f"{path}: environment {item['name']}: {key}: must be a string")
+            environments[item["name"]] = Environment(
+                item["name"], endpoint, operator_token=item.get("operator_token"), api_key=item.get("api_key")
+            )
         return cls(path, default or None, environments)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Cortex's shape: ``{"default_environment", "environments": [{"name", "operator_endpoint"}]}``."""
+    def to_dict(self, *, secrets: bool = True) -> dict[str, Any]:
+        """Cortex's shape: ``{"default_environment", "environments": [{"name", "operator_endpoint"}]}``.
+
+        With ``secrets=False`` (for display), tokens and keys read ``(hidden)``.
+        """
         return {
             "default_environment": self.default_environment,
-            "environments": [env.to_dict() for env in self.environments.values()],
+            "environments": [env.to_dict(secrets=secrets) for env in self.environments.values()],
         }
 
     def save(self) -> None:
@@ -162,7 +190,9 @@ class EnvConfig:
         except KeyError:
             raise NotFound(f"no environment named {name}; run `cortex env list`") from None
 
-    def set(self, name: str, operator_endpoint: str) -> Environment:
+    def set(
+        self, name: str, operator_endpoint: str, *, operator_token: str | None = None, api_key: str | None = None
+    ) -> Environment:
         """Add or replace an environment; the first one configured becomes the default.
 
         Raises:
@@ -173,15 +203,23 @@ class EnvConfig:
         endpoint = operator_endpoint.strip().rstrip("/")
         if not endpoint.startswith(("http://", "https://")) or len(endpoint.split("://", 1)[1]) == 0:
             raise CortexError(f"invalid operator endpoint {operator_endpoint!r}: expected http://host:port")
-        env = Environment(name, endpoint)
+        env = Environment(name, endpoint, operator_token=operator_token or None, api_key=api_key or None)
         self.environments[name] = env
         if self.default_environment is None:
             self.default_environment = name
         return env
 
-    def configure(self, name: str, operator_endpoint: str, *, make_default: bool = False) -> Environment:
+    def configure(
+        self,
+        name: str,
+        operator_endpoint: str,
+        *,
+        make_default: bool = False,
+        operator_token: str | None = None,
+        api_key: str | None = None,
+    ) -> Environment:
         """:meth:`set` then :meth:`save`; with ``make_default``, it becomes the default environment too."""
-        env = self.set(name, operator_endpoint)
+        env = self.set(name, operator_endpoint, operator_token=operator_token, api_key=api_key)
         if make_default:
             self.default_environment = name
         self.save()

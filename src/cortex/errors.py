@@ -10,7 +10,8 @@ to do. Driver errors are kept as ``__cause__``.
     ├── NotFound             an API or a request does not exist (or has expired)
     ├── RequestFailed        a request ended failed or cancelled (client.result)
     ├── ResultTimeout        a wait ran past its deadline (client.result)
-    └── ClusterUnavailable   the cluster cannot be reached (says how to start it)
+    ├── ClusterUnavailable   the cluster cannot be reached (says how to start it)
+    └── AccessDenied         a gateway key or the operator token is missing or wrong (says where to set it)
 """
 
 from __future__ import annotations
@@ -51,3 +52,7 @@ class ResultTimeout(CortexError):
 
 class ClusterUnavailable(CortexError):
     """The cluster's operator or gateway cannot be reached."""
+
+
+class AccessDenied(CortexError):
+    """The gateway or the operator answered 401 or 403: a key or token is missing or wrong."""

@@ -12,7 +12,9 @@ import secrets
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_ID_RE = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+#: the shape of an id, as a regular expression (also in the gateway's OpenAPI document)
+ID_PATTERN = r"^[0-9a-hjkmnp-tv-z]{26}$"
+_ID_RE = re.compile(ID_PATTERN)
 
 
 def new_id(now: float | None = None) -> str:
@@ -28,4 +30,4 @@ def new_id(now: float | None = None) -> str:
 
 def is_valid_id(text: str) -> bool:
     """Whether ``text`` has the shape of an id this gateway mints (cheap check before any lookup)."""
-    return _ID_RE.match(text) is not None
+    return _ID_RE.fullmatch(text) is not None  # not match: its $ would accept a trailing newline

@@ -72,6 +72,12 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"name": "api-"}, 'name: must not end with a dash (got "api-")'),
     ({"name": "a" * 43}, "name: must be at most 42 characters (got 43)"),
     ({"name": "b-api"}, 'name: must not start with "b-"'),
+    (
+        {"name": "h\u00e9llo"},
+        'name: must be lowercase letters, digits and dashes, starting with a letter (got "h\u00e9llo")',
+    ),
+    ({"name": "../etc"}, 'name: must be lowercase letters, digits and dashes, starting with a letter (got "../etc")'),
+    ({"name": "a%2fb"}, "name: must be lowercase letters, digits and dashes"),
     ({"name": 5}, "api #1: name: must be a string (got 5)"),
     ({"name": ""}, "name: must not be empty"),
     # kind
@@ -251,6 +257,11 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"networking.endpoint": "a//b"}, "networking.endpoint: must not contain '//' (got \"a//b\")"),
     ({"networking.endpoint": "a b"}, "networking.endpoint: may only contain letters, digits"),
     ({"networking.endpoint": "x" * 1001}, "networking.endpoint: must be at most 1000 characters (got 1001)"),
+    ({"networking.endpoint": "a/../b"}, "networking.endpoint: must not contain '.' or '..' segments (got \"a/../b\")"),
+    ({"networking.endpoint": "./a"}, "networking.endpoint: must not contain '.' or '..' segments"),
+    ({"networking.endpoint": "/metrics"}, "networking.endpoint: /metrics is served by the gateway itself"),
+    ({"networking.endpoint": "openapi.json"}, "networking.endpoint: /openapi.json is served by the gateway itself"),
+    ({"name": "healthz"}, "networking.endpoint: /healthz is served by the gateway itself; set networking.endpoint"),
     ({"networking.api_gateway": "public"}, "networking.api_gateway: unknown field (allowed: endpoint)"),
     # async (our extension)
     ({"async.retention": "30s"}, "async.retention: must be at least 1m (got 30s)"),
@@ -263,7 +274,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     (
         {"async.retries": 3},
         "async.retries: unknown field (allowed: retention, max_payload_size, request_timeout, max_attempts,"
-        " retry, webhook)",
+        " retry, webhook, api_keys, forward_sensitive_headers)",
     ),
 ]
 
@@ -457,6 +468,22 @@ FILE_CASES = [
     ("[]\n", "cortex.yaml: the list of APIs is empty"),
     ("- just-a-string\n", 'cortex.yaml: api #1: must be a mapping with name, kind and pod (got "just-a-string")'),
     ("- {1: x}\n", "cortex.yaml: api #1: unknown field 1 (allowed: name, kind, pod,"),
+    ("- name: a\n\tkind: AsyncAPI\n", "cortex.yaml: invalid YAML at line 2, column 1: found a tab character"),
+    (
+        "- !!python/object/apply:os.system [id]\n",
+        "cortex.yaml: invalid YAML at line 1, column 3: could not determine a",
+    ),
+    ("- name: a\n---\n- name: b\n", "cortex.yaml: invalid YAML at line 2, column 1: but found another document"),
+    ("- name: *nowhere\n", "cortex.yaml: invalid YAML at line 1, column 9: found undefined alias"),
+    pytest.param(
+        "[" * 100_000 + "]" * 100_000,
+        "cortex.yaml: invalid YAML at line 1, column 1001: exceeded maximum nesting depth",
+        id="deeply-nested",
+    ),
+    ("- name: a\n  kind: \x00\n", "cortex.yaml: invalid YAML at line 2: control characters are not allowed (U+0000)"),
+    ("- null\n", "cortex.yaml: api #1: must be a mapping with name, kind and pod (got null)"),
+    ("- name: 2024-01-01\n", "cortex.yaml: api #1: name: must be a string (got the date 2024-01-01)"),
+    ("- name: !!binary aGk=\n", "cortex.yaml: api #1: name: must be a string (got binary data)"),
 ]
 
 

@@ -10,11 +10,20 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
 from rich.console import Console
 
+from cortex.auth import DIGEST_PREFIX
+from cortex.cli.access import (
+    api_key_option,
+    check_token,
+    key_digests,
+    operator_token_option,
+    refuse_private_webhooks_option,
+)
 from cortex.cli.options import DEFAULT_STATE_DIR, configure_logging
 from cortex.errors import CortexError
 from cortex.operator.settings import ClusterSettings, read_cluster_file
@@ -51,6 +60,13 @@ def cluster() -> None:
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of in the background.")
 @click.option("--grace-period", type=float, default=30.0, show_default=True, help="Seconds replicas get to drain.")
 @click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request held by a replica that died stays hidden before it runs again.",
+)
+@click.option(
     "--autoscaler-tick",
     type=click.FloatRange(min=0, min_open=True),
     default=10.0,
@@ -60,6 +76,9 @@ def cluster() -> None:
 @click.option("--queue", "queue_url", envvar="CORTEX_QUEUE_URL", help="Queue URL (redis://, postgresql://).")
 @click.option("--store", "store_url", envvar="CORTEX_STORE_URL", help="Record store URL (redis://, postgresql://).")
 @click.option("--blobs", "blobs_url", envvar="CORTEX_BLOBS_URL", help="Blob store URL (s3://bucket/prefix).")
+@api_key_option
+@operator_token_option
+@refuse_private_webhooks_option
 def up(
     state_dir: Path,
     host: str,
@@ -68,32 +87,45 @@ def up(
     env_name: str,
     foreground: bool,
     grace_period: float,
+    lease_seconds: float,
     autoscaler_tick: float,
     queue_url: str | None,
     store_url: str | None,
     blobs_url: str | None,
+    api_keys: tuple[str, ...],
+    operator_token: str | None,
+    refuse_private_webhooks: bool,
 ) -> None:
     """Start a local cluster (operator, gateway, autoscaler, local runtime).
 
     The queue, records and blobs live in the state directory unless --queue, --store or --blobs
-    name scale-out backends (Redis, PostgreSQL, S3).
+    name scale-out backends (Redis, PostgreSQL, S3). With --api-key every API needs a key; with
+    --operator-token the operator needs the token (the CLI environment is given both).
     """
     state_dir = state_dir.expanduser().resolve()
+    digests = key_digests(api_keys)
+    operator_token = check_token(operator_token)
+    # the CLI environment gets a key it can send: the first one given in clear
+    client_key = next((key for key in api_keys if not key.startswith(DIGEST_PREFIX)), None)
     settings = ClusterSettings(
         state_dir=state_dir,
         host=host,
         gateway_port=gateway_port,
         operator_port=operator_port,
         grace_period=grace_period,
+        lease_seconds=lease_seconds,
         autoscaler_tick=autoscaler_tick,
         queue_url=queue_url,
         store_url=store_url,
         blobs_url=blobs_url,
+        api_keys=digests,
+        operator_token=operator_token,
+        refuse_private_webhooks=refuse_private_webhooks,
     )
     console = Console(stderr=True)
     running = read_cluster_file(state_dir)
     if running is not None:
-        _configure_env(env_name, running["operator_url"])
+        _configure_env(env_name, running["operator_url"], _running_token(state_dir), client_key, keep_key=True)
         console.print(f"a cluster is already running on {state_dir} (operator {running['operator_url']})")
         return
     if foreground:
@@ -104,12 +136,27 @@ def up(
     argv = [sys.executable, "-m", "cortex", "cluster", "up", "--foreground", "--state-dir", str(state_dir)]
     argv += ["--host", host, "--gateway-port", str(gateway_port), "--operator-port", str(operator_port)]
     argv += ["--grace-period", str(grace_period), "--autoscaler-tick", str(autoscaler_tick), "--env", env_name]
+    argv += ["--lease-seconds", str(lease_seconds)]
     for flag, url in (("--queue", queue_url), ("--store", store_url), ("--blobs", blobs_url)):
         if url:
             argv += [flag, url]
+    if refuse_private_webhooks:
+        argv += ["--refuse-private-webhooks"]
+    # secrets go in the environment, not on a command line every user can read (only digests of the keys)
+    child_env = {
+        key: value for key, value in os.environ.items() if key not in ("CORTEX_API_KEYS", "CORTEX_OPERATOR_TOKEN")
+    }
+    child_env["CORTEX_API_KEYS"] = " ".join(sorted(digests))
+    if operator_token is not None:
+        child_env["CORTEX_OPERATOR_TOKEN"] = operator_token
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=child_env,
         )
     with console.status(f"starting the cluster (logs: {log_path})"):
         deadline = time.monotonic() + START_TIMEOUT
@@ -120,10 +167,12 @@ def up(
             if time.monotonic() > deadline:
                 raise click.ClickException(f"the cluster did not answer within {START_TIMEOUT:g}s; see {log_path}")
             time.sleep(0.2)
-    _configure_env(env_name, settings.operator_url)
+    _configure_env(env_name, settings.operator_url, operator_token, client_key)
     console.print(f"[bold]cluster is up[/bold] (state: {state_dir})")
     console.print(f"  gateway:  {settings.gateway_url}")
     console.print(f"  operator: {settings.operator_url} (cli environment: {env_name})")
+    hint = " (with its token: the status url of `cortex cluster info`)" if operator_token else ""
+    console.print(f"  status:   {settings.operator_url}/status{hint}")
     console.print("next: cortex deploy <cortex.yaml>")
 
 
@@ -147,6 +196,16 @@ def _run_foreground(settings: ClusterSettings) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+def _running_token(state_dir: Path) -> str | None:
+    """The operator token of the cluster running on ``state_dir`` (from the cli.yaml it wrote for its replicas)."""
+    from cortex.env import EnvConfig
+
+    try:
+        return EnvConfig.load(state_dir / "client").get("default").operator_token
+    except CortexError:
+        return None
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
@@ -154,11 +213,17 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _configure_env(name: str, operator_url: str) -> None:
+def _configure_env(
+    name: str, operator_url: str, token: str | None, api_key: str | None, *, keep_key: bool = False
+) -> None:
+    """Point the CLI environment ``name`` at the cluster, with its token and a key (its old one with ``keep_key``)."""
     from cortex.env import EnvConfig
 
     config = EnvConfig.from_environ()
-    config.configure(name, operator_url)
+    old = config.environments.get(name)
+    if keep_key and api_key is None and old is not None:
+        api_key = old.api_key
+    config.configure(name, operator_url, operator_token=token, api_key=api_key)
 
 
 @cluster.command()
@@ -208,12 +273,16 @@ def info(state_dir: Path, output: str) -> None:
     if running is None:
         raise click.ClickException(f"no cluster is running on {state_dir}; start one with `cortex cluster up`")
     data: dict[str, Any] = dict(running)
+    token = _running_token(state_dir)
+    # the page's script sends the token it finds in the fragment, which no server or log ever sees
+    data["status_url"] = f"{running['operator_url']}/status" + (f"#token={quote(token, safe='')}" if token else "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        data["apis"] = len(httpx.get(f"{running['operator_url']}/get", timeout=5).json())
+        data["apis"] = len(httpx.get(f"{running['operator_url']}/get", timeout=5, headers=headers).json())
     except (httpx.HTTPError, ValueError):
         data["apis"] = None
     if output == "json":
         click.echo(json.dumps(data, indent=2))
         return
-    for key in ("provider", "state_dir", "gateway_url", "operator_url", "pid", "apis"):
+    for key in ("provider", "state_dir", "gateway_url", "operator_url", "status_url", "pid", "apis"):
         click.echo(f"{key.replace('_', ' ')}: {data.get(key)}")

@@ -29,11 +29,29 @@ def env() -> None:
     metavar="URL",
     help="The operator's base URL.",
 )
+@click.option(
+    "--operator-token",
+    envvar="CORTEX_OPERATOR_TOKEN",
+    default=None,
+    metavar="TOKEN",
+    help="The operator's token, if it requires one ('' removes it; default: keep). Or CORTEX_OPERATOR_TOKEN.",
+)
+@click.option(
+    "--api-key",
+    envvar="CORTEX_API_KEY",
+    default=None,
+    metavar="KEY",
+    help="The key sent to the gateway, if its APIs require one ('' removes it; default: keep). Or CORTEX_API_KEY.",
+)
 @handle_errors
-def configure(name: str, operator_endpoint: str) -> None:
+def configure(name: str, operator_endpoint: str, operator_token: str | None, api_key: str | None) -> None:
     """Add or update the environment NAME (default: local)."""
     config = _load()
-    configured = config.set(name, operator_endpoint)
+    old = config.environments.get(name)
+    if old is not None:
+        operator_token = old.operator_token if operator_token is None else operator_token
+        api_key = old.api_key if api_key is None else api_key
+    configured = config.set(name, operator_endpoint, operator_token=operator_token, api_key=api_key)
     config.save()
     click.echo(f"configured the {configured.name} environment (operator endpoint {configured.operator_endpoint})")
 
@@ -43,7 +61,7 @@ def configure(name: str, operator_endpoint: str) -> None:
 @handle_errors
 def list_(output: str) -> None:
     """List the environments."""
-    config = _load().to_dict()
+    config = _load().to_dict(secrets=False)
     if output == "json":
         print_json(config)
     else:

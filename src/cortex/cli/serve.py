@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cortex.cli.access import api_key_option, key_digests, refuse_private_webhooks_option
 from cortex.cli.options import backend_options, backend_urls, configure_logging
 from cortex.errors import CortexError
 
@@ -17,6 +18,12 @@ from cortex.errors import CortexError
 @click.option("--port", default=8888, show_default=True, help="Port to listen on.")
 @click.option("--workers", default=1, show_default=True, help="Gateway processes sharing the port.")
 @click.option("--operator-url", default=None, help="Include this operator's /metrics in the gateway's /metrics.")
+@click.option(
+    "--header-timeout", default=10.0, show_default=True, help="Seconds a request's headers may take to arrive (408)."
+)
+@click.option("--body-timeout", default=30.0, show_default=True, help="Seconds a request body may stop arriving (408).")
+@api_key_option
+@refuse_private_webhooks_option
 def gateway(
     state_dir: Path,
     queue_url: str | None,
@@ -26,11 +33,22 @@ def gateway(
     port: int,
     workers: int,
     operator_url: str | None,
+    header_timeout: float,
+    body_timeout: float,
+    api_keys: tuple[str, ...],
+    refuse_private_webhooks: bool,
 ) -> None:
     """Serve the gateway: POST /<api> to submit, GET /<api>/<id> for status and result."""
     import uvicorn
 
+    from cortex.gateway.protocol import HttpLimits, protocol_factory
+    from cortex.gateway.server import BODY_TIMEOUT_VAR, KEYS_VAR, REFUSE_PRIVATE_VAR
+
     configure_logging()
+    os.environ[BODY_TIMEOUT_VAR] = str(body_timeout)
+    # only the keys' digests travel on to the workers
+    os.environ[KEYS_VAR] = " ".join(sorted(key_digests(api_keys)))
+    os.environ[REFUSE_PRIVATE_VAR] = "true" if refuse_private_webhooks else "false"
     urls = backend_urls(state_dir, queue_url, store_url, blobs_url)
     # uvicorn starts each worker from an import string, so the URLs travel in the environment
     os.environ.update({"CORTEX_QUEUE_URL": urls.queue, "CORTEX_STORE_URL": urls.store, "CORTEX_BLOBS_URL": urls.blobs})
@@ -43,7 +61,7 @@ def gateway(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=protocol_factory(HttpLimits(head_timeout=header_timeout)),
         access_log=False,
         log_level="warning",
     )

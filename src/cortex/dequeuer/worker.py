@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from cortex.auth import without_sensitive
 from cortex.backends import Backends
 from cortex.dequeuer.forward import forward
 from cortex.dequeuer.metrics import DequeuerMetrics
@@ -270,7 +271,8 @@ class Dequeuer:
             session,
             self.url,
             request_id=record.id,
-            headers=record.headers,
+            # the gateway stores no sensitive header unless the API forwards them; older records may hold some
+            headers=without_sensitive(record.headers, keep=self.spec.async_.forward_sensitive_headers),
             body=body,
             timeout=self.spec.async_.request_timeout,
         )

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,15 +25,24 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from cortex.auth import API_KEY_HEADER, SENSITIVE_HEADERS, Access, KeyRing, authorize, bearer
 from cortex.backends import Backends
 from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
 from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
+from cortex.gateway.openapi import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_WEBHOOK_URL,
+    OPENAPI_PATH,
+    WEBHOOK_URL_PATTERN,
+    openapi_document,
+)
 from cortex.ids import is_valid_id, new_id
 from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, RequestRecord, Status, now, rfc3339
 from cortex.store.sqlite import joint
 from cortex.webhooks.events import URL_HEADER, schedule
+from cortex.webhooks.targets import url_problem
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,17 @@ _HOP_HEADERS = frozenset(
         "x-cortex-request-id",  # minted here, never taken from a client
     }
 )
+#: not stored, unless the API forwards sensitive headers: then only the gateway's own key header is dropped
+_DROPPED = _HOP_HEADERS | SENSITIVE_HEADERS
+_DROPPED_FORWARDING = _HOP_HEADERS | {API_KEY_HEADER}
+#: the route of each method on ``/<endpoint>/<id>``
+_ID_ROUTES = {"GET": "status", "HEAD": "status", "DELETE": "cancel"}
+#: the answer to a request without a key says how to send one (RFC 6750)
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cortex"'}
+
+
+#: seconds a request body may stop arriving (nginx's client_body_timeout is 60 s, between two reads too)
+DEFAULT_BODY_TIMEOUT = 30.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +88,12 @@ class GatewaySettings:
     sweep_interval: float = 60.0
     #: how long a deploy may take to reach this gateway
     catalog_ttl: float = 2.0
+    #: seconds a body may stop arriving before the submission is answered 408 (nothing is stored)
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    #: the keys every API accepts (each API adds its own ``async.api_keys``)
+    keys: KeyRing = dataclasses.field(default_factory=KeyRing)
+    #: refuse an ``X-Cortex-Webhook-URL`` whose host is or resolves to a non-public address
+    refuse_private_webhooks: bool = False
 
 
 #: records removed per retention-sweep statement (the sweep repeats while batches are full)
@@ -75,6 +102,10 @@ SWEEP_BATCH = 1000
 
 class PayloadTooLarge(Exception):
     """The body grew past the API's ``async.max_payload_size``."""
+
+
+class BodyTimeout(Exception):
+    """The body stopped arriving for longer than :attr:`GatewaySettings.body_timeout`."""
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -101,44 +132,83 @@ class Gateway:
         if api is not None:
             if request.method == "POST":
                 request.scope[ROUTE_KEY] = ("submit", api.name)
-                return await self.submit(request, api)
+                denied, consumed = self._access(request, api)
+                return denied or await self.submit(request, api, consumed=consumed)
             return _not_allowed(request.method, path, "POST", f"use POST {api.endpoint} to submit a request")
         prefix, _, request_id = trimmed.rpartition("/")
         api = await self.directory.resolve(prefix) if prefix else None
         if api is None:
-            return error_response(404, f"no API is deployed at {path}")
-        if request.method in ("GET", "HEAD"):
-            request.scope[ROUTE_KEY] = ("status", api.name)
+            return error_response(404, f"no API is deployed at {_shown(path)}")
+        route = _ID_ROUTES.get(request.method)
+        if route is None:
+            return _not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
+        request.scope[ROUTE_KEY] = (route, api.name)
+        denied, _ = self._access(request, api)
+        if denied is not None:
+            return denied
+        if route == "status":
             return await self.status(api, request_id)
-        if request.method == "DELETE":
-            request.scope[ROUTE_KEY] = ("cancel", api.name)
-            return await self.cancel(api, request_id)
-        return _not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
+        return await self.cancel(api, request_id)
 
-    async def submit(self, request: Request, api: RoutedApi) -> Response:
-        """Store and queue one request; 200 ``{"id"}`` only once both are durable."""
+    def _access(self, request: Request, api: RoutedApi) -> tuple[Response | None, frozenset[str]]:
+        """None and the header the key came in (never stored), or the 401 or 403 to answer.
+
+        The key is taken from ``X-Cortex-API-Key``, else from ``Authorization: Bearer``.
+        """
+        presented = request.headers.get(API_KEY_HEADER)
+        consumed = frozenset({API_KEY_HEADER})
+        if presented is None:
+            authorization = request.headers.get("authorization")
+            presented, consumed = bearer(authorization), frozenset({"authorization"})
+        access = authorize(self.settings.keys, api.api_keys, presented)
+        if access is Access.MISSING:
+            how = "send it as the header 'Authorization: Bearer <key>' (or 'X-Cortex-API-Key: <key>')"
+            if request.headers.get("authorization") is not None:
+                how = "the Authorization header must be 'Bearer <key>' (or send 'X-Cortex-API-Key: <key>')"
+            return error_response(401, f"api {api.name} needs an API key: {how}", headers=_CHALLENGE), consumed
+        if access is Access.WRONG:
+            message = (
+                f"the API key is not accepted by api {api.name}: check it, or use a key of the cluster"
+                " (cortex cluster up --api-key) or of the API (async.api_keys)"
+            )
+            return error_response(403, message), consumed
+        return None, consumed if access is Access.GRANTED else frozenset()
+
+    async def submit(self, request: Request, api: RoutedApi, *, consumed: frozenset[str] = frozenset()) -> Response:
+        """Store and queue one request; 200 ``{"id"}`` only once both are durable.
+
+        Sensitive headers (``Authorization``, ``Cookie``, ...) are not stored unless the API forwards
+        them; the header that carried the gateway's key (``consumed``) never is.
+        """
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > api.max_payload_size:
             return _too_large(api)
         key = request.headers.get("idempotency-key")
         webhook_url = request.headers.get(URL_HEADER)
         problem = _check_extension_headers(key, webhook_url)
+        if problem is None and webhook_url is not None and self.settings.refuse_private_webhooks:
+            refused = await url_problem(webhook_url)
+            problem = None if refused is None else f"X-Cortex-Webhook-URL refused: {refused}"
         if problem is not None:
             return error_response(400, problem)
         request_id = new_id()
         digest = hashlib.sha256() if key is not None else None
-        stream = _limited(request.stream(), api.max_payload_size, digest)
+        stream = _limited(request.stream(), api.max_payload_size, digest, idle=self.settings.body_timeout)
         try:
             payload, payload_ref = await self._take_body(request_id, stream)
         except PayloadTooLarge:
             return _too_large(api)
         except ClientDisconnect:
             return error_response(400, "the client closed the connection before the body was complete")
+        except BodyTimeout:
+            message = f"the body stopped arriving for {self.settings.body_timeout:g}s; nothing was stored"
+            return error_response(408, message, headers={"Connection": "close"})
         created = now()
+        dropped = _DROPPED_FORWARDING | consumed if api.forward_sensitive_headers else _DROPPED
         headers = tuple(
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in request.headers.raw
-            if name.decode("latin-1").lower() not in _HOP_HEADERS
+            if name.decode("latin-1").lower() not in dropped
         )
         record = NewRequest(
             id=request_id,
@@ -222,7 +292,7 @@ class Gateway:
                 )
                 return error_response(503, "the request store is unavailable; try again")
         if record is None:
-            return error_response(404, f"request {request_id} of api {api.name} not found (unknown or expired)")
+            return _unknown_request(api, request_id)
         return Response(render_record(record), media_type="application/json")
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
@@ -234,7 +304,7 @@ class Gateway:
         try:
             record = await records.get(api.name, request_id, now=now()) if is_valid_id(request_id) else None
             if record is None:
-                return error_response(404, f"request {request_id} of api {api.name} not found (unknown or expired)")
+                return _unknown_request(api, request_id)
             if not record.status.terminal:
                 await schedule(self.backends.queue, api.spec, api.name, request_id, record.webhook_url, "cancelled")
                 if await records.finish(api.name, request_id, Outcome(Status.CANCELLED), now=now()):
@@ -251,7 +321,7 @@ class Gateway:
             )
             return error_response(503, "the request store is unavailable; try again")
         if record is None:
-            return error_response(404, f"request {request_id} of api {api.name} not found (unknown or expired)")
+            return _unknown_request(api, request_id)
         if record.status != Status.CANCELLED:
             body = json.dumps(
                 {"error": f"request {request_id} is already {record.status.value}", "status": record.status.value}
@@ -306,9 +376,21 @@ def render_record(record: RequestRecord) -> bytes:
     return f"{head},{rest}".encode()
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int, digest: Any = None) -> AsyncIterator[bytes]:
+async def _limited(
+    stream: AsyncIterator[bytes], limit: int, digest: Any = None, *, idle: float | None = None
+) -> AsyncIterator[bytes]:
+    """The body's chunks; :class:`PayloadTooLarge` past ``limit`` bytes, :class:`BodyTimeout` after
+    ``idle`` seconds without a chunk (uvicorn has no such deadline: a stalled client would hold the
+    request, and its half-written blob, forever)."""
     size = 0
-    async for chunk in stream:
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BodyTimeout from None
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge
@@ -320,13 +402,15 @@ async def _limited(stream: AsyncIterator[bytes], limit: int, digest: Any = None)
 
 def _check_extension_headers(key: str | None, webhook_url: str | None) -> str | None:
     """What is wrong with ``Idempotency-Key`` or ``X-Cortex-Webhook-URL``, or None."""
-    if key is not None and not (0 < len(key) <= 255 and key.isprintable()):
-        return "Idempotency-Key must be 1 to 255 printable characters"
-    if webhook_url is not None:
-        scheme, _, rest = webhook_url.partition("://")
-        if scheme not in ("http", "https") or not rest or rest.startswith("/") or len(webhook_url) > 2048:
-            return f"X-Cortex-Webhook-URL must be an http:// or https:// URL (got {webhook_url[:100]!r})"
+    if key is not None and _IDEMPOTENCY_KEY.fullmatch(key) is None:
+        return "Idempotency-Key must be 1 to 255 printable characters (ASCII, not starting or ending with a space)"
+    if webhook_url is not None and (len(webhook_url) > MAX_WEBHOOK_URL or _WEBHOOK_URL.fullmatch(webhook_url) is None):
+        return f"X-Cortex-Webhook-URL must be an http:// or https:// URL (got {webhook_url[:100]!r})"
     return None
+
+
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
 
 
 async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -345,7 +429,25 @@ def _too_large(api: RoutedApi) -> Response:
 
 
 def _not_allowed(method: str, path: str, allow: str, hint: str) -> Response:
-    return error_response(405, f"method {method} is not allowed on {path}: {hint}", headers={"Allow": allow})
+    return error_response(405, f"method {method} is not allowed on {_shown(path)}: {hint}", headers={"Allow": allow})
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """A client's path or id as quoted in an error message: whole if short, else its start."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _unknown_request(api: RoutedApi, request_id: str) -> Response:
+    return error_response(404, f"request {_shown(request_id)} of api {api.name} not found (unknown or expired)")
+
+
+def _refused_method(method: str, path: str) -> Response | None:
+    """The 405 of a method the gateway answers on no path like ``path``, or None."""
+    if path in _OWN_PATHS:
+        return None if method in ("GET", "HEAD") else _not_allowed(method, path, "GET, HEAD", f"{path} answers GET")
+    if method not in _METHODS:
+        return _not_allowed(method, path, "GET, POST, DELETE", "the gateway answers POST, GET and DELETE")
+    return None
 
 
 def create_app(
@@ -384,6 +486,11 @@ def create_app(
         body = merge([(own.decode(), {}), *((text, {}) for _, text in fetched)]) if fetched else own
         return Response(body, media_type=counters.content_type)
 
+    document = json.dumps(openapi_document(), separators=(",", ":")).encode()
+
+    async def get_openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = None
@@ -403,6 +510,7 @@ def create_app(
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", get_metrics),
+        Route(OPENAPI_PATH, get_openapi),
         Route("/{path:path}", handle, methods=list(_METHODS)),
     ]
     return _GatewayApp(handle, counters, routes=routes, lifespan=lifespan)
@@ -410,7 +518,7 @@ def create_app(
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: the gateway's own paths, never an API's
-_OWN_PATHS = frozenset({"/healthz", "/metrics"})
+_OWN_PATHS = frozenset({"/healthz", "/metrics", OPENAPI_PATH})
 
 
 class _GatewayApp(Starlette):
@@ -428,11 +536,12 @@ class _GatewayApp(Starlette):
         self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _OWN_PATHS or scope["method"] not in _METHODS:
+        refused = _refused_method(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if scope["type"] != "http" or (refused is None and scope["path"] in _OWN_PATHS):
             await super().__call__(scope, receive, send)
             return
         try:
-            response = await self._handle(Request(scope, receive, send))
+            response = refused or await self._handle(Request(scope, receive, send))
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             response = error_response(500, "internal error of the gateway")

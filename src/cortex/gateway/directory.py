@@ -23,6 +23,10 @@ class RoutedApi:
     retention: float
     max_payload_size: int
     spec: ApiSpec  #: the whole spec, for what is read less often (its webhook)
+    #: digests of the API's own keys (``async.api_keys``)
+    api_keys: frozenset[str] = frozenset()
+    #: ``async.forward_sensitive_headers``
+    forward_sensitive_headers: bool = False
 
     @classmethod
     def from_spec(cls, spec: ApiSpec) -> RoutedApi:
@@ -33,6 +37,8 @@ class RoutedApi:
             retention=spec.async_.retention,
             max_payload_size=spec.async_.max_payload_size,
             spec=spec,
+            api_keys=frozenset(spec.async_.api_keys),
+            forward_sensitive_headers=spec.async_.forward_sensitive_headers,
         )
 
 

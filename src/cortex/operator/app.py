@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -15,7 +16,9 @@ from cortex import __version__
 from cortex.errors import CortexError, NotFound, SpecError
 from cortex.exposition import fetch_all, merge
 from cortex.metrics import OperatorMetrics
+from cortex.operator.guard import TokenGuard
 from cortex.operator.service import Conflict, Operator
+from cortex.operator.status_page import StatusPage
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 #: the dequeuers whose ``/metrics`` the operator's include: replica id -> URL
@@ -115,12 +118,20 @@ class _Handlers:
 
 
 def create_operator_app(
-    operator: Operator, info: dict[str, Any], metrics: OperatorMetrics | None = None, *, peers: Peers | None = None
+    operator: Operator,
+    info: dict[str, Any],
+    metrics: OperatorMetrics | None = None,
+    *,
+    peers: Peers | None = None,
+    token: str | None = None,
+    status: StatusPage | None = None,
 ) -> Starlette:
     """The operator app over ``operator``; ``info`` is what ``GET /info`` answers, ``metrics`` ``GET /metrics``.
 
     ``peers`` names the replica dequeuers whose ``/metrics`` are merged into the operator's (each
     sample labelled ``replica``); one that does not answer within a second is left out.
+    With ``token``, every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``.
+    With ``status``, the status page is served at ``/status`` (and its JSON under ``/status/``).
     """
     h = _Handlers(operator, info, metrics if metrics is not None else OperatorMetrics(), peers or dict)
     routes = [
@@ -136,7 +147,10 @@ def create_operator_app(
         Route("/redeliver/{api}/{id}", _guarded(h.redeliver), methods=["POST"]),
         Route("/logs/{api}", _guarded(h.logs)),
     ]
-    return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+    if status is not None:
+        routes += status.routes()
+    middleware = [Middleware(TokenGuard, token=token)] if token is not None else []
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={404: _not_found, 405: _not_allowed})
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -3,15 +3,19 @@
 The cluster writes ``cluster.json`` in its state directory while it runs (what ``cortex cluster
 down`` and ``info`` read) and ``client/cli.yaml`` (what its containers' ``CORTEX_CLI_CONFIG_DIR``
 points at). On SIGTERM it drains every replica, stops the gateway and removes ``cluster.json``.
+Started after a cluster on the same state directory was killed, it first stops the processes that
+one left running (:mod:`cortex.runtime.orphans`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Iterator
@@ -21,15 +25,21 @@ import uvicorn
 import yaml
 
 from cortex import __version__
+from cortex.auth import key_digest
 from cortex.autoscaler import Autoscaler, ScalingEvents
 from cortex.backends import BackendUrls, open_backends
 from cortex.errors import CortexError
+from cortex.gateway.server import INTERNAL_KEYS_VAR, KEYS_VAR, REFUSE_PRIVATE_VAR
 from cortex.metrics import OperatorMetrics
 from cortex.operator.app import create_operator_app
+from cortex.operator.history import History
 from cortex.operator.service import Operator
 from cortex.operator.settings import CLUSTER_FILE, ClusterSettings, read_cluster_file
+from cortex.operator.status_feed import StatusFeed
+from cortex.operator.status_page import StatusPage
 from cortex.requests import now
-from cortex.runtime.local import ClusterEnv, LocalRuntime, LocalSettings
+from cortex.runtime.local import PID_DIR, ClusterEnv, LocalRuntime, LocalSettings
+from cortex.runtime.orphans import stop_leftovers
 from cortex.runtime.process import ProcessPlan
 from cortex.runtime.supervisor import Supervised
 from cortex.webhooks.dispatcher import WebhookDispatcher
@@ -37,15 +47,25 @@ from cortex.webhooks.dispatcher import WebhookDispatcher
 log = logging.getLogger(__name__)
 
 
-def write_client_config(client_dir: Path, operator_url: str) -> None:
-    """The ``cli.yaml`` containers find through ``CORTEX_CLI_CONFIG_DIR`` (env ``default``, as Cortex's)."""
+def write_client_config(
+    client_dir: Path, operator_url: str, *, operator_token: str | None = None, api_key: str | None = None
+) -> None:
+    """The ``cli.yaml`` containers find through ``CORTEX_CLI_CONFIG_DIR`` (env ``default``, as Cortex's).
+
+    It holds the operator's token and the replicas' gateway key, so only its owner may read it.
+    """
     client_dir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "default_environment": "default",
-        "environments": [{"name": "default", "operator_endpoint": operator_url}],
-    }
+    environment = {"name": "default", "operator_endpoint": operator_url}
+    if operator_token is not None:
+        environment["operator_token"] = operator_token
+    if api_key is not None:
+        environment["api_key"] = api_key
+    config = {"default_environment": "default", "environments": [environment]}
     tmp = client_dir / "cli.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # an older file of another mode is reused by O_CREAT
+        handle.write(yaml.safe_dump(config, sort_keys=False))
     tmp.replace(client_dir / "cli.yaml")
 
 
@@ -64,14 +84,26 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         store=settings.store_url or defaults.store,
         blobs=settings.blobs_url or defaults.blobs,
     )
+    # a killed cluster's gateway would keep the port, its replicas would run unsupervised beside the new ones
+    await stop_leftovers(state_dir / PID_DIR, settings.grace_period)
     client_dir = state_dir / "client"
-    write_client_config(client_dir, settings.operator_url)
+    # the replicas' own key: chaining through the gateway works whatever keys the APIs require
+    chain_key = secrets.token_urlsafe(32)
+    write_client_config(client_dir, settings.operator_url, operator_token=settings.operator_token, api_key=chain_key)
+    if settings.operator_token is None and not _is_loopback(settings.host):
+        log.warning(
+            "the operator listens on %s without a token: whoever reaches it can run commands on this machine;"
+            " set CORTEX_OPERATOR_TOKEN (or --operator-token)",
+            settings.host,
+        )
     backends = await open_backends(urls)
-    gateway = Supervised(_gateway_plan(settings, state_dir, urls), label="gateway", where="cluster", backoff_max=10.0)
+    gateway = Supervised(
+        _gateway_plan(settings, state_dir, urls, chain_key), label="gateway", where="cluster", backoff_max=10.0
+    )
     runtime = LocalRuntime(
         state_dir,
         urls,
-        ClusterEnv(gateway_url=settings.gateway_url, cli_config_dir=client_dir, version=__version__),
+        ClusterEnv(gateway_url=settings.gateway_url, cli_config_dir=client_dir, version=__version__, api_key=chain_key),
         LocalSettings(lease_seconds=settings.lease_seconds, grace_period=settings.grace_period),
     )
     events, metrics = ScalingEvents(), OperatorMetrics()
@@ -83,9 +115,11 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         queue=backends.queue,
         records=backends.records,
     )
-    webhooks = WebhookDispatcher(backends, metrics=metrics)
+    webhooks = WebhookDispatcher(backends, metrics=metrics, refuse_private=settings.refuse_private_webhooks)
     webhooks_stop = asyncio.Event()
     delivering: asyncio.Task[None] | None = None
+    history = History()  # the status page's last hour, fed by every autoscaler tick
+    feed = StatusFeed(history, runtime.metrics_urls)
     autoscaler = Autoscaler(
         backends.catalog,
         backends.queue,
@@ -93,7 +127,9 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         interval=settings.autoscaler_tick,
         events=events,
         metrics=metrics,
+        on_tick=feed.on_tick,
     )
+    status = StatusPage(operator, backends.queue, backends.records, history)
     info = {
         "provider": "local",
         "state_dir": str(state_dir),
@@ -104,7 +140,9 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
     }
     server = _OperatorServer(
         uvicorn.Config(
-            create_operator_app(operator, info, metrics, peers=runtime.metrics_urls),
+            create_operator_app(
+                operator, info, metrics, peers=runtime.metrics_urls, token=settings.operator_token, status=status
+            ),
             host=settings.host,
             port=settings.operator_port,
             log_level="warning",
@@ -132,6 +170,7 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         with contextlib.suppress(FileNotFoundError):
             (state_dir / CLUSTER_FILE).unlink()
         await autoscaler.aclose()  # before the drain: a tick must not start replicas the drain would miss
+        await feed.aclose()
         webhooks_stop.set()
         if delivering is not None:
             with contextlib.suppress(Exception):
@@ -150,7 +189,7 @@ class _OperatorServer(uvicorn.Server):
         yield
 
 
-def _gateway_plan(settings: ClusterSettings, state_dir: Path, urls: BackendUrls) -> ProcessPlan:
+def _gateway_plan(settings: ClusterSettings, state_dir: Path, urls: BackendUrls, chain_key: str) -> ProcessPlan:
     argv: tuple[str, ...] = (sys.executable, "-m", "cortex", "gateway", "--state-dir", str(state_dir))
     argv += ("--queue", urls.queue, "--store", urls.store, "--blobs", urls.blobs)
     argv += ("--host", settings.host, "--port", str(settings.gateway_port))
@@ -158,10 +197,27 @@ def _gateway_plan(settings: ClusterSettings, state_dir: Path, urls: BackendUrls)
     return ProcessPlan(
         name="gateway",
         argv=argv,
-        env=dict(os.environ),
+        env=_gateway_env(settings, chain_key),
         cwd=state_dir,
         log_path=state_dir / "logs" / "gateway.log",
+        pid_dir=state_dir / PID_DIR,
     )
+
+
+def _gateway_env(settings: ClusterSettings, chain_key: str) -> dict[str, str]:
+    """The cluster's environment, with the gateway's keys as digests and no operator token."""
+    env = {key: value for key, value in os.environ.items() if key != "CORTEX_OPERATOR_TOKEN"}
+    env[KEYS_VAR] = " ".join(sorted(settings.api_keys))
+    env[INTERNAL_KEYS_VAR] = key_digest(chain_key)
+    env[REFUSE_PRIVATE_VAR] = "true" if settings.refuse_private_webhooks else "false"
+    return env
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -30,6 +30,12 @@ class ClusterSettings:
     grace_period: float = 30.0
     #: seconds between two autoscaler ticks (Cortex: 10)
     autoscaler_tick: float = 10.0
+    #: digests of the keys every API accepts, and then requires (empty: only APIs with their own keys need one)
+    api_keys: frozenset[str] = frozenset()
+    #: the token the operator requires (None: none); it is written into the replicas' cli.yaml
+    operator_token: str | None = dataclasses.field(default=None, repr=False)
+    #: refuse webhooks to loopback, private, link-local and other non-public addresses
+    refuse_private_webhooks: bool = False
 
     @property
     def gateway_url(self) -> str:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: how long a roll waits for a new replica to be ready before it replaces an old one anyway
 ROLL_READY_TIMEOUT = 600.0
+#: the folder of the state directory where every running process is recorded (:mod:`cortex.runtime.orphans`)
+PID_DIR = "pids"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,11 +46,13 @@ class ClusterEnv:
         gateway_url: ``CORTEX_GATEWAY_URL``, for chaining (``POST $CORTEX_GATEWAY_URL/<api>``).
         cli_config_dir: ``CORTEX_CLI_CONFIG_DIR``, a folder whose ``cli.yaml`` the cluster writes.
         version: ``CORTEX_VERSION``.
+        api_key: ``CORTEX_API_KEY``, the key the gateway accepts from replicas (chaining), if any.
     """
 
     gateway_url: str
     cli_config_dir: Path
     version: str
+    api_key: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -318,6 +322,7 @@ class LocalRuntime(Runtime):
         self._ports[replica_id] = (user_port, admin_port)
         folder = self.state_dir / "replicas" / spec.name / replica_id
         log_dir = self.state_dir / "logs" / spec.name / replica_id
+        pid_dir = self.state_dir / PID_DIR
         parent = parent_env()
         cortex = {
             "CORTEX_PORT": str(user_port),
@@ -328,6 +333,8 @@ class LocalRuntime(Runtime):
             "CORTEX_API_NAME": spec.name,
             "CORTEX_REPLICA_ID": replica_id,
         }
+        if self.env.api_key is not None:
+            cortex["CORTEX_API_KEY"] = self.env.api_key
         options = {
             "--api": spec.name,
             "--user-port": str(user_port),
@@ -349,11 +356,13 @@ class LocalRuntime(Runtime):
             admin_port=admin_port,
             folder=folder,
             containers=tuple(
-                container_plan(c, parent=parent, cortex=cortex, cwd=api.config_dir, log_dir=log_dir)
+                container_plan(c, parent=parent, cortex=cortex, cwd=api.config_dir, log_dir=log_dir, pid_dir=pid_dir)
                 for c in spec.pod.containers
             ),
             # run in the state folder, not the user's: a "cortex" folder there must not shadow the package
-            dequeuer=ProcessPlan("dequeuer", dequeuer_argv, parent | cortex, self.state_dir, log_dir / "dequeuer.log"),
+            dequeuer=ProcessPlan(
+                "dequeuer", dequeuer_argv, parent | cortex, self.state_dir, log_dir / "dequeuer.log", pid_dir
+            ),
             grace_period=settings.grace_period,
             restart_backoff_max=settings.restart_backoff_max,
             health_interval=settings.health_interval,

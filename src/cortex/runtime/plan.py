@@ -78,9 +78,13 @@ def check_runnable(spec: ApiSpec, config_dir: Path) -> None:
         raise CortexError(f"api {spec.name}: the configuration folder {config_dir} does not exist")
 
 
+#: the cluster's secrets, which its children are not given (replicas get their own ``CORTEX_API_KEY``)
+SECRET_VARIABLES = frozenset({"CORTEX_API_KEYS", "CORTEX_OPERATOR_TOKEN", "CORTEX_GATEWAY_INTERNAL_KEYS"})
+
+
 def parent_env() -> dict[str, str]:
-    """This process's environment, the base of every child's, with ``CORTEX_LOG_LEVEL`` defaulting to INFO."""
-    env = dict(os.environ)
+    """This process's environment less its secrets: the base of every child's (``CORTEX_LOG_LEVEL`` default INFO)."""
+    env = {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
     env.setdefault("CORTEX_LOG_LEVEL", "INFO")
     # `python` and `cortex` in a container's command mean the cluster's own interpreter and CLI, as the
     # image's would on Kubernetes, even when the cluster was started as .venv/bin/cortex without activating
@@ -90,13 +94,19 @@ def parent_env() -> dict[str, str]:
 
 
 def container_plan(
-    container: Container, *, parent: Mapping[str, str], cortex: Mapping[str, str], cwd: Path, log_dir: Path
+    container: Container,
+    *,
+    parent: Mapping[str, str],
+    cortex: Mapping[str, str],
+    cwd: Path,
+    log_dir: Path,
+    pid_dir: Path | None = None,
 ) -> ContainerPlan:
     """One container's process: environment ``parent`` + its ``env`` + ``cortex``, argv expanded against it."""
     own = expand_env(container.env, {**parent, **cortex})
     env = {**parent, **own, **cortex}
     argv = tuple(expand(arg, env) for arg in [*(container.command or []), *(container.args or [])])
-    process = ProcessPlan(container.name, argv, env, cwd, log_dir / f"{container.name}.log")
+    process = ProcessPlan(container.name, argv, env, cwd, log_dir / f"{container.name}.log", pid_dir)
     return ContainerPlan(process, container.liveness_probe, container.pre_stop)
 
 

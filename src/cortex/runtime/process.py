@@ -32,6 +32,8 @@ class ProcessPlan:
         env: The whole environment of the process.
         cwd: The working directory.
         log_path: The file stdout and stderr are appended to.
+        pid_dir: Where its pid is recorded while it runs, for a restarted cluster to find it
+            (:mod:`cortex.runtime.orphans`); None: not recorded.
     """
 
     name: str
@@ -39,6 +41,7 @@ class ProcessPlan:
     env: Mapping[str, str]
     cwd: Path
     log_path: Path
+    pid_dir: Path | None = None
 
 
 async def spawn(plan: ProcessPlan) -> asyncio.subprocess.Process:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from cortex.runtime import orphans
 from cortex.runtime.process import ProcessPlan, describe_exit, spawn, terminate
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Supervised:
         if before is not None and process.returncode is None:
             await before()
         code = await terminate(process, grace, name=f"{self._where}: {self.label}")
-        self._group_gone = True
+        self._gone(process)
         log.debug("%s: %s (pid %d) stopped: %s", self._where, self.label, process.pid, describe_exit(code))
 
     async def _run(self) -> None:
@@ -98,6 +99,8 @@ class Supervised:
                 reason = f"could not start {self.plan.argv[0]}: {exc.strerror or exc}"
             else:
                 self.process, self.failure, self._group_gone = process, None, False
+                if self.plan.pid_dir is not None:
+                    orphans.record(self.plan.pid_dir, self.plan.name, process.pid)
                 if self._stopping.is_set():
                     return
                 reason = await self._wait(process)
@@ -134,9 +137,15 @@ class Supervised:
             reason = f"failed its liveness probe ({first.result()})"
             log.warning("%s: %s (pid %d) %s; killing it", self._where, self.label, process.pid, reason)
             await terminate(process, LIVENESS_KILL_GRACE, name=f"{self._where}: {self.label}")
-            self._group_gone = True
+            self._gone(process)
             return reason
         # It exited: what is left of its group goes too, before a new one starts.
         code = await terminate(process, 0, name=f"{self._where}: {self.label}")
-        self._group_gone = True
+        self._gone(process)
         return describe_exit(code)
+
+    def _gone(self, process: asyncio.subprocess.Process) -> None:
+        """``process`` and its group are gone: its pid may be reused from now on."""
+        self._group_gone = True
+        if self.plan.pid_dir is not None:
+            orphans.forget(self.plan.pid_dir, process.pid)

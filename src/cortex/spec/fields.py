@@ -6,6 +6,7 @@ Validators raise ``ValueError`` with a message that reads well after ``<field pa
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from typing import Annotated, Any
@@ -17,6 +18,8 @@ from cortex.spec.durations import parse_cpu, parse_duration, parse_memory, parse
 
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 RESERVED_PORTS = (8888, 15000)  # the operator's port and Istio's admin port in Cortex
+#: the gateway's own paths (an API named "metrics" needs another endpoint)
+RESERVED_ENDPOINTS = frozenset({"/healthz", "/metrics", "/openapi.json"})
 MIN_CPU_MILLICORES = 20
 MIN_MEMORY_BYTES = 20 * 2**20
 
@@ -27,6 +30,12 @@ def show(value: object) -> str:
         return "a mapping"
     if isinstance(value, list | tuple):
         return "a list"
+    if isinstance(value, set | frozenset):
+        return "a set"
+    if isinstance(value, bytes):
+        return "binary data"
+    if isinstance(value, datetime.date):  # YAML reads an unquoted 2024-01-01 as a date
+        return f"the date {value.isoformat()}"
     if isinstance(value, str) and len(value) > 60:
         value = value[:57] + "..."
     try:
@@ -135,6 +144,13 @@ def _endpoint(value: str) -> str:
     canonical = "/" + value.strip("/")
     if canonical == "/":
         raise ValueError(f"must name a path other than '/' (got {show(value)})")
+    if {".", ".."} & set(canonical.split("/")):
+        # clients resolve dot segments before sending: such an endpoint could not be reached
+        raise ValueError(f"must not contain '.' or '..' segments (got {show(value)})")
+    if canonical in RESERVED_ENDPOINTS:
+        raise ValueError(
+            f"{canonical} is served by the gateway itself; set networking.endpoint to another path (got {show(value)})"
+        )
     return canonical
 
 

@@ -21,8 +21,13 @@ from cortex.spec.fields import show
 from cortex.spec.messages import describe_errors
 from cortex.spec.models import ApiSpec
 
+try:
+    from yaml import CSafeLoader as _SafeLoader  # libyaml: many times faster, and it bounds the nesting depth
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+
+class _UniqueKeyLoader(_SafeLoader):
     """A SafeLoader that refuses duplicate keys, where PyYAML would silently keep the last one."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
@@ -49,9 +54,18 @@ def load_file(path: str | os.PathLike[str]) -> list[ApiSpec]:
     Raises:
         SpecError: the file can't be read, isn't valid YAML, or an API is invalid.
     """
+    return load_text(read_config(path), os.fspath(path))
+
+
+def read_config(path: str | os.PathLike[str]) -> str:
+    """The text of a configuration file.
+
+    Raises:
+        SpecError: the file is missing, a directory, unreadable or not UTF-8; the message names it.
+    """
     source = os.fspath(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise SpecError(f"{source}: file not found") from exc
     except IsADirectoryError as exc:
@@ -60,7 +74,6 @@ def load_file(path: str | os.PathLike[str]) -> list[ApiSpec]:
         raise SpecError(f"{source}: not UTF-8 text (invalid byte at offset {exc.start})") from exc
     except OSError as exc:
         raise SpecError(f"{source}: can't read the file: {exc.strerror or exc}") from exc
-    return load_text(text, source)
 
 
 def load_text(text: str, source: str = "<string>") -> list[ApiSpec]:
@@ -104,6 +117,10 @@ def _parse_yaml(text: str, source: str) -> object:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "unreadable"
         raise SpecError(f"{source}: invalid YAML{where}: {problem}") from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids (its str names no line)
+        line = text.count("\n", 0, exc.position) + 1
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError(f"{source}: invalid YAML at line {line}: {exc.reason} (U+{character:04X})") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {exc}") from exc
     except RecursionError as exc:

@@ -19,10 +19,12 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    StrictStr,
     ValidationError,
     model_validator,
 )
 
+from cortex.auth import normalize_key
 from cortex.errors import SpecError
 from cortex.spec.container import Container
 from cortex.spec.durations import format_duration
@@ -204,8 +206,13 @@ class Retry(BaseModel):
     backoff: Annotated[Seconds, _at_least(0, exclusive=True)] = 1.0
 
 
+def _api_key(value: str) -> str:
+    # kept as its digest from here on: the catalog, `cortex get` and the gateway never see the key
+    return normalize_key(value)
+
+
 class AsyncOptions(BaseModel):
-    """cortex-async's extension (key ``async``): retention, limits, attempts, retries and webhooks."""
+    """cortex-async's extension (key ``async``): retention, limits, attempts, retries, webhooks and access."""
 
     model_config = _STRICT
 
@@ -215,6 +222,10 @@ class AsyncOptions(BaseModel):
     max_attempts: Annotated[StrictInt, Field(ge=1, le=100)] = 3
     retry: Annotated[Retry, Section] = Retry()
     webhook: Webhook | None = None
+    #: keys this API accepts besides the cluster's (``Authorization: Bearer``), each kept as ``sha256:<hex>``
+    api_keys: Annotated[list[Annotated[StrictStr, AfterValidator(_api_key)]], AfterValidator(_unique)] = []
+    #: store and forward ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` to the user server
+    forward_sensitive_headers: StrictBool = False
 
 
 def _kind(value: object) -> object:

@@ -6,6 +6,10 @@ signed with the API's ``whsec_`` secret; a 2xx answer delivers it. Anything else
 exponential backoff and jitter (about 5 s, then doubling, at most an hour apart) until the API's
 ``async.webhook.max_age`` (24 h) has passed since the event. A receiver that is down or slow only
 delays its own deliveries: workers never wait on it.
+
+Redirects are not followed (a 3xx is a failed attempt). With ``refuse_private``, a receiver that
+is or resolves to a non-public address is not called, whatever the gateway checked when the
+request was submitted (:mod:`cortex.webhooks.targets`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from typing import Any
 
 import aiohttp
+import yarl
 
 from cortex.backends import Backends
 from cortex.errors import BackendError, SpecError
@@ -28,6 +33,7 @@ from cortex.requests import Status, now
 from cortex.spec import ApiSpec
 from cortex.webhooks.events import WEBHOOK_QUEUE, parse_delivery_id, target
 from cortex.webhooks.signing import headers
+from cortex.webhooks.targets import HINT, PublicOnlyResolver, literal_problem
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +61,10 @@ class WebhookDispatcher:
         timeout: float = 10.0,
         visibility: float = 60.0,
         metrics: OperatorMetrics | None = None,
+        refuse_private: bool = False,
     ) -> None:
         self.backends = backends
+        self.refuse_private = refuse_private
         self.metrics = metrics if metrics is not None else OperatorMetrics()
         self.concurrency = concurrency
         self.first_retry = first_retry
@@ -67,7 +75,10 @@ class WebhookDispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; deliveries under way are finished (bounded by ``timeout``)."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+        connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver()) if self.refuse_private else None
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout), connector=connector
+        ) as session:
             try:
                 await self._loop(session, stop)
                 if self._running:  # let deliveries under way finish (each bounded by the timeout)
@@ -143,9 +154,13 @@ class WebhookDispatcher:
     async def _post(self, session: aiohttp.ClientSession, url: str, secret: str, item: str, body: bytes) -> str | None:
         """POST one delivery; None if it was accepted, else why not."""
         message_id = "msg_" + item.replace("/", "_")  # the same across retries, so receivers can dedupe
+        if self.refuse_private:  # names are checked by the resolver; literal addresses never reach it
+            refused = literal_problem(yarl.URL(url).raw_host or "")
+            if refused is not None:
+                return f"refused: {refused}"
         try:
             async with session.post(
-                url, data=body, headers=headers(secret, message_id, int(time.time()), body)
+                url, data=body, headers=headers(secret, message_id, int(time.time()), body), allow_redirects=False
             ) as answer:
                 await answer.read()
                 if 200 <= answer.status < 300:
@@ -153,6 +168,12 @@ class WebhookDispatcher:
                 return f"the receiver answered {answer.status}"
         except TimeoutError:
             return f"the receiver did not answer within {self.timeout:g}s"
+        except aiohttp.ClientConnectorDNSError as exc:
+            return (
+                f"refused: {exc.os_error}"
+                if self.refuse_private and _refusal(exc)
+                else f"could not reach the receiver: {exc}"
+            )
         except aiohttp.ClientError as exc:
             return f"could not reach the receiver: {exc}"
 
@@ -175,6 +196,11 @@ class WebhookDispatcher:
             log.info("webhook %s attempt %d failed (%s); next in %.1fs", lease.id, lease.attempts, error, delay)
         self.metrics.delivery(api, state["status"])
         await records.set_webhook(api, request_id, state)
+
+
+def _refusal(exc: aiohttp.ClientConnectorDNSError) -> bool:
+    """Whether the lookup failed because :class:`PublicOnlyResolver` refused the addresses."""
+    return HINT in str(exc.os_error)
 
 
 def _spec(data: dict[str, Any] | None) -> ApiSpec | None:
