@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,38 +13,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from cortex import __version__
-from cortex.errors import CortexError, NotFound, SpecError
 from cortex.exposition import fetch_all, merge
 from cortex.metrics import OperatorMetrics
+from cortex.operator.answers import error, guarded
 from cortex.operator.guard import TokenGuard
-from cortex.operator.service import Conflict, Operator
+from cortex.operator.service import Operator
 from cortex.operator.status_page import StatusPage
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 #: the dequeuers whose ``/metrics`` the operator's include: replica id -> URL
 Peers = Callable[[], Mapping[str, str]]
-
-
-def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "kind": kind}, status_code=status)
-
-
-def _guarded(handler: Endpoint) -> Endpoint:
-    """Turn cortex errors into JSON answers with the right status."""
-
-    async def run(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except SpecError as exc:
-            return _error(400, "spec", str(exc))
-        except NotFound as exc:
-            return _error(404, "not_found", str(exc))
-        except Conflict as exc:
-            return _error(409, "conflict", str(exc))
-        except CortexError as exc:
-            return _error(500, "internal", str(exc))
-
-    return run
 
 
 class _Handlers:
@@ -78,7 +55,7 @@ class _Handlers:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             message = 'the body must be JSON {"config": "<yaml text>", "config_path": "<path>"}'
-            return _error(400, "bad_request", message)
+            return error(400, "bad_request", message)
         results = await self.operator.deploy(config, config_path)
         return JSONResponse([result.to_json() for result in results])
 
@@ -105,7 +82,7 @@ class _Handlers:
         follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
         tail_text = request.query_params.get("tail")
         if tail_text is not None and not tail_text.isdigit():
-            return _error(400, "bad_request", f"tail must be a whole number of lines (got {tail_text!r})")
+            return error(400, "bad_request", f"tail must be a whole number of lines (got {tail_text!r})")
         tail = None if tail_text is None else int(tail_text)
         request_id = request.query_params.get("request") or None
         lines = await self.operator.logs(request.path_params["api"], follow=follow, tail=tail, request_id=request_id)
@@ -138,14 +115,14 @@ def create_operator_app(
         Route("/healthz", h.healthz),
         Route("/metrics", h.get_metrics),
         Route("/info", h.get_info),
-        Route("/deploy", _guarded(h.deploy), methods=["POST"]),
-        Route("/get", _guarded(h.get_all)),
-        Route("/get/{api}", _guarded(h.get_one)),
-        Route("/describe/{api}", _guarded(h.describe)),
-        Route("/refresh/{api}", _guarded(h.refresh), methods=["POST"]),
-        Route("/delete/{api}", _guarded(h.delete), methods=["DELETE"]),
-        Route("/redeliver/{api}/{id}", _guarded(h.redeliver), methods=["POST"]),
-        Route("/logs/{api}", _guarded(h.logs)),
+        Route("/deploy", guarded(h.deploy), methods=["POST"]),
+        Route("/get", guarded(h.get_all)),
+        Route("/get/{api}", guarded(h.get_one)),
+        Route("/describe/{api}", guarded(h.describe)),
+        Route("/refresh/{api}", guarded(h.refresh), methods=["POST"]),
+        Route("/delete/{api}", guarded(h.delete), methods=["DELETE"]),
+        Route("/redeliver/{api}/{id}", guarded(h.redeliver), methods=["POST"]),
+        Route("/logs/{api}", guarded(h.logs)),
     ]
     if status is not None:
         routes += status.routes()
@@ -154,8 +131,8 @@ def create_operator_app(
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return _error(404, "not_found", f"no operator route {request.method} {request.url.path}")
+    return error(404, "not_found", f"no operator route {request.method} {request.url.path}")
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return _error(405, "method_not_allowed", f"method {request.method} is not allowed on {request.url.path}")
+    return error(405, "method_not_allowed", f"method {request.method} is not allowed on {request.url.path}")

@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from cortex.errors import CortexError, NotFound
+from cortex.errors import NotFound
+from cortex.operator.answers import error, guarded
 from cortex.operator.history import History
 from cortex.operator.service import Operator
 from cortex.queue.base import Queue
@@ -78,22 +79,6 @@ def detail(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "kind": kind}, status_code=status)
-
-
-def _guarded(handler: Endpoint) -> Endpoint:
-    async def run(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except NotFound as exc:
-            return _error(404, "not_found", str(exc))
-        except CortexError as exc:
-            return _error(500, "internal", str(exc))
-
-    return run
-
-
 class StatusPage:
     """The page and its JSON, over the operator, the queue, the record store and the tick history."""
 
@@ -117,10 +102,10 @@ class StatusPage:
         """The page's routes, to mount on the operator's app."""
         return [
             Route("/status", self.page),
-            Route("/status/apis", _guarded(self.apis)),
-            Route("/status/apis/{api}/history", _guarded(self.api_history)),
-            Route("/status/apis/{api}/requests", _guarded(self.requests)),
-            Route("/status/apis/{api}/requests/{id}", _guarded(self.request)),
+            Route("/status/apis", guarded(self.apis)),
+            Route("/status/apis/{api}/history", guarded(self.api_history)),
+            Route("/status/apis/{api}/requests", guarded(self.requests)),
+            Route("/status/apis/{api}/requests/{id}", guarded(self.request)),
         ]
 
     async def page(self, request: Request) -> Response:
@@ -162,7 +147,7 @@ class StatusPage:
         name = await self._api(request)
         text = request.query_params.get("limit", str(DEFAULT_LIMIT))
         if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-            return _error(400, "bad_request", f"limit must be a whole number from 1 to {MAX_LIMIT} (got {text!r})")
+            return error(400, "bad_request", f"limit must be a whole number from 1 to {MAX_LIMIT} (got {text!r})")
         records = await self.records.recent(name, limit=int(text), now=self._clock())
         return JSONResponse({"api": name, "requests": [summary(record) for record in records]})
 
