@@ -18,31 +18,22 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
 import yaml
 
 from cortex import __version__
 from cortex.auth import key_digest
-from cortex.autoscaler import Autoscaler, ScalingEvents
 from cortex.backends import BackendUrls, open_backends
 from cortex.errors import CortexError
 from cortex.gateway.server import INTERNAL_KEYS_VAR, KEYS_VAR, REFUSE_PRIVATE_VAR
-from cortex.metrics import OperatorMetrics
-from cortex.operator.app import create_operator_app
-from cortex.operator.history import History
-from cortex.operator.service import Operator
+from cortex.operator.control_plane import ControlPlaneSettings, serve_control_plane
 from cortex.operator.settings import CLUSTER_FILE, ClusterSettings, read_cluster_file
-from cortex.operator.status_feed import StatusFeed
-from cortex.operator.status_page import StatusPage
 from cortex.requests import now
 from cortex.runtime.local import PID_DIR, ClusterEnv, LocalRuntime, LocalSettings
 from cortex.runtime.orphans import stop_leftovers
 from cortex.runtime.process import ProcessPlan
 from cortex.runtime.supervisor import Supervised
-from cortex.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -106,30 +97,6 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         ClusterEnv(gateway_url=settings.gateway_url, cli_config_dir=client_dir, version=__version__, api_key=chain_key),
         LocalSettings(lease_seconds=settings.lease_seconds, grace_period=settings.grace_period),
     )
-    events, metrics = ScalingEvents(), OperatorMetrics()
-    operator = Operator(
-        backends.catalog,
-        runtime,
-        gateway_url=settings.gateway_url,
-        scaling_events=events,
-        queue=backends.queue,
-        records=backends.records,
-    )
-    webhooks = WebhookDispatcher(backends, metrics=metrics, refuse_private=settings.refuse_private_webhooks)
-    webhooks_stop = asyncio.Event()
-    delivering: asyncio.Task[None] | None = None
-    history = History()  # the status page's last hour, fed by every autoscaler tick
-    feed = StatusFeed(history, runtime.metrics_urls)
-    autoscaler = Autoscaler(
-        backends.catalog,
-        backends.queue,
-        runtime,
-        interval=settings.autoscaler_tick,
-        events=events,
-        metrics=metrics,
-        on_tick=feed.on_tick,
-    )
-    status = StatusPage(operator, backends.queue, backends.records, history)
     info = {
         "provider": "local",
         "state_dir": str(state_dir),
@@ -138,55 +105,32 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         "pid": os.getpid(),
         "started_at": now(),
     }
-    server = _OperatorServer(
-        uvicorn.Config(
-            create_operator_app(
-                operator, info, metrics, peers=runtime.metrics_urls, token=settings.operator_token, status=status
-            ),
-            host=settings.host,
-            port=settings.operator_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
+    control = ControlPlaneSettings(
+        host=settings.host,
+        port=settings.operator_port,
+        gateway_url=settings.gateway_url,
+        operator_token=settings.operator_token,
+        autoscaler_tick=settings.autoscaler_tick,
+        refuse_private_webhooks=settings.refuse_private_webhooks,
     )
-    try:
-        gateway.start()
-        await operator.restore()
-        autoscaler.start()
-        delivering = asyncio.create_task(webhooks.run(webhooks_stop))
-        serving = asyncio.create_task(server.serve())
-        await asyncio.sleep(0)
+
+    def serving() -> None:
         (state_dir / CLUSTER_FILE).write_text(json.dumps(info, indent=2))
         log.info("cluster up: operator %s, gateway %s", settings.operator_url, settings.gateway_url)
-        await asyncio.wait({serving, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():
-            serving.result()  # the operator could not serve (port taken): say why
+
+    try:
+        gateway.start()
+        await serve_control_plane(
+            control, backends, runtime, info=info, peers=runtime.metrics_urls, stop=stop, on_serving=serving
+        )
         log.info("cluster stopping: draining replicas")
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await serving
     finally:
         with contextlib.suppress(FileNotFoundError):
             (state_dir / CLUSTER_FILE).unlink()
-        await autoscaler.aclose()  # before the drain: a tick must not start replicas the drain would miss
-        await feed.aclose()
-        webhooks_stop.set()
-        if delivering is not None:
-            with contextlib.suppress(Exception):
-                await delivering
         await runtime.aclose()
         await gateway.stop(settings.grace_period)
         await backends.aclose()
         log.info("cluster stopped")
-
-
-class _OperatorServer(uvicorn.Server):
-    """uvicorn without its signal handling: the cluster owns SIGTERM, to drain before it exits."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _gateway_plan(settings: ClusterSettings, state_dir: Path, urls: BackendUrls, chain_key: str) -> ProcessPlan:
