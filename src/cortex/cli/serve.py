@@ -1,4 +1,4 @@
-"""The server commands: ``cortex gateway`` and ``cortex dequeuer``."""
+"""The server commands: ``cortex gateway``, ``cortex dequeuer`` and ``cortex operator`` (on Kubernetes)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from cortex.cli.access import api_key_option, key_digests, refuse_private_webhooks_option
+from cortex.cli.access import (
+    api_key_option,
+    check_token,
+    key_digests,
+    operator_token_option,
+    refuse_private_webhooks_option,
+)
 from cortex.cli.options import backend_options, backend_urls, configure_logging
 from cortex.errors import CortexError
 
@@ -72,6 +78,7 @@ def gateway(
 @click.option("--api", required=True, help="Name of the API this replica serves.")
 @click.option("--user-port", type=int, required=True, help="Port the user server listens on.")
 @click.option("--user-host", default="127.0.0.1", show_default=True)
+@click.option("--admin-host", default="127.0.0.1", show_default=True, help="Address /healthz is served on.")
 @click.option("--admin-port", type=int, default=None, help="Serve /healthz on this port (0: any free port).")
 @click.option("--lease-seconds", type=float, default=30.0, show_default=True, help="Lease visibility timeout.")
 @click.option("--grace-period", type=float, default=30.0, show_default=True, help="Seconds to drain on stop.")
@@ -83,6 +90,7 @@ def dequeuer(
     api: str,
     user_port: int,
     user_host: str,
+    admin_host: str,
     admin_port: int | None,
     lease_seconds: float,
     grace_period: float,
@@ -97,6 +105,90 @@ def dequeuer(
         user_port=user_port, user_host=user_host, lease_seconds=lease_seconds, grace_period=grace_period
     )
     try:
-        run(api, urls, settings, admin_port=admin_port)
+        run(api, urls, settings, admin_host=admin_host, admin_port=admin_port)
+    except CortexError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.option(
+    "--provider", type=click.Choice(["kubernetes"]), default="kubernetes", show_default=True, help="Where APIs run."
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8889, show_default=True, help="Port to listen on.")
+@click.option("-n", "--namespace", envvar="CORTEX_NAMESPACE", default="cortex", show_default=True)
+@click.option("--image", envvar="CORTEX_IMAGE", default=None, help="The platform image the APIs' dequeuers run.")
+@click.option("--gateway-url", required=True, help="The gateway's address inside the cluster (CORTEX_GATEWAY_URL).")
+@click.option("--operator-url", required=True, help="This operator's address inside the cluster (for cli.yaml).")
+@click.option("--kubeconfig", default=None, help="A kubeconfig [default: the service account, then $KUBECONFIG].")
+@click.option("--grace-period", type=int, default=60, show_default=True, help="Seconds a pod has to drain.")
+@click.option("--lease-seconds", type=float, default=30.0, show_default=True, help="Lease visibility timeout.")
+@click.option("--autoscaler-tick", type=float, default=10.0, show_default=True, help="Seconds between two ticks.")
+@click.option("--queue", "queue_url", envvar="CORTEX_QUEUE_URL", required=True, help="Queue URL (redis://, ...).")
+@click.option("--store", "store_url", envvar="CORTEX_STORE_URL", required=True, help="Record store URL.")
+@click.option("--blobs", "blobs_url", envvar="CORTEX_BLOBS_URL", required=True, help="Blob store URL (s3://...).")
+@operator_token_option
+@refuse_private_webhooks_option
+def operator(
+    provider: str,
+    host: str,
+    port: int,
+    namespace: str,
+    image: str | None,
+    gateway_url: str,
+    operator_url: str,
+    kubeconfig: str | None,
+    grace_period: int,
+    lease_seconds: float,
+    autoscaler_tick: float,
+    queue_url: str,
+    store_url: str,
+    blobs_url: str,
+    operator_token: str | None,
+    refuse_private_webhooks: bool,
+) -> None:
+    """Run the control plane on Kubernetes: the operator's API, the autoscaler, webhooks; APIs as Deployments.
+
+    This is what the operator Deployment of deploy/kubernetes runs; the gateway is its own Deployment.
+    """
+    import asyncio
+
+    import uvloop
+
+    from cortex.backends import BackendUrls
+    from cortex.operator.cluster import install_stop_signals
+    from cortex.operator.control_plane import ControlPlaneSettings
+    from cortex.operator.incluster import InClusterSettings, check_shared, run_operator
+    from cortex.runtime.kubeobjects import KubeSettings
+
+    configure_logging()
+    urls = BackendUrls(queue=queue_url, store=store_url, blobs=blobs_url)
+    kube = KubeSettings(
+        namespace=namespace,
+        image=image or KubeSettings().image,
+        gateway_url=gateway_url,
+        grace_period=grace_period,
+        lease_seconds=lease_seconds,
+    )
+    control = ControlPlaneSettings(
+        host=host,
+        port=port,
+        gateway_url=gateway_url,
+        operator_token=check_token(operator_token),
+        autoscaler_tick=autoscaler_tick,
+        refuse_private_webhooks=refuse_private_webhooks,
+    )
+    settings = InClusterSettings(
+        control=control, kube=kube, urls=urls, operator_url=operator_url, kubeconfig=kubeconfig
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await run_operator(settings, stop)
+
+    try:
+        check_shared(urls)
+        uvloop.run(main())
     except CortexError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -27,6 +27,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--api", required=True, help="Name of the API this replica serves.")
     parser.add_argument("--user-port", type=int, required=True, help="Port the user server listens on.")
     parser.add_argument("--user-host", default="127.0.0.1")
+    parser.add_argument("--admin-host", default="127.0.0.1", help="Address /healthz is served on.")
     parser.add_argument("--admin-port", type=int, default=None, help="Serve /healthz on this port (0: any).")
     parser.add_argument("--lease-seconds", type=float, default=30.0, help="Lease visibility timeout.")
     parser.add_argument("--grace-period", type=float, default=30.0, help="Seconds to drain on stop.")
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grace_period=args.grace_period,
     )
     try:
-        run(args.api, urls, settings, admin_port=args.admin_port)
+        run(args.api, urls, settings, admin_host=args.admin_host, admin_port=args.admin_port)
     except CortexError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
