@@ -16,11 +16,13 @@ MakeCluster = Callable[..., Awaitable[Cluster]]
 
 async def test_a_replica_that_is_not_stopping_answers_at_once(make_cluster: MakeCluster) -> None:
     cluster = await make_cluster()
-    async with cluster.dequeuer() as dequeuer:
-        # a user container restarting alone (liveness) must not wait for a drain that is not coming
-        async with TestClient(TestServer(admin_app(dequeuer, asyncio.Event(), drain_wait=0.2))) as client:
-            response = await client.get("/drain")
-            assert (response.status, await response.text()) == (200, "not stopping")
+    # a user container restarting alone (liveness) must not wait for a drain that is not coming
+    async with (
+        cluster.dequeuer() as dequeuer,
+        TestClient(TestServer(admin_app(dequeuer, asyncio.Event(), drain_wait=0.2))) as client,
+    ):
+        response = await client.get("/drain")
+        assert (response.status, await response.text()) == (200, "not stopping")
 
 
 async def test_the_hook_answers_only_after_the_request_in_flight_is_done(make_cluster: MakeCluster) -> None:
