@@ -8,8 +8,9 @@ from cortex import __version__
 from cortex.cli import apis
 from cortex.cli.cluster import cluster
 from cortex.cli.env_cmd import env
+from cortex.cli.render_cmd import render
 from cortex.cli.requests_cmd import request
-from cortex.cli.serve import dequeuer, gateway
+from cortex.cli.serve import dequeuer, gateway, operator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +21,8 @@ def cli() -> None:
 
 cli.add_command(gateway)
 cli.add_command(dequeuer)
-for command in (apis.deploy, apis.get, apis.describe, apis.logs, apis.refresh, apis.delete, env, request):
+cli.add_command(operator)
+for command in (apis.deploy, apis.get, apis.describe, apis.logs, apis.refresh, apis.delete, env, request, render):
     cli.add_command(command)
 
 cli.add_command(cluster)
