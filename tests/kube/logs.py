@@ -1,0 +1,47 @@
+"""Container logs the tests write and the emulator serves at ``/api/v1/namespaces/{ns}/pods/{name}/log``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+
+class PodLogs:
+    """Log lines per (pod name, container), and the followers that stream new lines as they are appended."""
+
+    def __init__(self) -> None:
+        self._lines: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
+        self._followers: defaultdict[tuple[str, str], set[asyncio.Queue[str | None]]] = defaultdict(set)
+
+    def set(self, pod: str, container: str, lines: list[str]) -> None:
+        """Replace the log of ``container`` in ``pod`` (followers see nothing of it: a restart is not emulated)."""
+        self._lines[pod, container] = list(lines)
+
+    def append(self, pod: str, container: str, *lines: str) -> None:
+        """Add ``lines`` at the end of the log, and hand them to every follower of that container."""
+        self._lines[pod, container].extend(lines)
+        for follower in self._followers[pod, container]:
+            for line in lines:
+                follower.put_nowait(line)
+
+    def tail(self, pod: str, container: str, count: int | None = None) -> list[str]:
+        """The last ``count`` lines (all of them when ``count`` is None)."""
+        lines = self._lines[pod, container]
+        return list(lines if count is None else lines[max(0, len(lines) - count) :])
+
+    def follow(self, pod: str, container: str) -> asyncio.Queue[str | None]:
+        """A queue that receives every line appended from now on, then None when the stream ends."""
+        follower: asyncio.Queue[str | None] = asyncio.Queue()
+        self._followers[pod, container].add(follower)
+        return follower
+
+    def unfollow(self, pod: str, container: str, follower: asyncio.Queue[str | None]) -> None:
+        """Stop handing lines to ``follower``."""
+        self._followers[pod, container].discard(follower)
+
+    def end(self, pod: str | None = None) -> None:
+        """End the streams that follow ``pod`` (it is gone), or every stream when ``pod`` is None."""
+        for (name, _), followers in self._followers.items():
+            if pod is None or name == pod:
+                for follower in followers:
+                    follower.put_nowait(None)
