@@ -1,4 +1,4 @@
-"""``cortex cluster up|down|info``: a local cluster on this machine."""
+"""``cortex cluster up|down|info``: a local cluster on this machine, or the platform on Kubernetes (``--provider``)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,25 @@ state_dir_option = click.option(
 output_option = click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
 
 
+provider_option = click.option(
+    "--provider",
+    type=click.Choice(["local", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="Run here (local) or install on the Kubernetes cluster of the kubeconfig.",
+)
+namespace_option = click.option(
+    "-n", "--namespace", default="cortex", show_default=True, help="Kubernetes: the platform's and the APIs' namespace."
+)
+kubeconfig_option = click.option(
+    "--kubeconfig", envvar="KUBECONFIG", default=None, help="Kubernetes: the kubeconfig [default: ~/.kube/config]."
+)
+context_option = click.option("--context", default=None, help="Kubernetes: the kubeconfig context to use.")
+
+
 @click.group()
 def cluster() -> None:
-    """Start, stop and inspect a local cluster."""
+    """Start, stop and inspect a local cluster, or install cortex-async on Kubernetes."""
 
 
 @cluster.command()
@@ -56,7 +72,9 @@ def cluster() -> None:
 @click.option(
     "--operator-port", default=8889, show_default=True, envvar="CORTEX_OPERATOR_PORT", help="Port of the operator."
 )
-@click.option("--env", "env_name", default="local", show_default=True, help="CLI environment to point at the cluster.")
+@click.option(
+    "--env", "env_name", default=None, help="CLI environment to point at the cluster [default: local or kubernetes]."
+)
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of in the background.")
 @click.option("--grace-period", type=float, default=30.0, show_default=True, help="Seconds replicas get to drain.")
 @click.option(
@@ -79,6 +97,23 @@ def cluster() -> None:
 @api_key_option
 @operator_token_option
 @refuse_private_webhooks_option
+@provider_option
+@namespace_option
+@kubeconfig_option
+@context_option
+@click.option("--image", default=None, help="Kubernetes: the platform image [default: this version's].")
+@click.option(
+    "--service-type",
+    type=click.Choice(["ClusterIP", "NodePort", "LoadBalancer"]),
+    default="ClusterIP",
+    show_default=True,
+    help="Kubernetes: how the operator and the gateway are exposed.",
+)
+@click.option("--operator-url", default=None, help="Kubernetes: where this machine reaches the operator.")
+@click.option("--dry-run", is_flag=True, help="Kubernetes: print the objects (Secrets included) instead of applying.")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="Kubernetes: seconds to wait for readiness."
+)
 def up(
     state_dir: Path,
     host: str,
@@ -95,18 +130,59 @@ def up(
     api_keys: tuple[str, ...],
     operator_token: str | None,
     refuse_private_webhooks: bool,
+    provider: str,
+    namespace: str,
+    kubeconfig: str | None,
+    context: str | None,
+    image: str | None,
+    service_type: str,
+    operator_url: str | None,
+    dry_run: bool,
+    timeout: float,
 ) -> None:
-    """Start a local cluster (operator, gateway, autoscaler, local runtime).
+    """Start a local cluster (operator, gateway, autoscaler, local runtime), or install on Kubernetes.
 
     The queue, records and blobs live in the state directory unless --queue, --store or --blobs
     name scale-out backends (Redis, PostgreSQL, S3). With --api-key every API needs a key; with
     --operator-token the operator needs the token (the CLI environment is given both).
+
+    With --provider kubernetes, the operator and the gateway are installed in --namespace of the
+    kubeconfig's cluster, and --queue, --store and --blobs are required (every pod shares them).
     """
     state_dir = state_dir.expanduser().resolve()
     digests = key_digests(api_keys)
     operator_token = check_token(operator_token)
     # the CLI environment gets a key it can send: the first one given in clear
     client_key = next((key for key in api_keys if not key.startswith(DIGEST_PREFIX)), None)
+    if provider == "kubernetes":
+        urls = {"--queue": queue_url, "--store": store_url, "--blobs": blobs_url}
+        missing = [flag for flag, url in urls.items() if not url]
+        if missing:
+            raise click.UsageError(
+                f"{', '.join(missing)}: required with --provider kubernetes, where every pod shares the backends"
+                " (for example --queue redis://redis.cortex.svc:6379/0 --store postgresql://... --blobs s3://bucket)"
+            )
+        _up_kubernetes(
+            dict(
+                queue_url=queue_url,
+                store_url=store_url,
+                blobs_url=blobs_url,
+                namespace=namespace,
+                operator_token=operator_token,
+                api_key_digests=digests,
+                service_type=service_type,
+                **({"image": image} if image else {}),
+            ),
+            kubeconfig=kubeconfig,
+            context=context,
+            env_name=env_name or "kubernetes",
+            client_key=client_key,
+            operator_url=operator_url,
+            dry_run=dry_run,
+            timeout=timeout,
+        )
+        return
+    env_name = env_name or "local"
     settings = ClusterSettings(
         state_dir=state_dir,
         host=host,
@@ -176,6 +252,41 @@ def up(
     console.print("next: cortex deploy <cortex.yaml>")
 
 
+def _up_kubernetes(
+    install: dict[str, Any],
+    *,
+    kubeconfig: str | None,
+    context: str | None,
+    env_name: str,
+    client_key: str | None,
+    operator_url: str | None,
+    dry_run: bool,
+    timeout: float,
+) -> None:
+    from cortex.cli import kube_cluster
+    from cortex.runtime.kubeinstall import InstallSettings
+
+    console = Console(stderr=True)
+    try:
+        settings = InstallSettings(**install, chain_key=kube_cluster.new_chain_key())
+        target = kube_cluster.Target(kubeconfig=kubeconfig, context=context)
+        url = kube_cluster.up(settings, target, dry_run=dry_run, operator_url=operator_url, timeout=timeout)
+    except CortexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if dry_run:
+        return
+    console.print(f"[bold]cortex-async is installed[/bold] in namespace {settings.namespace}")
+    console.print(f"  gateway (in the cluster):  {settings.gateway_url}")
+    console.print(f"  operator (in the cluster): {settings.operator_url}")
+    if url is None:
+        url = f"http://127.0.0.1:{settings.operator_port}"
+        forward = f"kubectl -n {settings.namespace} port-forward svc/operator {settings.operator_port}"
+        console.print(f"  reach the operator from here with: {forward}  (or pass --operator-url)")
+    _configure_env(env_name, url, settings.operator_token, client_key)
+    console.print(f"  cli environment {env_name}: {url}")
+    console.print(f"next: cortex deploy <cortex.yaml> -e {env_name}")
+
+
 def _run_foreground(settings: ClusterSettings) -> None:
     import asyncio
 
@@ -229,10 +340,26 @@ def _configure_env(
 @cluster.command()
 @state_dir_option
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the drain.")
-def down(state_dir: Path, timeout: float) -> None:
-    """Drain and stop the local cluster; no process of it is left behind."""
+@provider_option
+@namespace_option
+@kubeconfig_option
+@context_option
+def down(
+    state_dir: Path, timeout: float, provider: str, namespace: str, kubeconfig: str | None, context: str | None
+) -> None:
+    """Drain and stop the local cluster (no process of it is left behind), or uninstall from Kubernetes."""
     state_dir = state_dir.expanduser().resolve()
     console = Console(stderr=True)
+    if provider == "kubernetes":
+        from cortex.cli import kube_cluster
+
+        try:
+            with console.status(f"deleting the APIs and cortex-async from namespace {namespace}"):
+                deleted = kube_cluster.down(namespace, kube_cluster.Target(kubeconfig=kubeconfig, context=context))
+        except CortexError as exc:
+            raise click.ClickException(str(exc)) from exc
+        console.print(f"cortex-async is uninstalled from namespace {namespace} ({deleted} APIs deleted)")
+        return
     running = read_cluster_file(state_dir)
     if running is None:
         console.print(f"no cluster is running on {state_dir}")
