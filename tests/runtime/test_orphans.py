@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cortex.cli.main import cli
 from cortex.runtime import orphans
+from cortex.runtime.local import PID_DIR
 from cortex.runtime.process import ProcessPlan
 from cortex.runtime.supervisor import Supervised
 from tests.runtime.conftest import alive, wait_for
@@ -112,3 +115,19 @@ async def test_supervised_processes_are_recorded_while_they_run(tmp_path: Path) 
     finally:
         await supervised.stop(2.0)
     assert orphans.leftovers(pids) == []
+
+
+async def test_cluster_down_stops_what_a_killed_cluster_left(
+    tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    state = tmp_path / "state"
+    pids = state / PID_DIR
+    leader, child = await family(tmp_path, "dequeuer", 0.1, started)
+    orphans.record(pids, "dequeuer", leader)
+    # `down` runs in a thread: its own event loop must not be this test's
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["cluster", "down", "--state-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    assert "stopped 1 processes left running by a cluster that was killed" in " ".join(result.output.split())
+    await wait_for("the leftover and its child to stop", lambda: not alive(leader) and not alive(child), 10)
+    again = await asyncio.to_thread(CliRunner().invoke, cli, ["cluster", "down", "--state-dir", str(state)])
+    assert "no cluster is running" in again.output

@@ -30,6 +30,8 @@ from cortex.operator.settings import ClusterSettings, read_cluster_file
 
 #: how long `cluster up` waits for the operator to answer
 START_TIMEOUT = 60.0
+#: seconds a replica gets to drain unless `cluster up --grace-period` said otherwise
+DEFAULT_GRACE = 30.0
 
 state_dir_option = click.option(
     "--state-dir",
@@ -362,7 +364,7 @@ def down(
         return
     running = read_cluster_file(state_dir)
     if running is None:
-        console.print(f"no cluster is running on {state_dir}")
+        _stop_leftovers(state_dir, timeout, console)
         return
     pid = int(running["pid"])
     os.kill(pid, signal.SIGTERM)
@@ -374,6 +376,21 @@ def down(
                 raise click.ClickException(f"the cluster did not stop within {timeout:g}s; it was killed")
             time.sleep(0.2)
     console.print("cluster is down")
+
+
+def _stop_leftovers(state_dir: Path, timeout: float, console: Console) -> None:
+    """No cluster runs: stop what a killed one left running (its gateway, its replicas), if anything."""
+    import asyncio
+
+    from cortex.runtime.local import PID_DIR
+    from cortex.runtime.orphans import leftovers, stop_leftovers
+
+    if not leftovers(state_dir / PID_DIR):
+        console.print(f"no cluster is running on {state_dir}")
+        return
+    with console.status("a killed cluster left processes running: draining and stopping them"):
+        stopped = asyncio.run(stop_leftovers(state_dir / PID_DIR, min(timeout, DEFAULT_GRACE)))
+    console.print(f"stopped {stopped} processes left running by a cluster that was killed (state: {state_dir})")
 
 
 def _alive(pid: int) -> bool:
