@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -24,18 +23,12 @@ from cortex.backends import BackendUrls
 from cortex.operator.control_plane import ControlPlaneSettings
 from cortex.operator.incluster import InClusterSettings, run_operator
 from cortex.runtime.kubeobjects import KubeSettings
+from cortex.runtime.plan import free_port
 from tests.kube.conftest import NAMESPACE
 from tests.kube.emulator import Emulator
 from tests.kube.schemas import validation_error
 
 HELLO = Path(__file__).parents[2] / "examples/hello-world/cortex.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def cortex(*args: str, config_dir: Path, timeout: float = 60) -> tuple[int, str, str]:
@@ -53,7 +46,7 @@ async def cortex(*args: str, config_dir: Path, timeout: float = 60) -> tuple[int
 @pytest.fixture
 async def operator(kube: Emulator, kubeconfig: Path, tmp_path: Path) -> AsyncIterator[str]:
     """An operator on the emulator (SQLite backends: one machine is enough for the test); its URL."""
-    port = free_port()
+    port = free_port(())
     url = f"http://127.0.0.1:{port}"
     settings = InClusterSettings(
         control=ControlPlaneSettings(
