@@ -196,6 +196,27 @@ async def test_cluster_up_installs_the_platform_and_configures_the_cli(
     assert secret_value(kube, "cortex-client", "api_key") == chain_key
 
 
+async def test_cluster_info_shows_what_is_installed(kube: Emulator, kubeconfig: Path, tmp_path: Path) -> None:
+    config = tmp_path / "cli"
+    info = ["cluster", "info", "--provider", "kubernetes", "--kubeconfig", str(kubeconfig)]
+    code, _, err = await cortex(*info, config_dir=config)
+    assert code == 1 and "cortex-async is not installed in namespace cortex" in err
+    code, _, err = await cortex("cluster", "up", *install_args(kubeconfig), config_dir=config)
+    assert code == 0, err
+    code, out, err = await cortex(*info, "-o", "json", config_dir=config)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["operator"]["ready"] == 1
+    assert data["operator"]["url"] == "http://operator.cortex.svc.cluster.local:8889"
+    assert data["gateway"]["ready"] >= 1 and data["gateway"]["service_type"] == "ClusterIP"
+    assert data["apis"] == []
+    code, out, err = await cortex(*info, config_dir=config)
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()]
+    assert ["operator", "1/1", "ClusterIP", "http://operator.cortex.svc.cluster.local:8889", "-"] in rows
+    assert ["apis:", "0"] in rows
+
+
 async def test_cluster_up_without_an_operator_url_says_how_to_reach_it(
     kube: Emulator, kubeconfig: Path, tmp_path: Path
 ) -> None:

@@ -410,8 +410,17 @@ def _alive(pid: int) -> bool:
 @cluster.command()
 @state_dir_option
 @output_option
-def info(state_dir: Path, output: str) -> None:
-    """Show where the local cluster listens and what it runs."""
+@provider_option
+@namespace_option
+@kubeconfig_option
+@context_option
+def info(
+    state_dir: Path, output: str, provider: str, namespace: str, kubeconfig: str | None, context: str | None
+) -> None:
+    """Show where the local cluster listens and what it runs, or what is installed on Kubernetes."""
+    if provider == "kubernetes":
+        _info_kubernetes(namespace, kubeconfig, context, output)
+        return
     state_dir = state_dir.expanduser().resolve()
     running = read_cluster_file(state_dir)
     if running is None:
@@ -430,3 +439,25 @@ def info(state_dir: Path, output: str) -> None:
         return
     for key in ("provider", "state_dir", "gateway_url", "operator_url", "status_url", "pid", "apis"):
         click.echo(f"{key.replace('_', ' ')}: {data.get(key)}")
+
+
+def _info_kubernetes(namespace: str, kubeconfig: str | None, context: str | None, output: str) -> None:
+    from cortex.cli import kube_cluster
+    from cortex.cli.render import table
+
+    try:
+        data = kube_cluster.info(namespace, kube_cluster.Target(kubeconfig=kubeconfig, context=context))
+    except CortexError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    grid = table("component", "ready", "service", "in the cluster", "from outside")
+    for name in ("operator", "gateway"):
+        part = data[name]
+        outside = ", ".join(part["external"]) or "-"
+        grid.add_row(name, f"{part['ready']}/{part['replicas']}", str(part["service_type"]), part["url"], outside)
+    console = Console(highlight=False)
+    console.print(f"[bold]namespace:[/bold] {namespace}")
+    console.print(grid)
+    console.print(f"[bold]apis:[/bold] {len(data['apis'])}" + (f" ({', '.join(data['apis'])})" if data["apis"] else ""))

@@ -154,3 +154,55 @@ async def _down(namespace: str, target: Target) -> int:
         raise kube_error(exc) from exc
     finally:
         await client.close()
+
+
+def info(namespace: str, target: Target) -> dict[str, Any]:
+    """What is installed in ``namespace``: the operator's and the gateway's readiness, their addresses, the APIs.
+
+    Raises:
+        CortexError: the cluster cannot be reached, or nothing of cortex-async is installed there.
+    """
+    return asyncio.run(_info(namespace, target))
+
+
+async def _info(namespace: str, target: Target) -> dict[str, Any]:
+    import httpx2
+    from lightkube import ApiError
+    from lightkube.resources.apps_v1 import Deployment
+    from lightkube.resources.core_v1 import Service
+
+    from cortex.runtime.kubeobjects import API_LABEL, API_NAME
+    from cortex.runtime.kubernetes import connect, kube_error
+
+    client = connect(namespace, kubeconfig=target.kubeconfig, context=target.context)
+    out: dict[str, Any] = {"provider": "kubernetes", "namespace": namespace}
+    try:
+        for name in (OPERATOR, GATEWAY):
+            try:
+                deployment = await client.get(Deployment, name, namespace=namespace)
+                service = await client.get(Service, name, namespace=namespace)
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    raise CortexError(
+                        f"cortex-async is not installed in namespace {namespace} (no {name});"
+                        " install it with `cortex cluster up --provider kubernetes`"
+                    ) from None
+                raise
+            status = deployment.status
+            spec = service.spec
+            port = spec.ports[0].port if spec is not None and spec.ports else None
+            ingress = service.status.loadBalancer.ingress if service.status and service.status.loadBalancer else None
+            out[name] = {
+                "ready": (status.readyReplicas or 0) if status is not None else 0,
+                "replicas": (status.replicas or 0) if status is not None else 0,
+                "url": f"http://{name}.{namespace}.svc.cluster.local:{port}",
+                "service_type": spec.type if spec is not None else None,
+                "external": [i.hostname or i.ip for i in ingress or []],
+            }
+        apis = [d async for d in client.list(Deployment, namespace=namespace, labels={API_LABEL: "true"})]
+        out["apis"] = sorted(str((d.metadata.labels or {}).get(API_NAME)) for d in apis if d.metadata is not None)
+        return out
+    except (ApiError, httpx2.HTTPError) as exc:
+        raise kube_error(exc) from exc
+    finally:
+        await client.close()
