@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -29,6 +28,8 @@ from cortex.auth import API_KEY_HEADER, SENSITIVE_HEADERS, Access, KeyRing, auth
 from cortex.backends import Backends
 from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
+from cortex.gateway.answers import error_response, not_allowed, render_record, shown, too_large, unknown_request
+from cortex.gateway.body import BodyTimeout, PayloadTooLarge, limited, take_body
 from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.gateway.openapi import (
@@ -39,7 +40,7 @@ from cortex.gateway.openapi import (
     openapi_document,
 )
 from cortex.ids import is_valid_id, new_id
-from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, RequestRecord, Status, now, rfc3339
+from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, Status, now
 from cortex.store.sqlite import joint
 from cortex.webhooks.events import URL_HEADER, schedule
 from cortex.webhooks.targets import url_problem
@@ -100,20 +101,6 @@ class GatewaySettings:
 SWEEP_BATCH = 1000
 
 
-class PayloadTooLarge(Exception):
-    """The body grew past the API's ``async.max_payload_size``."""
-
-
-class BodyTimeout(Exception):
-    """The body stopped arriving for longer than :attr:`GatewaySettings.body_timeout`."""
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """Every error the gateway answers: JSON ``{"error": message}``."""
-    body = json.dumps({"error": message}).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
 class Gateway:
     """The request handlers, bound to one process's backends."""
 
@@ -134,14 +121,14 @@ class Gateway:
                 request.scope[ROUTE_KEY] = ("submit", api.name)
                 denied, consumed = self._access(request, api)
                 return denied or await self.submit(request, api, consumed=consumed)
-            return _not_allowed(request.method, path, "POST", f"use POST {api.endpoint} to submit a request")
+            return not_allowed(request.method, path, "POST", f"use POST {api.endpoint} to submit a request")
         prefix, _, request_id = trimmed.rpartition("/")
         api = await self.directory.resolve(prefix) if prefix else None
         if api is None:
-            return error_response(404, f"no API is deployed at {_shown(path)}")
+            return error_response(404, f"no API is deployed at {shown(path)}")
         route = _ID_ROUTES.get(request.method)
         if route is None:
-            return _not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
+            return not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
         request.scope[ROUTE_KEY] = (route, api.name)
         denied, _ = self._access(request, api)
         if denied is not None:
@@ -182,7 +169,7 @@ class Gateway:
         """
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > api.max_payload_size:
-            return _too_large(api)
+            return too_large(api)
         key = request.headers.get("idempotency-key")
         webhook_url = request.headers.get(URL_HEADER)
         problem = _check_extension_headers(key, webhook_url)
@@ -193,11 +180,13 @@ class Gateway:
             return error_response(400, problem)
         request_id = new_id()
         digest = hashlib.sha256() if key is not None else None
-        stream = _limited(request.stream(), api.max_payload_size, digest, idle=self.settings.body_timeout)
+        stream = limited(request.stream(), api.max_payload_size, digest, idle=self.settings.body_timeout)
         try:
-            payload, payload_ref = await self._take_body(request_id, stream)
+            payload, payload_ref = await take_body(
+                self.backends.blobs, request_id, stream, inline_limit=self.settings.inline_limit
+            )
         except PayloadTooLarge:
-            return _too_large(api)
+            return too_large(api)
         except ClientDisconnect:
             return error_response(400, "the client closed the connection before the body was complete")
         except BodyTimeout:
@@ -264,18 +253,6 @@ class Gateway:
             return error_response(503, "the request could not be queued; send it again")
         return None
 
-    async def _take_body(self, request_id: str, stream: AsyncIterator[bytes]) -> tuple[bytes | None, str | None]:
-        """Read the body: small bodies whole, larger ones streamed to a blob keyed by the request id."""
-        head: list[bytes] = []
-        size = 0
-        async for chunk in stream:
-            head.append(chunk)
-            size += len(chunk)
-            if size > self.settings.inline_limit:
-                await self.backends.blobs.put(request_id, _chain(head, stream))
-                return None, request_id
-        return b"".join(head), None
-
     async def status(self, api: RoutedApi, request_id: str) -> Response:
         """``GET /<endpoint>/<id>``: the record as JSON, with the result bytes spliced in."""
         record = None
@@ -292,7 +269,7 @@ class Gateway:
                 )
                 return error_response(503, "the request store is unavailable; try again")
         if record is None:
-            return _unknown_request(api, request_id)
+            return unknown_request(api, request_id)
         return Response(render_record(record), media_type="application/json")
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
@@ -304,7 +281,7 @@ class Gateway:
         try:
             record = await records.get(api.name, request_id, now=now()) if is_valid_id(request_id) else None
             if record is None:
-                return _unknown_request(api, request_id)
+                return unknown_request(api, request_id)
             if not record.status.terminal:
                 await schedule(self.backends.queue, api.spec, api.name, request_id, record.webhook_url, "cancelled")
                 if await records.finish(api.name, request_id, Outcome(Status.CANCELLED), now=now()):
@@ -321,7 +298,7 @@ class Gateway:
             )
             return error_response(503, "the request store is unavailable; try again")
         if record is None:
-            return _unknown_request(api, request_id)
+            return unknown_request(api, request_id)
         if record.status != Status.CANCELLED:
             body = json.dumps(
                 {"error": f"request {request_id} is already {record.status.value}", "status": record.status.value}
@@ -349,57 +326,6 @@ def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:
     return {"api": api, "request_id": request_id, "action": action}
 
 
-#: the same timestamps are formatted again at every poll of a request: keep the recent ones
-_timestamp = functools.lru_cache(maxsize=4096)(rfc3339)
-
-
-def render_record(record: RequestRecord) -> bytes:
-    """The JSON body of ``GET /<endpoint>/<id>``: Cortex's fields first, then ours."""
-    fields: dict[str, Any] = {"id": record.id, "status": record.status.value}
-    tail: dict[str, Any] = {}
-    if record.status == Status.COMPLETED and record.finished_at is not None:
-        tail["timestamp"] = _timestamp(record.finished_at, millis=False)
-    if record.error is not None:
-        tail["error"] = {"kind": record.error.kind, "message": record.error.message}
-    tail["created_at"] = _timestamp(record.created_at)
-    for key, value in (("started_at", record.started_at), ("finished_at", record.finished_at)):
-        if value is not None:
-            tail[key] = _timestamp(value)
-    tail["expires_at"] = _timestamp(record.expires_at)
-    tail["attempts"] = record.attempts
-    if record.webhook is not None:
-        tail["webhook"] = record.webhook
-    head = json.dumps(fields, separators=(",", ":"))[:-1]
-    rest = json.dumps(tail, separators=(",", ":"))[1:]
-    if record.status == Status.COMPLETED and record.result is not None:
-        return f'{head},"result":'.encode() + record.result + f",{rest}".encode()
-    return f"{head},{rest}".encode()
-
-
-async def _limited(
-    stream: AsyncIterator[bytes], limit: int, digest: Any = None, *, idle: float | None = None
-) -> AsyncIterator[bytes]:
-    """The body's chunks; :class:`PayloadTooLarge` past ``limit`` bytes, :class:`BodyTimeout` after
-    ``idle`` seconds without a chunk (uvicorn has no such deadline: a stalled client would hold the
-    request, and its half-written blob, forever)."""
-    size = 0
-    while True:
-        try:
-            async with asyncio.timeout(idle):
-                chunk = await anext(stream)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise BodyTimeout from None
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge
-        if chunk:
-            if digest is not None:
-                digest.update(chunk)
-            yield chunk
-
-
 def _check_extension_headers(key: str | None, webhook_url: str | None) -> str | None:
     """What is wrong with ``Idempotency-Key`` or ``X-Cortex-Webhook-URL``, or None."""
     if key is not None and _IDEMPOTENCY_KEY.fullmatch(key) is None:
@@ -413,40 +339,12 @@ _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
 
 
-async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    while head:
-        yield head.pop(0)  # drop each buffered chunk as it is written
-    async for chunk in rest:
-        yield chunk
-
-
-def _too_large(api: RoutedApi) -> Response:
-    return error_response(
-        413,
-        f"the body is larger than api {api.name}'s limit of {api.max_payload_size} bytes"
-        " (raise async.max_payload_size in its configuration)",
-    )
-
-
-def _not_allowed(method: str, path: str, allow: str, hint: str) -> Response:
-    return error_response(405, f"method {method} is not allowed on {_shown(path)}: {hint}", headers={"Allow": allow})
-
-
-def _shown(text: str, limit: int = 200) -> str:
-    """A client's path or id as quoted in an error message: whole if short, else its start."""
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
-def _unknown_request(api: RoutedApi, request_id: str) -> Response:
-    return error_response(404, f"request {_shown(request_id)} of api {api.name} not found (unknown or expired)")
-
-
 def _refused_method(method: str, path: str) -> Response | None:
     """The 405 of a method the gateway answers on no path like ``path``, or None."""
     if path in _OWN_PATHS:
-        return None if method in ("GET", "HEAD") else _not_allowed(method, path, "GET, HEAD", f"{path} answers GET")
+        return None if method in ("GET", "HEAD") else not_allowed(method, path, "GET, HEAD", f"{path} answers GET")
     if method not in _METHODS:
-        return _not_allowed(method, path, "GET, POST, DELETE", "the gateway answers POST, GET and DELETE")
+        return not_allowed(method, path, "GET, POST, DELETE", "the gateway answers POST, GET and DELETE")
     return None
 
 

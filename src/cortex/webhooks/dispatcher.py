@@ -26,7 +26,7 @@ import yarl
 
 from cortex.backends import Backends
 from cortex.errors import BackendError, SpecError
-from cortex.gateway.app import render_record
+from cortex.gateway.answers import render_record
 from cortex.metrics import OperatorMetrics
 from cortex.queue.base import Lease
 from cortex.requests import Status, now
