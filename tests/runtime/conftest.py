@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -144,8 +145,9 @@ class Harness:
         return answer
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def local_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """A local runtime on embedded backends in ``tmp_path``; on exit, checks that no process is left."""
     state = tmp_path / "state"
     state.mkdir()
     urls = BackendUrls.for_state_dir(state)
@@ -162,3 +164,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
             await backends.aclose()
         left = processes_with(marker)
         assert not left, f"processes left behind: {left}"
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with local_harness(tmp_path) as harness:
+        yield harness
