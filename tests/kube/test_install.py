@@ -61,6 +61,7 @@ CASES = {
     "token-and-keys": (full(), True),
     "token-and-keys-no-secrets": (full(), False),
     "elsewhere": (settings(namespace="async-apis", image="registry.local/cortex:dev", operator_port=9000), True),
+    "private-registry": (settings(image_pull_secrets=("regcred",)), True),
 }
 
 
@@ -151,8 +152,28 @@ def test_the_gateway_rolls_without_losing_capacity() -> None:
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert spec["strategy"]["rollingUpdate"]["maxSurge"] > 0
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    # a removed gateway keeps answering until its Service stops sending it requests
+    assert gateway["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     # its autoscaler owns the count: a re-apply must not reset it
     assert "replicas" not in spec
+
+
+def test_private_images_are_pulled_with_the_named_secrets() -> None:
+    install = settings(image_pull_secrets=("regcred", "mirror.registry"))
+    objects = install_objects(install)
+    for name in ("operator", "gateway"):
+        pod = find(objects, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror.registry"}]
+    # and the APIs' pods, through the operator
+    args = container(objects, "operator")["args"]
+    assert args[-4:] == ["--image-pull-secret", "regcred", "--image-pull-secret", "mirror.registry"]
+    backends = ["--queue", QUEUE_URL, "--store", STORE_URL, "--blobs", BLOBS_URL]
+    params = cli.commands["operator"].make_context("operator", [*args, *backends]).params
+    assert params["image_pull_secrets"] == ("regcred", "mirror.registry")
+    assert kube_settings(install).image_pull_secrets == ("regcred", "mirror.registry")
+    assert (
+        "imagePullSecrets" not in find(install_objects(settings()), "Deployment", "gateway")["spec"]["template"]["spec"]
+    )
 
 
 def test_secrets_reach_the_right_containers() -> None:
@@ -325,6 +346,7 @@ def test_the_operator_command_takes_its_arguments_and_environment(monkeypatch: p
         {"operator_token": "short"},
         {"chain_key": key_digest(CHAIN_KEY)},
         {"chain_key": "has blanks 0123456789abcdef"},
+        {"image_pull_secrets": ("Reg_Cred",)},
     ],
 )
 def test_bad_settings_are_refused_without_repeating_secrets(changes: dict[str, Any]) -> None:

@@ -224,6 +224,16 @@ def test_a_cpu_only_api_has_no_tolerations_affinity_or_shm() -> None:
     assert [v["name"] for v in pod["volumes"]] == ["mnt", "client-config"]
 
 
+def test_private_images_are_pulled_with_the_named_secrets() -> None:
+    (spec,) = load_text(GPU_API, "gpu.yaml")
+    settings = KubeSettings(namespace="ml", image_pull_secrets=("regcred", "gpu-registry"))
+    (deployment,) = api_objects(spec, deployment_id="d1", replicas=1, settings=settings)
+    assert validation_error(deployment) is None
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "gpu-registry"}]
+    assert "imagePullSecrets" not in gpu_deployment()["spec"]["template"]["spec"]
+
+
 def test_a_container_without_image_is_refused_with_the_field() -> None:
     spec = ApiSpec.from_dict(
         {"name": "local-only", "kind": "AsyncAPI", "pod": {"containers": [{"name": "api", "command": ["python"]}]}}
@@ -248,6 +258,10 @@ def test_render_prints_the_objects_as_yaml(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["render", str(config), "-n", "ml", "--image", "img:1"])
     assert result.exit_code == 0, result.output
     (deployment,) = list(yaml.safe_load_all(result.output))
+    assert "imagePullSecrets" not in deployment["spec"]["template"]["spec"]
+    pulled = CliRunner().invoke(cli, ["render", str(config), "--image-pull-secret", "regcred"])
+    (with_secret,) = list(yaml.safe_load_all(pulled.output))
+    assert with_secret["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert validation_error(deployment) is None
     assert deployment["metadata"]["namespace"] == "ml"
     assert containers(deployment)["dequeuer"]["image"] == "img:1"

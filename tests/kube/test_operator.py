@@ -162,6 +162,7 @@ async def test_cluster_up_installs_the_platform_and_configures_the_cli(
 ) -> None:
     config = tmp_path / "cli"
     args = [*install_args(kubeconfig), "--operator-url", "http://operator.example:8889", "--env", "prod"]
+    args += ["--image-pull-secret", "regcred"]
     code, _, err = await cortex("cluster", "up", *args, "--operator-token", "t" * 32, config_dir=config)
     assert code == 0, err
     assert "cortex-async is installed in namespace cortex" in err
@@ -180,6 +181,9 @@ async def test_cluster_up_installs_the_platform_and_configures_the_cli(
         ("Secret", name) for name in ("cortex-backends", "cortex-client", "cortex-gateway", "cortex-operator")
     } <= kinds
     assert kube.get("horizontalpodautoscalers", "gateway") is not None
+    operator_pod = kube.get("deployments", "operator")["spec"]["template"]["spec"]  # type: ignore[index]
+    assert operator_pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert operator_pod["containers"][0]["args"][-2:] == ["--image-pull-secret", "regcred"]
     assert kube.get("roles", "operator") is not None
     assert secret_value(kube, "cortex-backends", "CORTEX_QUEUE_URL") == "redis://redis.cortex.svc:6379/0"
     assert secret_value(kube, "cortex-operator", "CORTEX_OPERATOR_TOKEN") == "t" * 32

@@ -112,6 +112,13 @@ def cluster() -> None:
     help="Kubernetes: how the operator and the gateway are exposed.",
 )
 @click.option("--operator-url", default=None, help="Kubernetes: where this machine reaches the operator.")
+@click.option(
+    "--image-pull-secret",
+    "image_pull_secrets",
+    multiple=True,
+    metavar="NAME",
+    help="Kubernetes: a Secret every pod pulls its images with (repeatable; create it first).",
+)
 @click.option("--dry-run", is_flag=True, help="Kubernetes: print the objects (Secrets included) instead of applying.")
 @click.option(
     "--timeout", type=float, default=300.0, show_default=True, help="Kubernetes: seconds to wait for readiness."
@@ -139,6 +146,7 @@ def up(
     image: str | None,
     service_type: str,
     operator_url: str | None,
+    image_pull_secrets: tuple[str, ...],
     dry_run: bool,
     timeout: float,
 ) -> None:
@@ -173,6 +181,7 @@ def up(
                 operator_token=operator_token,
                 api_key_digests=digests,
                 service_type=service_type,
+                image_pull_secrets=image_pull_secrets,
                 **({"image": image} if image else {}),
             ),
             kubeconfig=kubeconfig,

@@ -47,6 +47,9 @@ def dump_yaml(objects: list[dict[str, Any]]) -> str:
     show_default=True,
     help="The node label node_groups are matched against.",
 )
+@click.option(
+    "--image-pull-secret", "image_pull_secrets", multiple=True, metavar="NAME", help="Pull images with it (repeatable)."
+)
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @handle_errors
 def render(
@@ -56,6 +59,7 @@ def render(
     gateway_url: str | None,
     grace_period: int,
     node_group_label: str,
+    image_pull_secrets: tuple[str, ...],
     output: str,
 ) -> None:
     """Print the Kubernetes objects each API of CONFIG_FILE (default: ./cortex.yaml) becomes.
@@ -69,6 +73,7 @@ def render(
         gateway_url=gateway_url or f"http://gateway.{namespace}.svc.cluster.local:8888",
         grace_period=grace_period,
         node_group_label=node_group_label,
+        image_pull_secrets=image_pull_secrets,
     )
     objects = [
         obj

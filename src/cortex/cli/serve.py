@@ -121,6 +121,9 @@ def dequeuer(
 @click.option("--gateway-url", required=True, help="The gateway's address inside the cluster (CORTEX_GATEWAY_URL).")
 @click.option("--operator-url", required=True, help="This operator's address inside the cluster (for cli.yaml).")
 @click.option("--kubeconfig", default=None, help="A kubeconfig [default: the service account, then $KUBECONFIG].")
+@click.option(
+    "--image-pull-secret", "image_pull_secrets", multiple=True, metavar="NAME", help="The APIs' pods pull with it."
+)
 @click.option("--grace-period", type=int, default=60, show_default=True, help="Seconds a pod has to drain.")
 @click.option("--lease-seconds", type=float, default=30.0, show_default=True, help="Lease visibility timeout.")
 @click.option("--autoscaler-tick", type=float, default=10.0, show_default=True, help="Seconds between two ticks.")
@@ -138,6 +141,7 @@ def operator(
     gateway_url: str,
     operator_url: str,
     kubeconfig: str | None,
+    image_pull_secrets: tuple[str, ...],
     grace_period: int,
     lease_seconds: float,
     autoscaler_tick: float,
@@ -169,6 +173,7 @@ def operator(
         gateway_url=gateway_url,
         grace_period=grace_period,
         lease_seconds=lease_seconds,
+        image_pull_secrets=image_pull_secrets,
     )
     control = ControlPlaneSettings(
         host=host,

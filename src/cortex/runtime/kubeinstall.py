@@ -37,10 +37,13 @@ GATEWAY_SECRET, OPERATOR_SECRET = "cortex-gateway", "cortex-operator"
 #: the names of the operator's and the gateway's objects (and so of their Services' hosts)
 OPERATOR, GATEWAY = "operator", "gateway"
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+#: seconds a removed gateway pod keeps serving before its SIGTERM (Kubernetes ≥ 1.30: the ``sleep`` hook)
+GATEWAY_DRAIN_SECONDS = 5
 #: the gateway's HorizontalPodAutoscaler target: average CPU use over requests, in percent
 GATEWAY_CPU_TARGET = 70
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class InstallSettings:
             ``LoadBalancer`` operator should have a token.
         operator_port: The operator's port (its container's and its Service's).
         gateway_port: The gateway's port.
+        image_pull_secrets: Secrets the platform's pods and the APIs' pods pull private images with.
 
     Raises:
         CortexError: a setting is not valid (the message never repeats a token or key).
@@ -81,6 +85,7 @@ class InstallSettings:
     service_type: str = "ClusterIP"
     operator_port: int = 8889
     gateway_port: int = 8888
+    image_pull_secrets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _DNS_LABEL.match(self.namespace):
@@ -95,6 +100,12 @@ class InstallSettings:
         for name, port in (("operator_port", self.operator_port), ("gateway_port", self.gateway_port)):
             if not 1 <= port <= 65535:
                 raise CortexError(f"{name} {port}: must be a port number (1-65535)")
+        self._check_secrets()
+
+    def _check_secrets(self) -> None:
+        for secret in self.image_pull_secrets:
+            if not _DNS_SUBDOMAIN.match(secret):
+                raise CortexError(f"image pull secret {secret!r}: must be a Secret's name (lower case, digits, -, .)")
         for digest in self.api_key_digests:
             if not digest.startswith(DIGEST_PREFIX) or _checked(digest, "api_key_digests") != digest:
                 raise CortexError(f"api_key_digests: each must be {DIGEST_PREFIX} and 64 lower-case hex digits")
@@ -126,7 +137,12 @@ def _checked(value: str, name: str) -> str:
 
 def kube_settings(settings: InstallSettings) -> KubeSettings:
     """The settings the APIs' objects are rendered with in this installation."""
-    return KubeSettings(namespace=settings.namespace, image=settings.image, gateway_url=settings.gateway_url)
+    return KubeSettings(
+        namespace=settings.namespace,
+        image=settings.image,
+        gateway_url=settings.gateway_url,
+        image_pull_secrets=settings.image_pull_secrets,
+    )
 
 
 def client_config(settings: InstallSettings) -> str:
@@ -218,6 +234,7 @@ def operator_deployment(settings: InstallSettings) -> dict[str, Any]:
     args = ["--provider", "kubernetes", "--host", "0.0.0.0", "--port", str(settings.operator_port)]
     args += ["--namespace", settings.namespace, "--image", settings.image]
     args += ["--gateway-url", settings.gateway_url, "--operator-url", settings.operator_url]
+    args += [option for name in settings.image_pull_secrets for option in ("--image-pull-secret", name)]
     container = _container(settings, OPERATOR, args, settings.operator_port, OPERATOR_SECRET, cpu="200m")
     pod = {"serviceAccountName": OPERATOR, "containers": [container]}
     return _deployment(settings, OPERATOR, pod, replicas=1, strategy={"type": "Recreate"})
@@ -231,6 +248,8 @@ def gateway_deployment(settings: InstallSettings) -> dict[str, Any]:
     args = ["--host", "0.0.0.0", "--port", str(settings.gateway_port), "--operator-url", settings.operator_url]
     # the autoscaler's target is a share of the cpu request, so there must be one
     container = _container(settings, GATEWAY, args, settings.gateway_port, GATEWAY_SECRET, cpu="500m")
+    # a removed gateway keeps answering while its Service stops routing to it (endpoints lag behind)
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": GATEWAY_DRAIN_SECONDS}}}
     # the gateway never calls the Kubernetes API
     pod = {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 30, "containers": [container]}
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
@@ -306,6 +325,8 @@ def _deployment(
     spec: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
     # the image runs as uid 10001; together these meet the "restricted" Pod Security Standard
     security = {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    if settings.image_pull_secrets:
+        pod = {**pod, "imagePullSecrets": [{"name": secret} for secret in settings.image_pull_secrets]}
     spec |= {
         "selector": {"matchLabels": _selector(name)},
         "strategy": strategy,

@@ -74,6 +74,7 @@ class KubeSettings:
             ``:latest`` or no tag, else ``IfNotPresent``). Cortex always set ``Always``, which breaks images
             loaded into a local cluster (kind, minikube) without a registry.
         version: ``CORTEX_VERSION``.
+        image_pull_secrets: Secrets of type ``kubernetes.io/dockerconfigjson`` the pods pull private images with.
     """
 
     namespace: str = "cortex"
@@ -86,6 +87,7 @@ class KubeSettings:
     lease_seconds: float = 30.0
     user_image_pull_policy: str | None = None
     version: str = __version__
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 def deployment_name(api: str) -> str:
@@ -199,6 +201,8 @@ def _pod_spec(spec: ApiSpec, settings: KubeSettings) -> dict[str, Any]:
         "containers": [*(_user_container(spec, c, settings) for c in spec.pod.containers), _dequeuer(spec, settings)],
         "volumes": volumes,
     }
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
     tolerations = _tolerations(spec)
     if tolerations:
         pod["tolerations"] = tolerations
