@@ -236,6 +236,12 @@ async def test_logs_follow_streams_new_lines(kube: Emulator, runtime: Kubernetes
     assert await asyncio.wait_for(anext(stream), 5) == f"[{pod} api] first"
     kube.append_log(pod, "api", "second")
     assert await asyncio.wait_for(anext(stream), 5) == f"[{pod} api] second"
+    # a pod that starts later is followed too, from its first line
+    await runtime.scale("worker", 2)
+    await eventually(lambda: len(runtime.replicas("worker")) == 2, "two replicas")
+    (new,) = set(pod_names(kube)) - {pod}
+    kube.set_logs(new, "dequeuer", ["new replica up"])
+    assert await asyncio.wait_for(anext(stream), 5) == f"[{new} dequeuer] new replica up"
     await stream.aclose()  # type: ignore[attr-defined]
 
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,8 @@ FIELD_MANAGER = "cortex"
 SYNC_TIMEOUT = 30.0
 #: how long ``delete`` waits past the grace period for the pods to go
 DELETE_MARGIN = 30.0
+#: seconds between two looks for new pods while following logs
+LOG_FOLLOW_INTERVAL = 1.0
 
 #: ``(pod) -> requests its dequeuer holds`` (None: unknown); the default asks the dequeuer's ``/status``
 PodLoads = Callable[[list[dict[str, Any]]], Awaitable[dict[str, int | None]]]
@@ -209,34 +211,58 @@ class KubernetesRuntime(Runtime):
     async def logs(
         self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
     ) -> AsyncIterator[str]:
-        """Every container's lines, ``[<pod> <container>] `` first; with ``follow``, merged as they come."""
-        sources = [(_name(pod), container) for pod in self._api_pods(api) for container in _containers(pod)]
-        if not follow:
-            for pod, container in sources:
-                async for line in self._pod_log(pod, container, follow=False, tail=tail):
-                    if request_id is None or request_id in line:
-                        yield line
-            return
-        lines: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        """Every container's lines, ``[<pod> <container>] `` first.
 
-        async def pump(pod: str, container: str) -> None:
-            async for line in self._pod_log(pod, container, follow=True, tail=tail):
-                await lines.put(line)
-
-        tasks = [asyncio.create_task(pump(pod, container)) for pod, container in sources]
+        With ``follow``, lines are merged as they come, and the containers of pods that start later
+        (scale-out, a rolling update) are followed from their first line, until the consumer stops.
+        """
+        lines = self._follow(api, tail) if follow else self._read(api, tail)
         try:
-            while not (all(task.done() for task in tasks) and lines.empty()):
-                try:
-                    async with asyncio.timeout(1.0):
-                        line = await lines.get()
-                except TimeoutError:
-                    continue  # look again whether every stream has ended
+            async for line in lines:
                 if request_id is None or request_id in line:
                     yield line
         finally:
-            for task in tasks:
+            await lines.aclose()
+
+    async def _read(self, api: str, tail: int | None) -> AsyncGenerator[str, None]:
+        for pod in self._api_pods(api):
+            for container in _containers(pod):
+                async for line in self._pod_log(_name(pod), container, follow=False, tail=tail):
+                    yield line
+
+    async def _follow(self, api: str, tail: int | None) -> AsyncGenerator[str, None]:
+        lines: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        pumps: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+        async def pump(pod: str, container: str, tail: int | None) -> None:
+            async for line in self._pod_log(pod, container, follow=True, tail=tail):
+                await lines.put(line)
+
+        def follow_new(tail: int | None) -> None:
+            for pod in self._api_pods(api):
+                for container in _started_containers(pod):
+                    source = (_name(pod), container)
+                    if source not in pumps:
+                        pumps[source] = asyncio.create_task(pump(*source, tail))
+
+        follow_new(tail)
+        loop = asyncio.get_running_loop()
+        next_look = loop.time() + LOG_FOLLOW_INTERVAL
+        try:
+            while True:
+                if loop.time() >= next_look:
+                    follow_new(None)
+                    next_look = loop.time() + LOG_FOLLOW_INTERVAL
+                try:
+                    async with asyncio.timeout(LOG_FOLLOW_INTERVAL):
+                        line = await lines.get()
+                except TimeoutError:
+                    continue
+                yield line
+        finally:
+            for task in pumps.values():
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*pumps.values(), return_exceptions=True)
 
     async def aclose(self) -> None:
         """Stop watching; the APIs keep running (see the module's docstring)."""
@@ -375,3 +401,11 @@ def _pod_ip(pod: Mapping[str, Any]) -> str:
 def _containers(pod: Mapping[str, Any]) -> Iterator[str]:
     for container in (pod.get("spec") or {}).get("containers") or []:
         yield str(container.get("name"))
+
+
+def _started_containers(pod: Mapping[str, Any]) -> Iterator[str]:
+    """The containers that have a log: running, or run and ended (a pending one has none yet)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = status.get("state") or {}
+        if "running" in state or "terminated" in state:
+            yield str(status.get("name"))
