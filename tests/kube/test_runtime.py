@@ -242,7 +242,7 @@ async def test_logs_follow_streams_new_lines(kube: Emulator, runtime: Kubernetes
     (new,) = set(pod_names(kube)) - {pod}
     kube.set_logs(new, "dequeuer", ["new replica up"])
     assert await asyncio.wait_for(anext(stream), 5) == f"[{new} dequeuer] new replica up"
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
 
 
 async def test_kubernetes_errors_become_cortex_errors(kube: Emulator, runtime: KubernetesRuntime) -> None:

@@ -45,6 +45,7 @@ from cortex.runtime.kubeobjects import (
     deployment_name,
 )
 from cortex.runtime.kubepods import deletion_cost, replica_status
+from cortex.runtime.logs import only_mentioning
 from cortex.spec import ApiSpec
 
 log = logging.getLogger(__name__)
@@ -208,21 +209,15 @@ class KubernetesRuntime(Runtime):
             if (ip := _pod_ip(pod)) and not (pod.get("metadata") or {}).get("deletionTimestamp")
         }
 
-    async def logs(
+    def logs(
         self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Every container's lines, ``[<pod> <container>] `` first.
 
         With ``follow``, lines are merged as they come, and the containers of pods that start later
         (scale-out, a rolling update) are followed from their first line, until the consumer stops.
         """
-        lines = self._follow(api, tail) if follow else self._read(api, tail)
-        try:
-            async for line in lines:
-                if request_id is None or request_id in line:
-                    yield line
-        finally:
-            await lines.aclose()
+        return only_mentioning(self._follow(api, tail) if follow else self._read(api, tail), request_id)
 
     async def _read(self, api: str, tail: int | None) -> AsyncGenerator[str, None]:
         for pod in self._api_pods(api):

@@ -83,7 +83,7 @@ class _File:
         return self.prefix + line.rstrip(b"\r").decode("utf-8", errors="replace")
 
 
-async def read_logs(
+def read_logs(
     root: Path, *, follow: bool, tail: int | None, also: Sequence[Path] = (), mentioning: str | None = None
 ) -> AsyncGenerator[str, None]:
     """Lines of every log file under ``root``, file by file (by replica, then process name).
@@ -99,10 +99,14 @@ async def read_logs(
     Yields:
         ``"[<replica-id> <name>] <line>"``, without the line ending.
     """
-    lines = _read_logs(root, follow=follow, tail=tail, also=also)
+    return only_mentioning(_read_logs(root, follow=follow, tail=tail, also=also), mentioning)
+
+
+async def only_mentioning(lines: AsyncGenerator[str, None], text: str | None) -> AsyncGenerator[str, None]:
+    """The lines of ``lines`` that contain ``text`` (all of them for None); closes ``lines`` when done."""
     try:
         async for line in lines:
-            if mentioning is None or mentioning in line:
+            if text is None or text in line:
                 yield line
     finally:
         await lines.aclose()
