@@ -78,7 +78,9 @@ def cluster() -> None:
     "--env", "env_name", default=None, help="CLI environment to point at the cluster [default: local or kubernetes]."
 )
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of in the background.")
-@click.option("--grace-period", type=float, default=30.0, show_default=True, help="Seconds replicas get to drain.")
+@click.option(
+    "--grace-period", type=float, default=DEFAULT_GRACE, show_default=True, help="Seconds replicas get to drain."
+)
 @click.option(
     "--lease-seconds",
     type=click.FloatRange(min=0, min_open=True),
