@@ -1,11 +1,49 @@
-"""Shared test helpers: deploying a spec straight into a catalog, a tiny config."""
+"""Shared test helpers: deploying a spec straight into a catalog, a tiny config, a one-route HTTP server."""
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
 
 from cortex.spec import ApiSpec, load_text
 from cortex.store.base import Catalog
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Exposition(Protocol):
+    """Metrics that render themselves as Prometheus text (the dequeuer's, the operator's)."""
+
+    content_type: str
+
+    def exposition(self) -> bytes: ...
+
+
+@contextlib.asynccontextmanager
+async def one_route(path: str, handler: Handler, *, shutdown_timeout: float = 60.0) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering ``GET path`` with ``handler``; yields ``http://127.0.0.1:<port>``."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def serving(metrics: Exposition) -> Handler:
+    """A handler answering ``metrics`` as a process's ``/metrics`` does."""
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.content_type})
+
+    return serve
 
 
 def api_yaml(

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp import web
 
 from cortex.autoscaler import Autoscaler, Reading
 from cortex.backends import Backends
@@ -24,7 +23,7 @@ from cortex.operator.app import create_operator_app
 from cortex.operator.service import Operator
 from cortex.runtime.base import ReplicaState, ReplicaStatus, Runtime
 from cortex.spec import ApiSpec
-from tests.helpers import api_yaml, deploy
+from tests.helpers import api_yaml, deploy, one_route, serving
 from tests.promtext import samples, value
 
 QUICK = """
@@ -295,23 +294,12 @@ async def test_metrics_parse_back_equal_to_the_queue_and_include_the_replicas(
     await autoscaler.tick()
     replica = DequeuerMetrics()
     replica.answered("parsed", 200, 0.1)
-
-    async def serve(request: web.Request) -> web.Response:
-        return web.Response(body=replica.exposition(), headers={"Content-Type": replica.content_type})
-
-    admin = web.Application()
-    admin.router.add_get("/metrics", serve)
-    runner = web.AppRunner(admin, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    peers = {"parsed-1": f"http://127.0.0.1:{runner.addresses[0][1]}/metrics", "gone": "http://127.0.0.1:9/metrics"}
-    operator = Operator(backends.catalog, runtime, gateway_url="http://gw")
-    app = create_operator_app(operator, {}, autoscaler.metrics, peers=lambda: peers)
-    try:
+    async with one_route("/metrics", serving(replica)) as url:
+        peers = {"parsed-1": f"{url}/metrics", "gone": "http://127.0.0.1:9/metrics"}
+        operator = Operator(backends.catalog, runtime, gateway_url="http://gw")
+        app = create_operator_app(operator, {}, autoscaler.metrics, peers=lambda: peers)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://op") as http:
             text = (await http.get("/metrics")).text
-    finally:
-        await runner.cleanup()
     samples(text)
     depth = await backends.queue.depth("parsed")
     assert value(text, "cortex_async_queued", api_name="parsed") == depth.queued == 3

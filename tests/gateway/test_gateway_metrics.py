@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from aiohttp import web
 
 from cortex.backends import Backends
 from cortex.gateway import create_app
 from cortex.metrics import OperatorMetrics
 from cortex.queue.base import Depth
-from tests.helpers import api_yaml, deploy
+from tests.helpers import api_yaml, deploy, one_route, serving
 from tests.promtext import samples, value
 
 
@@ -44,17 +43,8 @@ async def operator_url() -> AsyncIterator[str]:
     """An operator stand-in on loopback serving real operator gauges at ``/metrics``."""
     metrics = OperatorMetrics()
     metrics.observe("echo", Depth(queued=4, in_flight=1), requested=1, ready=1)
-
-    async def serve(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.content_type})
-
-    app = web.Application()
-    app.router.add_get("/metrics", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with one_route("/metrics", serving(metrics)) as url:
+        yield url
 
 
 async def test_the_operators_metrics_are_merged_in(backends: Backends, operator_url: str) -> None:

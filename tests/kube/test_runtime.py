@@ -17,6 +17,7 @@ from cortex.errors import CortexError
 from cortex.runtime.kubeobjects import DELETION_COST, KubeSettings
 from cortex.runtime.kubernetes import KubernetesRuntime, dequeuer_loads
 from cortex.spec import ApiSpec, load_text
+from tests.helpers import one_route
 from tests.kube.conftest import NAMESPACE, client_config
 from tests.kube.emulator import Emulator
 from tests.kube.schemas import validation_error
@@ -278,19 +279,11 @@ async def test_dequeuer_loads_reads_each_dequeuers_status() -> None:
     async def status(request: web.Request) -> web.Response:
         return web.json_response({"api": "worker", "in_flight": 3, "probes": {}})
 
-    app = web.Application()
-    app.router.add_get("/status", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with one_route("/status", status) as url:
+        port = int(url.rsplit(":", 1)[1])
         pods: list[dict[str, Any]] = [
             {"metadata": {"name": "answers"}, "status": {"podIP": "127.0.0.1"}},
             {"metadata": {"name": "no-ip"}, "status": {}},
         ]
         loads = await functools.partial(dequeuer_loads, port=port)(pods)
         assert loads == {"answers": 3, "no-ip": None}
-    finally:
-        await runner.cleanup()

@@ -22,7 +22,7 @@ from cortex.operator.status_feed import StatusFeed, completed_counts
 from cortex.operator.status_page import MAX_RESULT_BYTES, StatusPage
 from cortex.requests import ErrorKind, NewRequest, Outcome, now
 from tests.autoscaler.test_loop import RecordingRuntime
-from tests.helpers import api_yaml, deploy
+from tests.helpers import api_yaml, deploy, one_route, serving
 
 STEADY = "autoscaling: {min_replicas: 2, max_replicas: 2, init_replicas: 2}\n"
 
@@ -65,19 +65,8 @@ class Cluster:
 async def replica() -> AsyncIterator[tuple[DequeuerMetrics, str]]:
     """One replica's dequeuer metrics, served on loopback as the local runtime's admin port serves them."""
     metrics = DequeuerMetrics()
-
-    async def serve(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.content_type})
-
-    app = web.Application()
-    app.router.add_get("/metrics", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield metrics, f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
-    finally:
-        await runner.cleanup()
+    async with one_route("/metrics", serving(metrics)) as url:
+        yield metrics, f"{url}/metrics"
 
 
 @pytest.fixture
@@ -191,23 +180,18 @@ async def test_a_replica_that_does_not_answer_does_not_hold_up_the_tick(backends
         await hung.get()
         return web.Response()
 
-    app = web.Application()
-    app.router.add_get("/metrics", never)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    cluster = Cluster(backends, {"api-1": f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"})
-    try:
-        await cluster.deploy("api")
-        began = time.monotonic()
-        for _ in range(3):
-            await cluster.autoscaler.tick()
-        assert time.monotonic() - began < 0.5  # the fetch waits up to 1 s, the ticks do not
-        assert len((await cluster.get("/status/apis/api/history")).json()["points"]) >= 1
-    finally:
-        await cluster.feed.aclose()
-        await cluster.http.aclose()
-        await runner.cleanup()
+    async with one_route("/metrics", never, shutdown_timeout=0.1) as url:
+        cluster = Cluster(backends, {"api-1": f"{url}/metrics"})
+        try:
+            await cluster.deploy("api")
+            began = time.monotonic()
+            for _ in range(3):
+                await cluster.autoscaler.tick()
+            assert time.monotonic() - began < 0.5  # the fetch waits up to 1 s, the ticks do not
+            assert len((await cluster.get("/status/apis/api/history")).json()["points"]) >= 1
+        finally:
+            await cluster.feed.aclose()
+            await cluster.http.aclose()
 
 
 def test_completed_counts_read_the_dequeuer_exposition() -> None:
