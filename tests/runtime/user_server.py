@@ -77,7 +77,8 @@ def main() -> None:
         print(f"{name} idle", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["CORTEX_PORT"])), Handler)
+    # in a container the server must listen where the pod's published port arrives, not on its loopback
+    server = ThreadingHTTPServer((os.environ.get("TEST_BIND", "127.0.0.1"), int(os.environ["CORTEX_PORT"])), Handler)
     server.daemon_threads = True
     print(f"{name} listening on {server.server_address[1]}", file=sys.stderr, flush=True)
     server.serve_forever()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import click
@@ -121,6 +121,20 @@ def cluster() -> None:
     metavar="NAME",
     help="Kubernetes: a Secret every pod pulls its images with (repeatable; create it first).",
 )
+@click.option(
+    "--container-engine",
+    type=click.Choice(["podman", "docker"]),
+    default=None,
+    help="Local: the engine that runs containers from their images [default: the first of podman, docker found].",
+)
+@click.option(
+    "--containers",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Local: run from its image every container with an image (always), only those without a command"
+    " (auto), or none (never: commands as processes).",
+)
 @click.option("--dry-run", is_flag=True, help="Kubernetes: print the objects (Secrets included) instead of applying.")
 @click.option(
     "--timeout", type=float, default=300.0, show_default=True, help="Kubernetes: seconds to wait for readiness."
@@ -149,6 +163,8 @@ def up(
     service_type: str,
     operator_url: str | None,
     image_pull_secrets: tuple[str, ...],
+    container_engine: str | None,
+    containers: str,
     dry_run: bool,
     timeout: float,
 ) -> None:
@@ -167,6 +183,7 @@ def up(
     # the CLI environment gets a key it can send: the first one given in clear
     client_key = next((key for key in api_keys if not key.startswith(DIGEST_PREFIX)), None)
     if provider == "kubernetes":
+        _refuse_engine_flags(container_engine, containers)
         urls = {"--queue": queue_url, "--store": store_url, "--blobs": blobs_url}
         missing = [flag for flag, url in urls.items() if not url]
         if missing:
@@ -210,6 +227,8 @@ def up(
         api_keys=digests,
         operator_token=operator_token,
         refuse_private_webhooks=refuse_private_webhooks,
+        container_engine=container_engine,
+        containers=_containers_flag(containers),
     )
     console = Console(stderr=True)
     running = read_cluster_file(state_dir)
@@ -231,6 +250,7 @@ def up(
             argv += [flag, url]
     if refuse_private_webhooks:
         argv += ["--refuse-private-webhooks"]
+    argv += _engine_args(container_engine, containers)
     # secrets go in the environment, not on a command line every user can read (only digests of the keys)
     child_env = {
         key: value for key, value in os.environ.items() if key not in ("CORTEX_API_KEYS", "CORTEX_OPERATOR_TOKEN")
@@ -263,6 +283,22 @@ def up(
     hint = " (with its token: the status url of `cortex cluster info`)" if operator_token else ""
     console.print(f"  status:   {settings.operator_url}/status{hint}")
     console.print("next: cortex deploy <cortex.yaml>")
+
+
+def _refuse_engine_flags(container_engine: str | None, containers: str) -> None:
+    if container_engine is not None or containers != "auto":
+        raise click.UsageError(
+            "--container-engine and --containers choose how this machine runs containers; with --provider"
+            " kubernetes the cluster's nodes run them (leave both out)"
+        )
+
+
+def _engine_args(container_engine: str | None, containers: str) -> list[str]:
+    return [*(["--container-engine", container_engine] if container_engine else []), "--containers", containers]
+
+
+def _containers_flag(value: str) -> Literal["auto", "always", "never"]:
+    return "always" if value == "always" else "never" if value == "never" else "auto"
 
 
 def _up_kubernetes(
@@ -394,14 +430,18 @@ def _stop_leftovers(state_dir: Path, timeout: float, console: Console) -> None:
     import asyncio
 
     from cortex.runtime.local import PID_DIR
+    from cortex.runtime.machine import remove_leftover_pods
     from cortex.runtime.orphans import leftovers, stop_leftovers
 
-    if not leftovers(state_dir / PID_DIR):
+    if leftovers(state_dir / PID_DIR):
+        with console.status("a killed cluster left processes running: draining and stopping them"):
+            stopped = asyncio.run(stop_leftovers(state_dir / PID_DIR, min(timeout, DEFAULT_GRACE)))
+        console.print(f"stopped {stopped} processes left running by a cluster that was killed (state: {state_dir})")
+    else:
         console.print(f"no cluster is running on {state_dir}")
-        return
-    with console.status("a killed cluster left processes running: draining and stopping them"):
-        stopped = asyncio.run(stop_leftovers(state_dir / PID_DIR, min(timeout, DEFAULT_GRACE)))
-    console.print(f"stopped {stopped} processes left running by a cluster that was killed (state: {state_dir})")
+    removed = asyncio.run(remove_leftover_pods(state_dir))
+    if removed:
+        console.print(f"removed {removed} pods and containers left by a cluster that was killed (state: {state_dir})")
 
 
 def _alive(pid: int) -> bool:

@@ -30,7 +30,8 @@ from cortex.gateway.server import INTERNAL_KEYS_VAR, KEYS_VAR, REFUSE_PRIVATE_VA
 from cortex.operator.control_plane import ControlPlaneSettings, serve_control_plane
 from cortex.operator.settings import CLUSTER_FILE, ClusterSettings, read_cluster_file
 from cortex.requests import now
-from cortex.runtime.local import PID_DIR, ClusterEnv, LocalRuntime, LocalSettings
+from cortex.runtime.local import PID_DIR, ClusterEnv, LocalSettings
+from cortex.runtime.machine import machine_runtime
 from cortex.runtime.orphans import stop_leftovers
 from cortex.runtime.process import ProcessPlan
 from cortex.runtime.supervisor import Supervised
@@ -87,15 +88,17 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
             " set CORTEX_OPERATOR_TOKEN (or --operator-token)",
             settings.host,
         )
-    backends = await open_backends(urls)
-    gateway = Supervised(
-        _gateway_plan(settings, state_dir, urls, chain_key), label="gateway", where="cluster", backoff_max=10.0
-    )
-    runtime = LocalRuntime(
+    runtime = await machine_runtime(
         state_dir,
         urls,
         ClusterEnv(gateway_url=settings.gateway_url, cli_config_dir=client_dir, version=__version__, api_key=chain_key),
         LocalSettings(lease_seconds=settings.lease_seconds, grace_period=settings.grace_period),
+        engine_name=settings.container_engine,
+        containers=settings.containers,
+    )
+    backends = await open_backends(urls)
+    gateway = Supervised(
+        _gateway_plan(settings, state_dir, urls, chain_key), label="gateway", where="cluster", backoff_max=10.0
     )
     info = {
         "provider": "local",

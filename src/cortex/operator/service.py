@@ -90,6 +90,8 @@ class Operator:
         config_dir = str(Path(config_path).parent)
         deployed = {e.name: e for e in await self.catalog.list_apis()}
         for spec in specs:
+            # refused whole, before anything is stored: never an API that is deployed but cannot run
+            self.runtime.check(spec, Path(config_dir))
             for other in deployed.values():
                 if other.name != spec.name and other.spec["networking"]["endpoint"] == spec.networking.endpoint:
                     raise Conflict(

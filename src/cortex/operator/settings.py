@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 CLUSTER_FILE = "cluster.json"
 
@@ -36,6 +36,9 @@ class ClusterSettings:
     operator_token: str | None = dataclasses.field(default=None, repr=False)
     #: refuse webhooks to loopback, private, link-local and other non-public addresses
     refuse_private_webhooks: bool = False
+    #: ``podman`` or ``docker`` (None: the first found); ``containers``: ``auto``, ``always`` or ``never``
+    container_engine: str | None = None
+    containers: Literal["auto", "always", "never"] = "auto"
 
     @property
     def gateway_url(self) -> str:

@@ -28,6 +28,7 @@ class ReplicaState(enum.StrEnum):
     READY_OUT_OF_DATE = "ready_out_of_date"  #: taking requests, from an older deployment
     TERMINATING = "terminating"  #: draining, then stopping
     FAILED = "failed"  #: a container keeps crashing (restarting with backoff)
+    ERR_IMAGE_PULL = "err_image_pull"  #: an image cannot be pulled (Cortex's replica_counts key; retried with backoff)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,6 +55,13 @@ class Runtime(abc.ABC):
         replicas are replaced one at a time without losing a request. ``config_dir`` is the folder
         of the configuration file: the local runtime runs commands there.
         """
+
+    def check(self, spec: ApiSpec, config_dir: Path) -> None:
+        """Raise :class:`~cortex.errors.CortexError` if ``spec`` cannot run here, naming the API and container.
+
+        Called before a deploy stores anything, so that a configuration that cannot run is refused whole.
+        """
+        return None  # every API runs (Kubernetes): nothing to refuse
 
     @abc.abstractmethod
     async def scale(self, api: str, replicas: int) -> None:

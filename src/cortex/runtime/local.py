@@ -120,6 +120,8 @@ class LocalRuntime(Runtime):
         self._ports: dict[str, tuple[int, int]] = {}  # replica id -> its ports, never handed out twice
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: why images cannot run here (no engine, or one that does not work): said when a deploy needs one
+        self.engine_problem = "no container engine is used by this runtime"
 
     async def apply(self, spec: ApiSpec, *, deployment_id: str, config_dir: Path, replicas: int) -> None:
         """Run ``spec`` at ``replicas`` replicas of ``deployment_id``; a changed API rolls in the background.
@@ -132,7 +134,7 @@ class LocalRuntime(Runtime):
         if replicas < 0:
             raise ValueError(f"replicas must be >= 0 (got {replicas})")
         config_dir = config_dir.resolve()
-        check_runnable(spec, config_dir)
+        self.check(spec, config_dir)
         api = self._apis.get(spec.name)
         if api is None:
             api = self._apis[spec.name] = _Api(spec, deployment_id, config_dir, replicas)
@@ -148,6 +150,10 @@ class LocalRuntime(Runtime):
             await self._reconcile(api)
             if api.out_of_date():
                 api.roll = asyncio.create_task(self._roll(api), name=f"roll {spec.name}")
+
+    def check(self, spec: ApiSpec, config_dir: Path) -> None:
+        """Raise :class:`CortexError` naming the API and container unless every container of ``spec`` can run here."""
+        check_runnable(spec, config_dir, why_no_engine=self.engine_problem)
 
     async def scale(self, api: str, replicas: int) -> None:
         """Set ``api``'s requested replicas: start new ones, or drain the least useful ones in the background.

@@ -13,8 +13,9 @@ import secrets
 import socket
 import string
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from cortex.errors import CortexError
 from cortex.runtime.expansion import expand, expand_env
@@ -29,6 +30,28 @@ class ContainerPlan:
     process: ProcessPlan
     liveness_probe: Probe | None = None
     pre_stop: PreStop | None = None
+
+
+class SandboxError(CortexError):
+    """A replica's sandbox could not be made; ``reason`` is Kubernetes' word for it (``ErrImagePull``)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Sandbox(Protocol):
+    """What a replica's containers run inside, made before they start and removed after they stop (a pod)."""
+
+    async def prepare(self, report: Callable[[str], None]) -> None:
+        """Make the sandbox (pull images, create the pod), saying what it does through ``report``.
+
+        Raises:
+            SandboxError: It cannot be made now; the replica tries again with backoff.
+        """
+
+    async def remove(self) -> None:
+        """Remove the sandbox and whatever is left in it; never raises."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,6 +72,7 @@ class ReplicaPlan:
         grace_period: Seconds to drain, for the dequeuer and then for each container.
         restart_backoff_max: The longest wait before restarting a crashed process.
         health_interval: Seconds between two questions to the dequeuer's ``/healthz``.
+        sandbox: What the containers run in (a pod), if anything: made before they start.
     """
 
     id: str
@@ -64,15 +88,20 @@ class ReplicaPlan:
     grace_period: float = 30.0
     restart_backoff_max: float = 30.0
     health_interval: float = 0.5
+    sandbox: Sandbox | None = None
 
 
-def check_runnable(spec: ApiSpec, config_dir: Path) -> None:
-    """Raise :class:`CortexError` unless every container of ``spec`` can run as a local process."""
+def check_runnable(spec: ApiSpec, config_dir: Path, *, why_no_engine: str = "") -> None:
+    """Raise :class:`CortexError` unless every container of ``spec`` can run as a local process.
+
+    ``why_no_engine`` says why an image cannot run instead (no engine found, or it does not work).
+    """
     for container in spec.pod.containers:
         if not container.command:
             raise CortexError(
-                f"api {spec.name}, container {container.name}: no command to run; the local runtime runs "
-                "command/args (image is only used on Kubernetes)"
+                f"api {spec.name}, container {container.name}: no command to run, and its image"
+                f" {container.image} cannot run here: {why_no_engine or 'no container engine'} (install podman or"
+                " docker and start the cluster again, see docs/containers.md; or give the container a command)"
             )
     if not config_dir.is_dir():
         raise CortexError(f"api {spec.name}: the configuration folder {config_dir} does not exist")

@@ -88,6 +88,22 @@ async def terminate(process: asyncio.subprocess.Process, grace: float, *, name: 
     return await process.wait()
 
 
+def last_lines(path: Path, lines: int = 3) -> str:
+    """The last ``lines`` non-empty lines of a log file, joined by `` | ``, at most :data:`OUTPUT_EXCERPT` characters.
+
+    What a crashed process said last is most often why it crashed; empty if there is no such file.
+    """
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 4 * OUTPUT_EXCERPT))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in tail.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)[-OUTPUT_EXCERPT:]
+
+
 def describe_exit(code: int) -> str:
     """An exit status in words: ``"exited with code 3"`` or ``"was killed by SIGKILL"``."""
     if code < 0:

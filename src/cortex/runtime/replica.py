@@ -21,8 +21,8 @@ import aiohttp
 from cortex.runtime.base import ReplicaState, ReplicaStatus
 from cortex.runtime.hooks import run_pre_stop
 from cortex.runtime.liveness import watch_liveness
-from cortex.runtime.plan import ContainerPlan, ReplicaPlan
-from cortex.runtime.supervisor import Supervised
+from cortex.runtime.plan import ContainerPlan, ReplicaPlan, SandboxError
+from cortex.runtime.supervisor import Supervised, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ class Replica:
             plan.dequeuer, label="dequeuer", where=plan.id, backoff_max=plan.restart_backoff_max
         )
         self._started = False
+        self._launch: asyncio.Task[None] | None = None
+        #: why the sandbox could not be made (Kubernetes' reason, detail); None when it was, or is being made
+        self._sandbox_failure: tuple[str, str] | None = None
+        self._sandbox_detail = "creating the pod"
         #: the dequeuer's last answer: None before its first, then whether it said healthy
         self._healthy: bool | None = None
         self._health_detail = "waiting for the dequeuer to answer"
@@ -85,13 +89,41 @@ class Replica:
         return self._stopping is not None
 
     def start(self) -> None:
-        """Start every process and the readiness polling, in the background."""
+        """Make the sandbox if there is one, then start every process and the readiness polling, in the background."""
         (self.plan.folder / "mnt").mkdir(parents=True, exist_ok=True)
+        if self.plan.sandbox is None:
+            self._start_processes()
+        else:
+            self._launch = asyncio.create_task(self._prepare_then_start(), name=f"launch {self.id}")
+
+    def _start_processes(self) -> None:
         for process in [*self._containers, self._dequeuer]:
             process.start()
         self._poller = asyncio.create_task(self._poll_health(), name=f"health {self.id}")
         self._started = True
         log.info("%s: started (port %d, admin port %d)", self.id, self.plan.user_port, self.plan.admin_port)
+
+    async def _prepare_then_start(self) -> None:
+        """Make the sandbox, trying again with the kubelet's backoff (ImagePullBackOff), then start."""
+        sandbox = self.plan.sandbox
+        assert sandbox is not None
+        failures = 0
+
+        def report(detail: str) -> None:
+            self._sandbox_detail = detail
+
+        while True:
+            try:
+                await sandbox.prepare(report)
+                break
+            except SandboxError as exc:
+                failures += 1
+                delay = backoff_delay(failures, self.plan.restart_backoff_max)
+                self._sandbox_failure = (exc.reason, f"{exc}; trying again in {delay:g}s")
+                log.warning("%s: %s; trying again in %gs", self.id, exc, delay)
+                await asyncio.sleep(delay)
+        self._sandbox_failure = None
+        self._start_processes()
 
     def status(self, revision: int) -> ReplicaStatus:
         """The replica now; ready ones of an older ``revision`` than the API's are out of date."""
@@ -142,8 +174,14 @@ class Replica:
     def _state(self, revision: int) -> tuple[ReplicaState, str]:
         if self._stopping is not None:
             return ReplicaState.TERMINATING, "draining, then stopping"
+        if self._sandbox_failure is not None:
+            reason, detail = self._sandbox_failure
+            state = ReplicaState.ERR_IMAGE_PULL if reason == "ErrImagePull" else ReplicaState.FAILED
+            return state, f"{reason}: {detail}" if reason else detail
         if failures := self._failures():
             return ReplicaState.FAILED, "; ".join(failures)
+        if self._launch is not None and not self._started:
+            return ReplicaState.CREATING, self._sandbox_detail
         if not self._started:
             return ReplicaState.PENDING, "not started yet"
         if self._healthy is None:
@@ -160,6 +198,10 @@ class Replica:
     async def _stop(self) -> None:
         log.info("%s: stopping", self.id)
         grace = self.plan.grace_period
+        if self._launch is not None:
+            self._launch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._launch
         try:
             # The dequeuer first: it stops leasing and finishes its requests while the containers still serve them.
             await self._dequeuer.stop(grace + DEQUEUER_EXTRA_GRACE)
@@ -174,6 +216,8 @@ class Replica:
                 self._poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._poller
+            if self.plan.sandbox is not None:
+                await self.plan.sandbox.remove()
             await asyncio.to_thread(shutil.rmtree, self.plan.folder, ignore_errors=True)
             log.info("%s: stopped", self.id)
 

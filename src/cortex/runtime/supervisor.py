@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from cortex.runtime import orphans
-from cortex.runtime.process import ProcessPlan, describe_exit, spawn, terminate
+from cortex.runtime.process import ProcessPlan, describe_exit, last_lines, spawn, terminate
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,10 @@ class Supervised:
                     return
             crashes = 1 if loop.time() - started >= BACKOFF_RESET_AFTER else crashes + 1
             delay = backoff_delay(crashes, self._backoff_max)
+            said = await asyncio.to_thread(last_lines, self.plan.log_path)
             self.failure = f"{self.label} {reason}; restarting in {delay:g}s"
+            if said:
+                self.failure += f"; its last lines: {said}"
             log.warning("%s: %s %s; restarting in %gs", self._where, self.label, reason, delay)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
