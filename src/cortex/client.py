@@ -224,6 +224,9 @@ class Client:
                 if is_ready(api):
                     ready.append(api)
                     break
+                if problems := api.get("problems"):
+                    # an image that cannot be pulled or a crash loop: waiting longer would not help
+                    raise CortexError(f"{name} cannot become ready: {'; '.join(problems)}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     status = api.get("status") or {}

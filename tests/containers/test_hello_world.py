@@ -18,7 +18,7 @@ HELLO_WORLD = Path(__file__).with_name("hello_world")
 
 
 def test_cortex_hello_world_runs_unchanged(
-    make_cluster: ClusterFactory, hello_world_image: str, no_pods_left: Path
+    no_pods_left: Path, make_cluster: ClusterFactory, hello_world_image: str
 ) -> None:
     cluster = make_cluster("--grace-period", "5", "--autoscaler-tick", "0.5")
     config = cluster.workdir / "cortex_cpu.yaml"

@@ -132,7 +132,8 @@ def _header(api: dict[str, Any], now: float) -> list[RenderableType]:
 def api_detail(api: dict[str, Any], now: float) -> Group:
     """``cortex get <api>``: the one-row table, ``endpoint: <url>``, the webhook secret, then the history table."""
     secret = [labelled("webhook secret", str(api["webhook_secret"]))] if api.get("webhook_secret") else []
-    return Group(*_header(api, now), *secret, Text(""), history_table(api.get("api_versions") or [], now))
+    problems = [labelled("not serving", str(problem)) for problem in api.get("problems") or []]
+    return Group(*_header(api, now), *problems, *secret, Text(""), history_table(api.get("api_versions") or [], now))
 
 
 def replica_counts_table(counts: dict[str, Any]) -> Table:

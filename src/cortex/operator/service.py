@@ -202,6 +202,8 @@ class Operator:
                 "last_updated": entry.updated_at,
             },
             "status": {"ready": ready, "requested": self.runtime.requested(entry.name), "up_to_date": up_to_date},
+            # why replicas are not serving, one line each (image missing, crash loop): `deploy --wait` stops on it
+            "problems": problems(replicas),
             "dashboard_url": None,
             "api_versions": entry.meta.get("api_versions", []),
             "webhook_secret": entry.meta.get("webhook_secret"),
@@ -232,6 +234,21 @@ class Operator:
         if entry is None:
             raise NotFound(f"api {name} is not deployed (see `cortex get` for the deployed APIs)")
         return entry
+
+
+#: a replica crashed this many times in a row is in a crash loop, not starting up
+CRASH_LOOP_RESTARTS = 2
+
+
+def problems(replicas: list[ReplicaStatus]) -> list[str]:
+    """Why replicas cannot serve, ``<replica>: <reason>``: an image not pulled, a crash loop, a pod not made."""
+    found = []
+    for replica in replicas:
+        stuck = replica.state == ReplicaState.ERR_IMAGE_PULL
+        crashing = replica.state == ReplicaState.FAILED and replica.restarts >= CRASH_LOOP_RESTARTS
+        if stuck or crashing or (replica.state == ReplicaState.FAILED and "FailedCreatePodSandBox" in replica.detail):
+            found.append(f"{replica.id}: {replica.detail}")
+    return found
 
 
 def _replica_json(replica: ReplicaStatus) -> dict[str, Any]:

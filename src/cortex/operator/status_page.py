@@ -122,6 +122,7 @@ class StatusPage:
                     "name": entry.name,
                     "endpoint": response["endpoint"],
                     "replicas": response["status"],
+                    "problems": response["problems"],
                     "queue": {
                         "queued": depth.queued,
                         "in_flight": depth.in_flight,
