@@ -145,8 +145,16 @@ class Harness:
         return answer
 
 
+#: makes the runtime under test from its state folder, backends and cluster environment
+RuntimeFactory = Callable[[Path, BackendUrls, ClusterEnv], LocalRuntime]
+
+
+def _processes(state: Path, urls: BackendUrls, env: ClusterEnv) -> LocalRuntime:
+    return LocalRuntime(state, urls, env, FAST)
+
+
 @contextlib.asynccontextmanager
-async def local_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+async def local_harness(tmp_path: Path, make: RuntimeFactory = _processes) -> AsyncIterator[Harness]:
     """A local runtime on embedded backends in ``tmp_path``; on exit, checks that no process is left."""
     state = tmp_path / "state"
     state.mkdir()
@@ -154,7 +162,7 @@ async def local_harness(tmp_path: Path) -> AsyncIterator[Harness]:
     marker = f"http://gateway.test/{uuid.uuid4().hex}"
     env = ClusterEnv(gateway_url=marker, cli_config_dir=tmp_path / "cli", version="9.9.9")
     backends = await open_backends(urls)
-    runtime = LocalRuntime(state, urls, env, FAST)
+    runtime = make(state, urls, env)
     try:
         yield Harness(tmp_path, urls, backends, runtime, marker)
     finally:

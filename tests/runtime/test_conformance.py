@@ -7,8 +7,11 @@ what the operator and the autoscaler rely on, with no branch on the runtime.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import os
+import shutil
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,26 +19,45 @@ from pathlib import Path
 import lightkube
 import pytest
 
+from cortex.backends import BackendUrls
 from cortex.runtime import ReplicaState, Runtime
+from cortex.runtime.containers import ContainerRuntime
+from cortex.runtime.engine import STATE_LABEL, Engine, find_engine, remove_labelled
 from cortex.runtime.kubeobjects import KubeSettings
 from cortex.runtime.kubernetes import KubernetesRuntime
+from cortex.runtime.local import ClusterEnv, LocalRuntime
 from cortex.spec import ApiSpec, load_text
+from tests.containers import images
 from tests.helpers import deploy
 from tests.kube.conftest import NAMESPACE, client_config
 from tests.kube.emulator import Emulator
-from tests.runtime.conftest import USER_SERVER, local_harness, wait_for
+from tests.runtime.conftest import FAST, USER_SERVER, local_harness, wait_for
 
 
-def spec_text(version: str) -> str:
-    """One API that both runtimes can run: a command for the local one, an image for Kubernetes."""
+def podman_engine() -> Engine:
+    """Podman; the test skips where it is missing, and fails under CI (``.ci/run`` installs it)."""
+    engine = find_engine("podman") if shutil.which("podman") else None
+    if engine is None:
+        if os.environ.get("CI"):
+            pytest.fail("podman is not installed (.ci/run installs it)")
+        pytest.skip("podman is not installed")
+    return engine
+
+
+def spec_text(version: str, image: str | None = None) -> str:
+    """One API that every runtime can run: a command for the local one, an image for Kubernetes.
+
+    With ``image`` (the container runtime), the user server's image, run as built: no command.
+    """
+    command = "" if image else f'command: ["{sys.executable}", "{USER_SERVER}", "api"]'
     return f"""
 - name: echo
   kind: AsyncAPI
   pod:
     containers:
       - name: api
-        image: registry.example.com/echo:{version}
-        command: ["{sys.executable}", "{USER_SERVER}", "api"]
+        image: {image or f"registry.example.com/echo:{version}"}
+        {command}
         env: {{TEST_VERSION: "{version}"}}
   update_strategy: {{max_surge: 1, max_unavailable: 0}}
 """
@@ -48,13 +70,28 @@ class Subject:
     runtime: Runtime
     publish: Callable[[str], Awaitable[ApiSpec]]
     config_dir: Path
+    #: the image the container runtime runs (None: the others' spec)
+    image: str | None = None
 
 
-@pytest.fixture(params=["local", "kubernetes"])
+@pytest.fixture(params=["local", "containers", "kubernetes"])
 async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
     if request.param == "local":
         async with local_harness(tmp_path) as harness:
             yield Subject(harness.runtime, functools.partial(deploy, harness.backends.catalog), harness.tmp)
+        return
+    if request.param == "containers":
+        engine = podman_engine()
+        image = await asyncio.to_thread(images.image, "user-server")
+
+        def make(state: Path, urls: BackendUrls, env: ClusterEnv) -> LocalRuntime:
+            return ContainerRuntime(state, urls, env, engine, mode="always", settings=FAST)
+
+        try:
+            async with local_harness(tmp_path, make) as harness:
+                yield Subject(harness.runtime, functools.partial(deploy, harness.backends.catalog), harness.tmp, image)
+        finally:
+            assert await remove_labelled(engine, {STATE_LABEL: str((tmp_path / "state").resolve())}) == 0
         return
     async with Emulator() as kube:
         client = lightkube.AsyncClient(config=client_config(kube.url))
@@ -77,7 +114,7 @@ async def _no_loads(pods: list[dict[str, object]]) -> dict[str, int | None]:
 
 
 async def apply(subject: Subject, version: str, *, deployment_id: str, replicas: int) -> None:
-    spec = await subject.publish(spec_text(version))
+    spec = await subject.publish(spec_text(version, subject.image))
     await subject.runtime.apply(spec, deployment_id=deployment_id, config_dir=subject.config_dir, replicas=replicas)
 
 
