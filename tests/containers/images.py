@@ -30,6 +30,7 @@ MMDEBSTRAP = (
 IMAGES = {
     "hello-world": (HERE / "hello_world", ()),
     "user-server": (HERE / "user_server", (HERE.parent / "runtime" / "user_server.py",)),
+    "word-count": (HERE.parents[1] / "examples" / "word-count-container", ()),
 }
 REPOSITORY = "localhost/cortex-async-test"
 #: the CA bundle of this machine: the build reaches PyPI through it (a proxy may sign with its own CA)
@@ -63,11 +64,11 @@ def base_image() -> str:
     return tag
 
 
-def image(name: str) -> str:
-    """The tag of test image ``name`` (also tagged ``:latest``), built on the base if missing."""
+def image(name: str, also: str | None = None) -> str:
+    """The tag of test image ``name`` (also tagged ``:latest``, and ``also``), built on the base if missing."""
     folder, extras = IMAGES[name]
     base = base_image()
-    files = sorted([*folder.iterdir(), *extras])
+    files = sorted([*(f for f in folder.iterdir() if f.is_file()), *extras])
     tag = f"{REPOSITORY}/{name}:{_digest(base.encode(), *(f.name.encode() + f.read_bytes() for f in files))}"
     if not _exists(tag):
         context = cache_dir() / "context" / name
@@ -81,7 +82,7 @@ def image(name: str) -> str:
         if CA_BUNDLE.exists():
             argv += ["--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
         subprocess.run([*argv, str(context)], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["podman", "tag", tag, f"{REPOSITORY}/{name}:latest"], check=True)
+    subprocess.run(["podman", "tag", tag, f"{REPOSITORY}/{name}:latest", *([also] if also else [])], check=True)
     return tag
 
 
