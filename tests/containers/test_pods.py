@@ -130,3 +130,30 @@ def test_kill_9_then_up_leaves_no_old_container_and_loses_no_request(
         assert cluster.wait_result("echo", rid)["status"] == "completed"
     cluster.cortex("cluster", "down")
     assert labelled(no_pods_left) == []
+
+
+def test_exec_liveness_runs_inside_the_container_and_restarts_it_when_failing(
+    cluster: LocalCluster, user_server_image: str
+) -> None:
+    def liveness(path: str) -> dict[str, Any]:
+        return {"exec": {"command": ["test", "-e", path]}, "period_seconds": 1, "failure_threshold": 1}
+
+    containers: list[dict[str, Any]] = [
+        # /mnt/api.started exists only inside the pod: passing proves the probe runs there
+        {"name": "api", "image": user_server_image, "liveness_probe": liveness("/mnt/api.started")},
+        {
+            "name": "side",
+            "image": user_server_image,
+            "command": ["python3", "/app/user_server.py"],
+            "args": ["side", "--idle"],
+            "liveness_probe": liveness("/nonexistent"),
+        },
+    ]
+    cluster.cortex("deploy", str(write_api(cluster, containers)))
+    seen: list[str] = []
+    deadline = time.monotonic() + 40
+    while not any("container side failed its liveness probe" in d and "exit code 1" in d for d in seen):
+        assert time.monotonic() < deadline, seen
+        seen += [r["detail"] for r in cluster.json("describe", "echo")["replicas"]]
+        time.sleep(0.3)
+    assert not any("container api" in detail for detail in seen)

@@ -20,7 +20,9 @@ backoff), and SIGTERM to it is SIGTERM to the container (drain, ``pre_stop`` fir
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import hashlib
 import os
 import urllib.parse
@@ -31,7 +33,7 @@ import yaml
 
 from cortex.backends import BackendUrls
 from cortex.errors import CortexError
-from cortex.runtime.engine import REPLICA_LABEL, STATE_LABEL, Engine, Resources, RunSpec
+from cortex.runtime.engine import REPLICA_LABEL, STATE_LABEL, Engine, Resources, RunSpec, run_engine
 from cortex.runtime.expansion import expand, expand_env
 from cortex.runtime.local import ClusterEnv, LocalRuntime, LocalSettings, _Api
 from cortex.runtime.plan import ContainerPlan, ReplicaPlan, check_runnable, parent_env
@@ -156,6 +158,7 @@ class ContainerRuntime(LocalRuntime):
                     process,
                     _inside(container.liveness_probe, self.engine, name),
                     _inside(container.pre_stop, self.engine, name),
+                    started=functools.partial(_running, self.engine, name),
                 )
             )
         sandbox = Pod(
@@ -191,6 +194,19 @@ class ContainerRuntime(LocalRuntime):
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(yaml.safe_dump(config, sort_keys=False))
         return target
+
+
+#: how often a starting container is looked at
+START_POLL = 0.2
+
+
+async def _running(engine: Engine, container: str) -> None:
+    """Return once ``container`` runs (its liveness probe starts then); its supervisor cancels this if it exits."""
+    while True:
+        code, output = await run_engine(engine.running(container), timeout=30.0)
+        if code == 0 and output.strip() == "true":
+            return
+        await asyncio.sleep(START_POLL)
 
 
 def _resources(container: Container) -> Resources:

@@ -116,6 +116,10 @@ class Engine:
         """The command running ``command`` inside ``container`` (exec probes and hooks)."""
         return [self.binary, "exec", container, *command]
 
+    def running(self, container: str) -> list[str]:
+        """The command printing ``true`` once ``container`` runs."""
+        return [self.binary, "container", "inspect", "--format", "{{.State.Running}}", container]
+
     def image_exists(self, image: str) -> list[str]:
         """The command that succeeds when ``image`` is on this machine."""
         return [self.binary, "image", "exists", image]

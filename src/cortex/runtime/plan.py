@@ -13,7 +13,7 @@ import secrets
 import socket
 import string
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +30,9 @@ class ContainerPlan:
     process: ProcessPlan
     liveness_probe: Probe | None = None
     pre_stop: PreStop | None = None
+    #: returns once the container runs (an engine's container exists a moment after its client starts);
+    #: its liveness probe starts then, as the kubelet's does
+    started: Callable[[], Awaitable[None]] | None = None
 
 
 class SandboxError(CortexError):

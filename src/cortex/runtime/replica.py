@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -30,6 +31,13 @@ log = logging.getLogger(__name__)
 DEQUEUER_EXTRA_GRACE = 5.0
 #: a health or status question to a dequeuer must be answered within this many seconds
 ADMIN_TIMEOUT = 1.0
+
+
+async def _after(started: Callable[[], Awaitable[None]] | None, watch: Callable[[], Awaitable[str]]) -> str:
+    """Run ``watch`` once ``started`` returns (at once without one)."""
+    if started is not None:
+        await started()
+    return await watch()
 
 
 class Replica:
@@ -48,12 +56,16 @@ class Replica:
                 watch=None
                 if c.liveness_probe is None
                 else functools.partial(
-                    watch_liveness,
-                    c.liveness_probe,
-                    name=f"{c.process.name}:liveness",
-                    ports=ports,
-                    env=c.process.env,
-                    cwd=c.process.cwd,
+                    _after,
+                    c.started,
+                    functools.partial(
+                        watch_liveness,
+                        c.liveness_probe,
+                        name=f"{c.process.name}:liveness",
+                        ports=ports,
+                        env=c.process.env,
+                        cwd=c.process.cwd,
+                    ),
                 ),
             )
             for c in plan.containers
