@@ -77,12 +77,15 @@ class Operator:
         for entry in await self.catalog.list_apis():
             spec = ApiSpec.from_dict(entry.spec)
             replicas = entry.meta.get("replicas", spec.autoscaling.init_replicas)
-            await self.runtime.apply(
-                spec,
-                deployment_id=entry.meta.get("deployment_id", _deployment_id()),
-                config_dir=Path(entry.meta.get("config_dir", ".")),
-                replicas=int(replicas),
-            )
+            try:
+                await self.runtime.apply(
+                    spec,
+                    deployment_id=entry.meta.get("deployment_id", _deployment_id()),
+                    config_dir=Path(entry.meta.get("config_dir", ".")),
+                    replicas=int(replicas),
+                )
+            except CortexError as exc:  # e.g. restarted without the engine its images need: the others still run
+                log.error("api %s cannot run on this cluster now: %s", entry.name, exc)
 
     async def deploy(self, config: str, config_path: str) -> list[DeployResult]:
         """Validate a configuration file's text and create or update each of its APIs."""
