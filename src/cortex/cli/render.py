@@ -204,9 +204,10 @@ def env_list(config: dict[str, Any]) -> Group:
 def readiness(api: dict[str, Any]) -> str:
     """``hello: 1/2 ready, 1 up to date``: one line of a rollout's progress."""
     status = api.get("status") or {}
+    progress = api.get("progress") or []
     return (
         f"{_name(api)}: {status.get('ready', 0)}/{status.get('requested', 0)} ready, "
-        f"{status.get('up_to_date', 0)} up to date"
+        f"{status.get('up_to_date', 0)} up to date" + (f" ({progress[0]})" if progress else "")
     )
 
 

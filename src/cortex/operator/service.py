@@ -207,6 +207,8 @@ class Operator:
             "status": {"ready": ready, "requested": self.runtime.requested(entry.name), "up_to_date": up_to_date},
             # why replicas are not serving, one line each (image missing, crash loop): `deploy --wait` stops on it
             "problems": problems(replicas),
+            # what starting replicas are doing (pulling an image, waiting for probes): `deploy --wait` shows it
+            "progress": [f"{r.id}: {r.detail}" for r in replicas if r.state in STARTING and r.detail],
             "dashboard_url": None,
             "api_versions": entry.meta.get("api_versions", []),
             "webhook_secret": entry.meta.get("webhook_secret"),
@@ -239,6 +241,8 @@ class Operator:
         return entry
 
 
+#: the states of a replica on its way to ready
+STARTING = (ReplicaState.PENDING, ReplicaState.CREATING, ReplicaState.NOT_READY)
 #: a replica crashed this many times in a row is in a crash loop, not starting up
 CRASH_LOOP_RESTARTS = 2
 
