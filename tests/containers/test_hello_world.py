@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.containers.conftest import ClusterFactory, labelled
+from tests.containers.conftest import LABEL, ClusterFactory, labelled
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,10 @@ def test_cortex_hello_world_runs_unchanged(
     described = cluster.json("describe", "hello-world")
     replicas = [r for r in described["replicas"] if r["state"] == "ready"]
     assert len(replicas) == 3
-    assert len(labelled(no_pods_left)) >= 6  # three pods, each its infrastructure and the server's container
+    # three pods, each publishing its own port on 127.0.0.1 to the server's 8080 in its own network namespace
+    argv = ["podman", "ps", "--filter", f"label={LABEL}={no_pods_left.resolve()}", "--format", "{{.Ports}}"]
+    ports = {p for p in subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split() if p}
+    assert len(ports) == 3 and all(p.startswith("127.0.0.1:") and p.endswith("->8080/tcp") for p in ports), ports
 
     cluster.cortex("cluster", "down")
     assert labelled(no_pods_left) == []

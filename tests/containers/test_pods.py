@@ -157,3 +157,14 @@ def test_exec_liveness_runs_inside_the_container_and_restarts_it_when_failing(
         seen += [r["detail"] for r in cluster.json("describe", "echo")["replicas"]]
         time.sleep(0.3)
     assert not any("container api" in detail for detail in seen)
+
+
+def test_kill_9_then_down_removes_the_pods_of_the_killed_cluster(
+    cluster: LocalCluster, user_server_image: str, no_pods_left: Path
+) -> None:
+    cluster.cortex("deploy", str(write_api(cluster, [{"name": "api", "image": user_server_image}])), "--wait")
+    assert labelled(no_pods_left)
+    os.kill(json.loads((cluster.state_dir / "cluster.json").read_text())["pid"], signal.SIGKILL)
+    down = cluster.cortex("cluster", "down")
+    assert "removed" in down.stderr
+    assert labelled(no_pods_left) == []

@@ -422,26 +422,29 @@ def down(
                 os.killpg(pid, signal.SIGKILL)
                 raise click.ClickException(f"the cluster did not stop within {timeout:g}s; it was killed")
             time.sleep(0.2)
+    # a cluster killed with SIGKILL just before may have left its cluster file, processes and pods
+    _stop_leftovers(state_dir, timeout, console, after_down=True)
     console.print("cluster is down")
 
 
-def _stop_leftovers(state_dir: Path, timeout: float, console: Console) -> None:
-    """No cluster runs: stop what a killed one left running (its gateway, its replicas), if anything."""
+def _stop_leftovers(state_dir: Path, timeout: float, console: Console, *, after_down: bool = False) -> None:
+    """No cluster runs (any more): stop what a killed one left running (its gateway, replicas, pods), if anything."""
     import asyncio
 
     from cortex.runtime.local import PID_DIR
     from cortex.runtime.machine import remove_leftover_pods
     from cortex.runtime.orphans import leftovers, stop_leftovers
 
-    if leftovers(state_dir / PID_DIR):
+    found = bool(leftovers(state_dir / PID_DIR))
+    if found:
         with console.status("a killed cluster left processes running: draining and stopping them"):
             stopped = asyncio.run(stop_leftovers(state_dir / PID_DIR, min(timeout, DEFAULT_GRACE)))
         console.print(f"stopped {stopped} processes left running by a cluster that was killed (state: {state_dir})")
-    else:
-        console.print(f"no cluster is running on {state_dir}")
     removed = asyncio.run(remove_leftover_pods(state_dir))
     if removed:
         console.print(f"removed {removed} pods and containers left by a cluster that was killed (state: {state_dir})")
+    if not found and not removed and not after_down:
+        console.print(f"no cluster is running on {state_dir}")
 
 
 def _alive(pid: int) -> bool:
