@@ -168,3 +168,17 @@ def test_kill_9_then_down_removes_the_pods_of_the_killed_cluster(
     down = cluster.cortex("cluster", "down")
     assert "removed" in down.stderr
     assert labelled(no_pods_left) == []
+
+
+def test_pre_stop_exec_runs_inside_the_pod_before_its_container_stops(
+    cluster: LocalCluster, user_server_image: str
+) -> None:
+    # from inside the pod, 127.0.0.1:8080 is the server itself: its access log shows the call
+    hook = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/pre-stop-called', timeout=5)"
+    container = {"name": "api", "image": user_server_image, "pre_stop": {"exec": {"command": ["python3", "-c", hook]}}}
+    cluster.cortex("deploy", str(write_api(cluster, [container])), "--wait")
+    cluster.cortex("refresh", "echo")  # a new replica, then the old one drained and stopped
+    deadline = time.monotonic() + 40
+    while "GET /pre-stop-called" not in (logs := cluster.cortex("logs", "echo", "--no-follow").stdout):
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.5)
