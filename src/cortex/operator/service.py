@@ -113,6 +113,7 @@ class Operator:
         await self.runtime.apply(
             spec, deployment_id=entry.meta["deployment_id"], config_dir=Path(config_dir), replicas=replicas
         )
+        message = "; ".join([message, *(f"note: {note}" for note in self.runtime.notes(spec))])
         log.info("%s", message)
         return DeployResult(self._api_summary(entry), message)
 
