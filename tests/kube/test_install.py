@@ -124,6 +124,15 @@ def test_the_operator_knows_where_everything_is() -> None:
         "http://gateway.apis.svc.cluster.local:9001",
         "--operator-url",
         "http://operator.apis.svc.cluster.local:9000",
+        "--grace-period",
+        "60",
+        "--lease-seconds",
+        "30",
+        "--autoscaler-tick",
+        "10",
+        "--node-group-label",
+        "eks.amazonaws.com/nodegroup",
+        "--allow-private-webhooks",
     ]
     assert operator["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
 
@@ -147,6 +156,7 @@ def test_the_gateway_rolls_without_losing_capacity() -> None:
         "9001",
         "--operator-url",
         "http://operator.cortex.svc.cluster.local:8889",
+        "--allow-private-webhooks",
     ]
     spec = find(objects, "Deployment", "gateway")["spec"]
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
@@ -166,7 +176,8 @@ def test_private_images_are_pulled_with_the_named_secrets() -> None:
         assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror.registry"}]
     # and the APIs' pods, through the operator
     args = container(objects, "operator")["args"]
-    assert args[-4:] == ["--image-pull-secret", "regcred", "--image-pull-secret", "mirror.registry"]
+    pulls = [args[i + 1] for i, arg in enumerate(args) if arg == "--image-pull-secret"]
+    assert pulls == ["regcred", "mirror.registry"]
     backends = ["--queue", QUEUE_URL, "--store", STORE_URL, "--blobs", BLOBS_URL]
     params = cli.commands["operator"].make_context("operator", [*args, *backends]).params
     assert params["image_pull_secrets"] == ("regcred", "mirror.registry")

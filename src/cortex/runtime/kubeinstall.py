@@ -28,6 +28,7 @@ import yaml
 from cortex.auth import DIGEST_PREFIX, key_digest, normalize_key
 from cortex.errors import CortexError
 from cortex.runtime.kubeobjects import KubeSettings
+from cortex.spec.kubernetes import check_qualified_name
 
 #: the value of ``app.kubernetes.io/name`` and ``app.kubernetes.io/part-of`` on every object
 APP = "cortex-async"
@@ -67,6 +68,12 @@ class InstallSettings:
         operator_port: The operator's port (its container's and its Service's).
         gateway_port: The gateway's port.
         image_pull_secrets: Secrets the platform's pods and the APIs' pods pull private images with.
+        grace_period: Seconds an API's pod has to drain when removed (the operator's ``--grace-period``).
+        lease_seconds: The dequeuers' lease on a request (the operator's ``--lease-seconds``).
+        autoscaler_tick: Seconds between two autoscaler ticks (the operator's ``--autoscaler-tick``).
+        refuse_private_webhooks: Refuse webhooks to private, loopback and link-local addresses (both the
+            gateway, which checks them at submission, and the operator, which delivers them).
+        node_group_label: The node label ``node_groups`` match (EKS's by default).
 
     Raises:
         CortexError: a setting is not valid (the message never repeats a token or key).
@@ -86,6 +93,11 @@ class InstallSettings:
     operator_port: int = 8889
     gateway_port: int = 8888
     image_pull_secrets: tuple[str, ...] = ()
+    grace_period: int = KubeSettings().grace_period
+    lease_seconds: float = KubeSettings().lease_seconds
+    autoscaler_tick: float = 10.0
+    refuse_private_webhooks: bool = False
+    node_group_label: str = KubeSettings().node_group_label
 
     def __post_init__(self) -> None:
         if not _DNS_LABEL.match(self.namespace):
@@ -100,6 +112,15 @@ class InstallSettings:
         for name, port in (("operator_port", self.operator_port), ("gateway_port", self.gateway_port)):
             if not 1 <= port <= 65535:
                 raise CortexError(f"{name} {port}: must be a port number (1-65535)")
+        if self.grace_period < 1:
+            raise CortexError(f"grace_period {self.grace_period}: must be at least 1 second")
+        for name, seconds in (("lease_seconds", self.lease_seconds), ("autoscaler_tick", self.autoscaler_tick)):
+            if not seconds > 0:
+                raise CortexError(f"{name} {seconds:g}: must be more than 0 seconds")
+        try:
+            check_qualified_name(self.node_group_label)
+        except ValueError as exc:
+            raise CortexError(f"node_group_label: {exc}") from None
         self._check_secrets()
 
     def _check_secrets(self) -> None:
@@ -142,6 +163,9 @@ def kube_settings(settings: InstallSettings) -> KubeSettings:
         image=settings.image,
         gateway_url=settings.gateway_url,
         image_pull_secrets=settings.image_pull_secrets,
+        grace_period=settings.grace_period,
+        lease_seconds=settings.lease_seconds,
+        node_group_label=settings.node_group_label,
     )
 
 
@@ -235,6 +259,9 @@ def operator_deployment(settings: InstallSettings) -> dict[str, Any]:
     args += ["--namespace", settings.namespace, "--image", settings.image]
     args += ["--gateway-url", settings.gateway_url, "--operator-url", settings.operator_url]
     args += [option for name in settings.image_pull_secrets for option in ("--image-pull-secret", name)]
+    args += ["--grace-period", str(settings.grace_period), "--lease-seconds", f"{settings.lease_seconds:g}"]
+    args += ["--autoscaler-tick", f"{settings.autoscaler_tick:g}", "--node-group-label", settings.node_group_label]
+    args.append(_webhooks_flag(settings))
     container = _container(settings, OPERATOR, args, settings.operator_port, OPERATOR_SECRET, cpu="200m")
     pod = {"serviceAccountName": OPERATOR, "containers": [container]}
     return _deployment(settings, OPERATOR, pod, replicas=1, strategy={"type": "Recreate"})
@@ -246,6 +273,7 @@ def gateway_deployment(settings: InstallSettings) -> dict[str, Any]:
     It has no ``replicas``: its HorizontalPodAutoscaler owns the count, and a re-apply must not reset it.
     """
     args = ["--host", "0.0.0.0", "--port", str(settings.gateway_port), "--operator-url", settings.operator_url]
+    args.append(_webhooks_flag(settings))
     # the autoscaler's target is a share of the cpu request, so there must be one
     container = _container(settings, GATEWAY, args, settings.gateway_port, GATEWAY_SECRET, cpu="500m")
     # a removed gateway keeps answering while its Service stops routing to it (endpoints lag behind)
@@ -254,6 +282,11 @@ def gateway_deployment(settings: InstallSettings) -> dict[str, Any]:
     pod = {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 30, "containers": [container]}
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     return _deployment(settings, GATEWAY, pod, replicas=None, strategy=strategy)
+
+
+def _webhooks_flag(settings: InstallSettings) -> str:
+    # always written out, so the manifest says which it is
+    return "--refuse-private-webhooks" if settings.refuse_private_webhooks else "--allow-private-webhooks"
 
 
 def service(settings: InstallSettings, component: str, port: int) -> dict[str, Any]:
