@@ -45,10 +45,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.kube.api import KubeApi
+from tests.kube.authz import Attribute, attributes
 from tests.kube.cluster import Cluster
 from tests.kube.controller import DeploymentController
 from tests.kube.resources import by_kind
-from tests.kube.routing import ApiFailure
+from tests.kube.routing import ApiFailure, parse_route
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 #: seconds to wait for the server to start or stop
@@ -76,6 +77,8 @@ class Emulator(Cluster):
             self.controllers.append(self.controller)
         #: (method, path, content type) of every request, in order
         self.requests: list[tuple[str, str, str]] = []
+        #: the (API group, resource, verb) RBAC would check for each request served (see :mod:`tests.kube.authz`)
+        self.verbs: set[Attribute] = set()
         self.url = ""
         self._api = KubeApi(self)
         self._failures: list[int] = []
@@ -127,7 +130,17 @@ class Emulator(Cluster):
         if self._failures and not watching:
             code = self._failures.pop(0)
             return ApiFailure(code, f"injected failure ({code}) for {request.method} {request.url.path}").response()
+        self._authorize(request, watching)
         return await self._api.handle(request)
+
+    def _authorize(self, request: Request, watching: bool) -> None:
+        try:
+            route = parse_route(request.url.path)
+        except ApiFailure:
+            return  # answered 404 by the handler
+        applying = request.headers.get("content-type", "").startswith("application/apply-patch")
+        creates = applying and route.name is not None and self.find(route.resource, route.ns, route.name) is None
+        self.verbs.update(attributes(request.method, route, watch=watching, creates=creates))
 
     async def start(self, port: int = 0) -> None:
         """Serve on loopback, on ``port`` (0: a free one); :attr:`url` is set once the server listens.

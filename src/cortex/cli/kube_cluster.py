@@ -1,7 +1,8 @@
 """``cortex cluster up|down --provider kubernetes``: install the platform on a Kubernetes cluster, or remove it.
 
 ``up`` applies :func:`cortex.runtime.kubeinstall.install_objects` with the kubeconfig's
-credentials (server-side apply, so running it again updates in place), waits for the operator
+credentials (server-side apply, so running it again updates in place; the Secrets are replaced
+whole instead, so a key left out is gone), waits for the operator
 and the gateway, then points a CLI environment at the operator. ``--dry-run`` prints the objects
 instead. The replicas' gateway key is kept across runs: rotating it would break chaining in
 every running pod.
@@ -70,7 +71,10 @@ async def _up(settings: InstallSettings, target: Target, operator_url: str | Non
         with console.status(f"installing cortex-async in namespace {settings.namespace}") as status:
             for obj in install_objects(settings):
                 status.update(f"applying {obj['kind']} {obj['metadata']['name']}")
-                await client.apply(codecs.from_dict(obj), field_manager="cortex", force=True)
+                if obj["kind"] == "Secret":
+                    await _put_secret(client, codecs.from_dict(obj))
+                else:
+                    await client.apply(codecs.from_dict(obj), field_manager="cortex", force=True)
             await _wait_ready(client, settings.namespace, status, timeout)
         if operator_url is None and settings.service_type == "LoadBalancer":
             service = await client.get(Service, OPERATOR, namespace=settings.namespace)
@@ -85,6 +89,23 @@ async def _up(settings: InstallSettings, target: Target, operator_url: str | Non
         raise kube_error(exc) from exc
     finally:
         await client.close()
+
+
+async def _put_secret(client: Any, secret: Any) -> None:
+    """Create ``secret`` or replace it whole.
+
+    Not server-side apply: a key applied as ``stringData`` lands in ``data``, which no field manager
+    owns, so applying without it leaves it there (kubernetes#108008) and an operator token removed
+    from ``cluster up`` would stay enforced. A replace keeps only the keys given now.
+    """
+    from lightkube import ApiError
+
+    try:
+        await client.replace(secret)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
+        await client.create(secret)
 
 
 async def _wait_ready(client: Any, namespace: str, status: Any, timeout: float) -> None:

@@ -8,8 +8,8 @@ A pure function of :class:`InstallSettings`, applied once per cluster (each API'
   ``cortex-client``: the replicas' ``cli.yaml`` and chaining key; ``cortex-gateway``: the keys'
   digests; ``cortex-operator``: the operator's token). The checked-in manifest has none: users
   create them (:func:`manifest_header` says how), so no secret ever sits in a repository;
-- the operator's ServiceAccount, Role and RoleBinding (Deployments, their scale, pods and their
-  logs, ConfigMaps: all it needs, in its own namespace only);
+- the operator's ServiceAccount, Role and RoleBinding (the verbs its code calls on Deployments,
+  their scale, pods and their logs, in its own namespace only: :data:`OPERATOR_GRANTS`);
 - the operator: one replica (one autoscaler at a time) and its Service;
 - the gateway: a Deployment, its Service and a HorizontalPodAutoscaler on CPU.
 
@@ -221,19 +221,25 @@ def secret_objects(settings: InstallSettings) -> list[dict[str, Any]]:
     ]
 
 
-def rbac_objects(settings: InstallSettings) -> list[dict[str, Any]]:
-    """The operator's ServiceAccount, its Role in the namespace, and the RoleBinding between them.
+#: every call the in-cluster operator makes (its Kubernetes runtime), as (API group, resource, verbs):
+#: the Role grants these and nothing else (tests/kube/test_rbac.py records the calls and compares)
+OPERATOR_GRANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # list and watch: the runtime's informer; create: a server-side apply of a new API; patch: of a changed
+    # one; delete: `cortex delete`
+    ("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
+    # the autoscaler's replica count
+    ("apps", "deployments/scale", ("patch",)),
+    # list and watch: replicas' states; patch: controller.kubernetes.io/pod-deletion-cost (idle go first)
+    ("", "pods", ("list", "watch", "patch")),
+    ("", "pods/log", ("get",)),
+)
 
-    ``deployments/scale`` is how the autoscaler sets replicas; ``patch`` on pods is how it sets
-    ``controller.kubernetes.io/pod-deletion-cost`` (idle replicas go first); ConfigMaps hold its state.
-    """
-    every = ["get", "list", "watch", "create", "update", "patch", "delete"]
+
+def rbac_objects(settings: InstallSettings) -> list[dict[str, Any]]:
+    """The operator's ServiceAccount, its Role in the namespace (:data:`OPERATOR_GRANTS`), and their RoleBinding."""
     rules = [
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": list(every)},
-        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
-        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": list(every)},
+        {"apiGroups": [group], "resources": [resource], "verbs": list(verbs)}
+        for group, resource, verbs in OPERATOR_GRANTS
     ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(settings, OPERATOR, OPERATOR)},
