@@ -21,9 +21,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from tests.kube.cluster import SERVER_FIELDS, Cluster, Event, Gone, is_terminating
 from tests.kube.patches import PatchError, json_patch, merge_patch
-from tests.kube.resources import DEPLOYMENT, ResourceType, matches_fields, matches_labels, selector_string
+from tests.kube.resources import DEPLOYMENT, ResourceType, by_kind, matches_fields, matches_labels, selector_string
 from tests.kube.routing import ApiFailure, Route, parse_route, status
 from tests.kube.schemas import validation_error
+from tests.kube.semantics import first_error
 
 MERGE, STRATEGIC = "application/merge-patch+json", "application/strategic-merge-patch+json"
 APPLY, JSON_PATCH = "application/apply-patch+yaml", "application/json-patch+json"
@@ -127,14 +128,16 @@ class KubeApi:
             del obj["stringData"]
 
     @staticmethod
-    def _validate(obj: dict[str, Any]) -> None:
-        """The schema check, plus the one rule of the API server's own validation that tests need: no negative scale."""
-        error = validation_error(obj)
+    def _validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
+        """The schema check, then the API server's own rules (:mod:`tests.kube.semantics`), then no negative scale."""
+        error = validation_error(obj) or first_error(obj, old)
         replicas = obj["spec"].get("replicas") if isinstance(obj.get("spec"), dict) else None
         if error is None and isinstance(replicas, int) and replicas < 0:
             error = f"spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
         if error is not None:
-            raise ApiFailure(422, f'{obj["kind"]} "{obj["metadata"].get("name")}" is invalid: {error}')
+            resource = by_kind(obj["apiVersion"], obj["kind"])
+            kind = f"{obj['kind']}.{resource.group}" if resource.group else obj["kind"]
+            raise ApiFailure(422, f'{kind} "{obj["metadata"].get("name")}" is invalid: {error}')
 
     @staticmethod
     def _precondition(resource: ResourceType, existing: dict[str, Any], body: dict[str, Any]) -> None:
@@ -179,7 +182,7 @@ class KubeApi:
         for field in (*SERVER_FIELDS, "name", "namespace"):
             if field in existing["metadata"]:
                 candidate.setdefault("metadata", {})[field] = existing["metadata"][field]
-        self._validate(candidate)
+        self._validate(candidate, existing)
         self._normalize(candidate)
         if request.query_params.get("dryRun"):
             return candidate

@@ -14,7 +14,13 @@ Emulated (a subset of kube-apiserver plus the controllers and kubelet behaviour 
   ``generation`` (+1 when ``spec`` changes), the namespace from the path; ``status`` of resources that have a
   status subresource is ignored on writes to the main resource and set through ``/status``;
 - validation of every object a client writes against the Kubernetes :data:`~tests.kube.schemas.KUBERNETES_VERSION`
-  OpenAPI schemas, strict (unknown fields rejected): 422 ``Invalid`` naming the field;
+  OpenAPI schemas, strict (unknown fields rejected), then kube-apiserver's own rules past the schema
+  (:mod:`tests.kube.semantics`: names, selectors and their immutability, volume mounts, duplicate containers,
+  quantities, extended-resource limits): 422 ``Invalid`` naming the field, in the server's words. A real server
+  may answer an unparseable quantity in a JSON create with 400 (the body cannot be decoded); the emulator
+  answers 422 for every write;
+- the authorization attributes (API group, resource, verb) of every request, in :attr:`Emulator.verbs`, from
+  which a test derives the least RBAC Role a piece of code needs;
 - a Deployment controller (:mod:`tests.kube.controller`), a kubelet that starts pods at once (:mod:`tests.kube.cluster`)
   and pod logs the tests write (:meth:`Emulator.set_logs`, :meth:`Emulator.append_log`).
 
