@@ -27,8 +27,10 @@ Emulated (a subset of kube-apiserver plus the controllers and kubelet behaviour 
 Approximated or left out:
 
 - strategic merge patch is a JSON merge patch: lists are replaced whole, never merged by key (a patch naming one
-  container replaces the whole ``containers`` list); server-side apply is the same merge of the applied object, with
-  no ``managedFields``, no field ownership conflicts, and no removal of fields a manager stops applying;
+  container replaces the whole ``containers`` list); server-side apply is that merge plus field ownership
+  (:mod:`tests.kube.ownership`): a field its applier stops sending is removed unless another manager owns it, an
+  apply that changes another manager's field is a 409 conflict unless forced; lists are atomic fields, and the
+  ownership is kept beside the objects, not in ``metadata.managedFields``;
 - no admission (namespaces need not exist, no quotas, no defaulting beyond the metadata above), no authentication or
   RBAC enforcement, no finalizers, no ReplicaSet objects, no scheduling, no ``propagationPolicy`` (a deleted
   Deployment's pods are always collected), no watch bookmarks; an object modified out of a watch's label selector
