@@ -25,6 +25,7 @@ from tests.kube.schemas import validation_error
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "cortex-async.yaml"
 TOKEN = "operator-token-0123456789abcdef"
 CHAIN_KEY = "chain-key-0123456789abcdefghij"
+REPLICA_TOKEN = "replica-token-0123456789abcdef"
 USER_KEY = "user-key-0123456789abcdefghijkl"
 QUEUE_URL = "redis://:queue-password@redis.cortex.svc:6379/0"
 STORE_URL = "postgresql://cortex:store-password@postgres.cortex.svc:5432/cortex"
@@ -38,7 +39,12 @@ def settings(**changes: Any) -> InstallSettings:
 
 def full() -> InstallSettings:
     """Every secret set: token, keys, chaining key."""
-    return settings(operator_token=TOKEN, api_key_digests=frozenset({key_digest(USER_KEY)}), chain_key=CHAIN_KEY)
+    return settings(
+        operator_token=TOKEN,
+        api_key_digests=frozenset({key_digest(USER_KEY)}),
+        chain_key=CHAIN_KEY,
+        replica_token=REPLICA_TOKEN,
+    )
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -254,9 +260,13 @@ def test_no_secret_value_without_secrets() -> None:
 
 def test_the_secrets_hold_urls_token_and_keys() -> None:
     second = key_digest("another-key-0123456789abcdef")
-    objects = install_objects(
-        settings(operator_token=TOKEN, chain_key=CHAIN_KEY, api_key_digests=frozenset({key_digest(USER_KEY), second}))
+    install = settings(
+        operator_token=TOKEN,
+        chain_key=CHAIN_KEY,
+        replica_token=REPLICA_TOKEN,
+        api_key_digests=frozenset({key_digest(USER_KEY), second}),
     )
+    objects = install_objects(install)
     assert find(objects, "Secret", "cortex-backends")["stringData"] == {
         "CORTEX_QUEUE_URL": QUEUE_URL,
         "CORTEX_STORE_URL": STORE_URL,
@@ -265,9 +275,13 @@ def test_the_secrets_hold_urls_token_and_keys() -> None:
     gateway = find(objects, "Secret", "cortex-gateway")["stringData"]
     assert sorted(gateway["CORTEX_API_KEYS"].split()) == sorted([key_digest(USER_KEY), second])
     assert gateway["CORTEX_GATEWAY_INTERNAL_KEYS"] == key_digest(CHAIN_KEY)
-    assert find(objects, "Secret", "cortex-operator")["stringData"] == {"CORTEX_OPERATOR_TOKEN": TOKEN}
+    assert find(objects, "Secret", "cortex-operator")["stringData"] == {
+        "CORTEX_OPERATOR_TOKEN": TOKEN,
+        "CORTEX_OPERATOR_READ_TOKEN": REPLICA_TOKEN,
+    }
     client = find(objects, "Secret", "cortex-client")["stringData"]
-    assert client == {"cli.yaml": client_config(full()), "api_key": CHAIN_KEY}
+    assert client == {"cli.yaml": client_config(install), "api_key": CHAIN_KEY}
+    assert TOKEN not in client["cli.yaml"] and REPLICA_TOKEN in client["cli.yaml"]
 
 
 def test_without_token_or_keys_the_optional_secrets_are_empty() -> None:
@@ -279,7 +293,7 @@ def test_without_token_or_keys_the_optional_secrets_are_empty() -> None:
 
 @pytest.mark.parametrize(
     ("install", "token", "key"),
-    [(settings(), None, None), (full(), TOKEN, CHAIN_KEY)],
+    [(settings(), None, None), (full(), REPLICA_TOKEN, CHAIN_KEY)],
     ids=["plain", "token-and-key"],
 )
 def test_the_client_config_loads_as_the_cli_reads_it(
@@ -290,6 +304,8 @@ def test_the_client_config_loads_as_the_cli_reads_it(
     assert env.name == "default"
     assert env.operator_endpoint == "http://operator.cortex.svc.cluster.local:8889"
     assert (env.operator_token, env.api_key) == (token, key)
+    # the API pods never hold the operator token: only the one that may read
+    assert TOKEN not in client_config(install)
 
 
 def test_the_apis_reach_this_installation() -> None:
@@ -332,6 +348,7 @@ def test_the_operator_command_takes_its_arguments_and_environment(monkeypatch: p
     assert (params["gateway_url"], params["operator_url"]) == (install.gateway_url, install.operator_url)
     assert (params["queue_url"], params["store_url"], params["blobs_url"]) == (QUEUE_URL, STORE_URL, BLOBS_URL)
     assert params["operator_token"] == TOKEN
+    assert params["read_token"] == REPLICA_TOKEN
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,10 @@ async def test_cluster_up_installs_the_platform_and_configures_the_cli(
     assert secret_value(kube, "cortex-backends", "CORTEX_QUEUE_URL") == "redis://redis.cortex.svc:6379/0"
     assert secret_value(kube, "cortex-operator", "CORTEX_OPERATOR_TOKEN") == "t" * 32
     chain_key = secret_value(kube, "cortex-client", "api_key")
+    # the API pods' cli.yaml holds a read-only token, never the operator token
+    replica_token = secret_value(kube, "cortex-operator", "CORTEX_OPERATOR_READ_TOKEN")
+    replicas_config = yaml.safe_load(secret_value(kube, "cortex-client", "cli.yaml"))
+    assert replicas_config["environments"][0]["operator_token"] == replica_token != "t" * 32
     # the CLI environment points at the operator, with its token
     environments = yaml.safe_load((config / "cli.yaml").read_text())["environments"]
     (prod,) = [env for env in environments if env["name"] == "prod"]

@@ -328,7 +328,9 @@ def _up_kubernetes(
 
     console = Console(stderr=True)
     try:
-        settings = InstallSettings(**install, chain_key=kube_cluster.new_chain_key())
+        # the replicas' read-only stand-in for the operator token (kept across runs, as the chaining key)
+        replica_token = kube_cluster.new_chain_key() if install.get("operator_token") else None
+        settings = InstallSettings(**install, chain_key=kube_cluster.new_chain_key(), replica_token=replica_token)
         target = kube_cluster.Target(kubeconfig=kubeconfig, context=context)
         url = kube_cluster.up(settings, target, dry_run=dry_run, operator_url=operator_url, timeout=timeout)
     except CortexError as exc:

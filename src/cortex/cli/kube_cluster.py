@@ -52,7 +52,7 @@ def up(
 async def _up(settings: InstallSettings, target: Target, operator_url: str | None, timeout: float) -> str | None:
     import httpx2
     from lightkube import ApiError, codecs
-    from lightkube.resources.core_v1 import Secret, Service
+    from lightkube.resources.core_v1 import Service
 
     from cortex.runtime.kubeinstall import install_objects
     from cortex.runtime.kubernetes import connect, kube_error
@@ -60,14 +60,7 @@ async def _up(settings: InstallSettings, target: Target, operator_url: str | Non
     console = Console(stderr=True)
     client = connect(settings.namespace, kubeconfig=target.kubeconfig, context=target.context)
     try:
-        try:
-            current = await client.get(Secret, CLIENT_SECRET, namespace=settings.namespace)
-            kept = (current.data or {}).get("api_key")
-            if kept:
-                settings = dataclasses.replace(settings, chain_key=base64.b64decode(kept).decode())
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
+        settings = await _keep_generated(client, settings)
         with console.status(f"installing cortex-async in namespace {settings.namespace}") as status:
             for obj in install_objects(settings):
                 status.update(f"applying {obj['kind']} {obj['metadata']['name']}")
@@ -89,6 +82,38 @@ async def _up(settings: InstallSettings, target: Target, operator_url: str | Non
         raise kube_error(exc) from exc
     finally:
         await client.close()
+
+
+async def _keep_generated(client: Any, settings: InstallSettings) -> InstallSettings:
+    """``settings`` with the chaining key and the replicas' token the cluster already has, if it has them.
+
+    Rotating either would break running pods: they hold them until their mounted files are refreshed.
+    """
+    from cortex.runtime.kubeinstall import OPERATOR_SECRET
+
+    chain_key = await _secret_value(client, settings.namespace, CLIENT_SECRET, "api_key")
+    if chain_key is not None:
+        settings = dataclasses.replace(settings, chain_key=chain_key)
+    if settings.replica_token is not None:
+        token = await _secret_value(client, settings.namespace, OPERATOR_SECRET, "CORTEX_OPERATOR_READ_TOKEN")
+        if token is not None:
+            settings = dataclasses.replace(settings, replica_token=token)
+    return settings
+
+
+async def _secret_value(client: Any, namespace: str, name: str, key: str) -> str | None:
+    """The value of ``key`` in the Secret ``name``, or None when either is missing."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import Secret
+
+    try:
+        current = await client.get(Secret, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
+        return None
+    value = (current.data or {}).get(key)
+    return base64.b64decode(value).decode() if value else None
 
 
 async def _put_secret(client: Any, secret: Any) -> None:

@@ -138,6 +138,12 @@ def dequeuer(
 @click.option("--store", "store_url", envvar="CORTEX_STORE_URL", required=True, help="Record store URL.")
 @click.option("--blobs", "blobs_url", envvar="CORTEX_BLOBS_URL", required=True, help="Blob store URL (s3://...).")
 @operator_token_option
+@click.option(
+    "--read-token",
+    envvar="CORTEX_OPERATOR_READ_TOKEN",
+    default=None,
+    help="A token that may only read (GET), for the APIs' pods; only with --operator-token.",
+)
 @refuse_private_webhooks_option
 def operator(
     provider: str,
@@ -157,6 +163,7 @@ def operator(
     store_url: str,
     blobs_url: str,
     operator_token: str | None,
+    read_token: str | None,
     refuse_private_webhooks: bool,
 ) -> None:
     """Run the control plane on Kubernetes: the operator's API, the autoscaler, webhooks; APIs as Deployments.
@@ -188,6 +195,7 @@ def operator(
         port=port,
         gateway_url=gateway_url,
         operator_token=check_token(operator_token),
+        read_token=check_token(read_token),
         autoscaler_tick=autoscaler_tick,
         refuse_private_webhooks=refuse_private_webhooks,
     )

@@ -101,13 +101,15 @@ def create_operator_app(
     *,
     peers: Peers | None = None,
     token: str | None = None,
+    read_token: str | None = None,
     status: StatusPage | None = None,
 ) -> Starlette:
     """The operator app over ``operator``; ``info`` is what ``GET /info`` answers, ``metrics`` ``GET /metrics``.
 
     ``peers`` names the replica dequeuers whose ``/metrics`` are merged into the operator's (each
     sample labelled ``replica``); one that does not answer within a second is left out.
-    With ``token``, every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``.
+    With ``token``, every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``;
+    ``read_token`` may be sent instead for ``GET`` and ``HEAD`` (:class:`~cortex.operator.guard.TokenGuard`).
     With ``status``, the status page is served at ``/status`` (and its JSON under ``/status/``).
     """
     h = _Handlers(operator, info, metrics if metrics is not None else OperatorMetrics(), peers or dict)
@@ -126,7 +128,7 @@ def create_operator_app(
     ]
     if status is not None:
         routes += status.routes()
-    middleware = [Middleware(TokenGuard, token=token)] if token is not None else []
+    middleware = [Middleware(TokenGuard, token=token, read_token=read_token)] if token is not None else []
     return Starlette(routes=routes, middleware=middleware, exception_handlers={404: _not_found, 405: _not_allowed})
 
 

@@ -61,6 +61,9 @@ class InstallSettings:
         api_key_digests: ``sha256:<hex>`` digests of the keys every API accepts (and then requires).
         chain_key: The clear key replicas call the gateway with (chaining); the gateway accepts it
             for every API without making a key necessary.
+        replica_token: With an ``operator_token``, the token the API pods' ``cli.yaml`` holds instead:
+            the operator lets it read (``GET``) but not deploy or delete, so a user container never
+            holds the operator token.
         gateway_replicas: The gateway's fewest replicas (its autoscaler's minimum).
         gateway_max_replicas: The gateway's most replicas.
         service_type: ``ClusterIP``, ``NodePort`` or ``LoadBalancer``, for both Services. A
@@ -87,6 +90,7 @@ class InstallSettings:
     operator_token: str | None = dataclasses.field(default=None, repr=False)
     api_key_digests: frozenset[str] = frozenset()
     chain_key: str | None = dataclasses.field(default=None, repr=False)
+    replica_token: str | None = dataclasses.field(default=None, repr=False)
     gateway_replicas: int = 2
     gateway_max_replicas: int = 10
     service_type: str = "ClusterIP"
@@ -130,7 +134,10 @@ class InstallSettings:
         for digest in self.api_key_digests:
             if not digest.startswith(DIGEST_PREFIX) or _checked(digest, "api_key_digests") != digest:
                 raise CortexError(f"api_key_digests: each must be {DIGEST_PREFIX} and 64 lower-case hex digits")
-        for name, value in (("operator_token", self.operator_token), ("chain_key", self.chain_key)):
+        if self.replica_token is not None and self.replica_token == self.operator_token:
+            raise CortexError("replica_token: must differ from operator_token (it may only read)")
+        tokens = (("operator_token", self.operator_token), ("chain_key", self.chain_key))
+        for name, value in (*tokens, ("replica_token", self.replica_token)):
             if value is None:
                 continue
             if value.startswith(DIGEST_PREFIX):
@@ -172,11 +179,12 @@ def kube_settings(settings: InstallSettings) -> KubeSettings:
 def client_config(settings: InstallSettings) -> str:
     """The ``cli.yaml`` every API container finds in ``/cortex/client`` (:mod:`cortex.env`'s format).
 
-    One environment, ``default``: the operator's in-cluster URL, its token and the chaining key when set.
+    One environment, ``default``: the operator's in-cluster URL, the replicas' read-only token (never
+    the operator token) and the chaining key when set.
     """
     environment = {"name": "default", "operator_endpoint": settings.operator_url}
-    if settings.operator_token is not None:
-        environment["operator_token"] = settings.operator_token
+    if settings.operator_token is not None and settings.replica_token is not None:
+        environment["operator_token"] = settings.replica_token
     if settings.chain_key is not None:
         environment["api_key"] = settings.chain_key
     return yaml.safe_dump({"default_environment": "default", "environments": [environment]}, sort_keys=False)
@@ -213,6 +221,8 @@ def secret_objects(settings: InstallSettings) -> list[dict[str, Any]]:
         gateway["CORTEX_GATEWAY_INTERNAL_KEYS"] = key_digest(settings.chain_key)
     if settings.operator_token is not None:
         operator["CORTEX_OPERATOR_TOKEN"] = settings.operator_token
+        if settings.replica_token is not None:
+            operator["CORTEX_OPERATOR_READ_TOKEN"] = settings.replica_token
     return [
         _secret(settings, BACKENDS_SECRET, None, backends),
         _secret(settings, CLIENT_SECRET, None, client),
@@ -446,7 +456,8 @@ def manifest_header(settings: InstallSettings, *, secrets: bool) -> str:
         f"    --from-literal=CORTEX_QUEUE_URL=redis://redis.{ns}.svc:6379/0 \\",
         f"    --from-literal=CORTEX_STORE_URL=postgresql://cortex:PASSWORD@postgres.{ns}.svc:5432/cortex \\",
         "    --from-literal=CORTEX_BLOBS_URL=s3://BUCKET/PREFIX",
-        "  # the replicas' cli.yaml (add operator_token: TOKEN and api_key: CHAIN_KEY to the environment if set):",
+        "  # the replicas' cli.yaml (with an operator token, add operator_token: READ_TOKEN, the read-only one",
+        "  # below, never the operator token; and api_key: CHAIN_KEY if set):",
         "  printf 'default_environment: default\\nenvironments:\\n- name: default\\n  operator_endpoint: %s\\n' \\",
         f"    {settings.operator_url} > cli.yaml",
         f"  kubectl -n {ns} create secret generic {CLIENT_SECRET} --from-file=cli.yaml",
@@ -455,8 +466,10 @@ def manifest_header(settings: InstallSettings, *, secrets: bool) -> str:
         f"  kubectl -n {ns} create secret generic {GATEWAY_SECRET} \\",
         "    --from-literal=CORTEX_API_KEYS='sha256:HEX sha256:HEX' \\",
         "    --from-literal=CORTEX_GATEWAY_INTERNAL_KEYS=sha256:HEX_OF_CHAIN_KEY",
-        "  # optional: the token the operator requires (the CLI sends it from its own cli.yaml):",
-        f"  kubectl -n {ns} create secret generic {OPERATOR_SECRET} --from-literal=CORTEX_OPERATOR_TOKEN=TOKEN",
+        "  # optional: the token the operator requires (the CLI sends it from its own cli.yaml), and the",
+        "  # read-only one the replicas' cli.yaml holds:",
+        f"  kubectl -n {ns} create secret generic {OPERATOR_SECRET} --from-literal=CORTEX_OPERATOR_TOKEN=TOKEN \\",
+        "    --from-literal=CORTEX_OPERATOR_READ_TOKEN=READ_TOKEN",
         "  kubectl apply -f deploy/kubernetes/cortex-async.yaml",
         "",
         "Or let the CLI create the Secrets and apply everything (--dry-run prints it, Secrets included):",
