@@ -38,7 +38,7 @@ GATEWAY_SECRET, OPERATOR_SECRET = "cortex-gateway", "cortex-operator"
 #: the names of the operator's and the gateway's objects (and so of their Services' hosts)
 OPERATOR, GATEWAY = "operator", "gateway"
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
-#: seconds a removed gateway pod keeps serving before its SIGTERM (Kubernetes ≥ 1.30: the ``sleep`` hook)
+#: seconds a removed gateway pod keeps serving before its SIGTERM (a ``preStop`` exec of ``sleep``)
 GATEWAY_DRAIN_SECONDS = 5
 #: the gateway's HorizontalPodAutoscaler target: average CPU use over requests, in percent
 GATEWAY_CPU_TARGET = 70
@@ -292,8 +292,9 @@ def gateway_deployment(settings: InstallSettings) -> dict[str, Any]:
     args.append(_webhooks_flag(settings))
     # the autoscaler's target is a share of the cpu request, so there must be one
     container = _container(settings, GATEWAY, args, settings.gateway_port, GATEWAY_SECRET, cpu="500m")
-    # a removed gateway keeps answering while its Service stops routing to it (endpoints lag behind)
-    container["lifecycle"] = {"preStop": {"sleep": {"seconds": GATEWAY_DRAIN_SECONDS}}}
+    # a removed gateway keeps answering while its Service stops routing to it (endpoints lag behind). An exec of
+    # the image's own sleep, not the `sleep` action, which needs Kubernetes 1.30 (docs/kubernetes.md: 1.23+)
+    container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(GATEWAY_DRAIN_SECONDS)]}}}
     # the gateway never calls the Kubernetes API
     pod = {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 30, "containers": [container]}
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
