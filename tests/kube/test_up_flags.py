@@ -142,3 +142,12 @@ def test_the_operator_command_reads_what_cluster_up_rendered(monkeypatch: pytest
 def test_a_fractional_grace_period_is_rounded_up_to_whole_seconds() -> None:
     operator = args_of(dry_run("--grace-period", "2.5"), "operator")
     assert operator[operator.index("--grace-period") + 1] == "3"
+
+
+@pytest.mark.parametrize(
+    "command", [["render", "cortex.yaml"], BASE, ["operator", "--gateway-url", "g", "--operator-url", "o"]]
+)
+def test_a_node_group_label_that_is_no_label_key_is_refused(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--node-group-label", "not a label!"])
+    assert result.exit_code == 2
+    assert "--node-group-label" in result.output and "must be a Kubernetes label key" in result.output

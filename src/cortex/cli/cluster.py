@@ -26,7 +26,7 @@ from cortex.cli.access import (
     operator_token_option,
     refuse_private_webhooks_option,
 )
-from cortex.cli.options import DEFAULT_STATE_DIR, configure_logging
+from cortex.cli.options import DEFAULT_STATE_DIR, check_label_key, configure_logging
 from cortex.errors import CortexError
 from cortex.operator.settings import ClusterSettings, read_cluster_file
 
@@ -133,6 +133,7 @@ def cluster() -> None:
 @click.option(
     "--node-group-label",
     default=None,
+    callback=check_label_key,
     help="Kubernetes: the node label node_groups match [default: eks.amazonaws.com/nodegroup].",
 )
 @click.option("--dry-run", is_flag=True, help="Kubernetes: print the objects (Secrets included) instead of applying.")

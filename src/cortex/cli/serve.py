@@ -14,7 +14,7 @@ from cortex.cli.access import (
     operator_token_option,
     refuse_private_webhooks_option,
 )
-from cortex.cli.options import backend_options, backend_urls, configure_logging
+from cortex.cli.options import backend_options, backend_urls, check_label_key, configure_logging
 from cortex.errors import CortexError
 from cortex.runtime.kubeobjects import KubeSettings
 
@@ -131,6 +131,7 @@ def dequeuer(
 @click.option(
     "--node-group-label",
     default=KubeSettings().node_group_label,
+    callback=check_label_key,
     show_default=True,
     help="The node label the APIs' node_groups are matched against.",
 )
