@@ -151,3 +151,12 @@ def test_a_node_group_label_that_is_no_label_key_is_refused(command: list[str]) 
     result = CliRunner().invoke(cli, [*command, "--node-group-label", "not a label!"])
     assert result.exit_code == 2
     assert "--node-group-label" in result.output and "must be a Kubernetes label key" in result.output
+
+
+def test_the_gateway_command_reads_the_webhook_guard_cluster_up_rendered() -> None:
+    manifest = dry_run("--refuse-private-webhooks", "--gateway-port", "9000")
+    params = cli.commands["gateway"].make_context("gateway", args_of(manifest, "gateway")).params
+    assert params["refuse_private_webhooks"] is True
+    assert params["port"] == 9000
+    plain = cli.commands["gateway"].make_context("gateway", args_of(dry_run(), "gateway")).params
+    assert plain["refuse_private_webhooks"] is False
