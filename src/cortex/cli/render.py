@@ -23,8 +23,13 @@ REPLICA_COUNTS: tuple[tuple[str, str, bool], ...] = (
     ("NotReady", "not_ready", False),
     ("Ready", "ready", False),
     ("ReadyOutOfDate", "ready_out_of_date", False),
+    ("ErrImagePull", "err_image_pull", True),
     ("Terminating", "terminating", False),
     ("Failed", "failed", True),
+    ("Killed", "killed", True),
+    ("KilledOOM", "killed_oom", True),
+    ("Stalled", "stalled", True),
+    ("Unknown", "unknown", True),
 )
 
 
@@ -99,6 +104,15 @@ def api_list_table(apis: Iterable[dict[str, Any]], now: float) -> Table:
     return grid
 
 
+def env_apis_table(listed: Iterable[dict[str, Any]], now: float) -> Table:
+    """``cortex get`` across environments: Cortex's ``env`` column first, then as :func:`api_list_table`."""
+    grid = table("env", "async api", "live", "up-to-date", "last update")
+    for entry in listed:
+        for api in sorted(entry.get("apis") or [], key=_name):
+            grid.add_row(Text(str(entry.get("env_name", ""))), Text(_name(api)), *_status_cells(api, now))
+    return grid
+
+
 def api_table(api: dict[str, Any], now: float) -> Table:
     """The one-row table of ``cortex get <api>`` (the name is in the command line, as in Cortex)."""
     grid = table("live", "up-to-date", "last update")
@@ -130,13 +144,14 @@ def _header(api: dict[str, Any], now: float) -> list[RenderableType]:
 
 
 def api_detail(api: dict[str, Any], now: float) -> Group:
-    """``cortex get <api>``: the one-row table, ``endpoint: <url>``, the webhook secret, then the history table."""
+    """``cortex get <api>``: the one-row table, ``endpoint: <url>``, the webhook secret if the answer has it
+    (``--show-secrets``), then the history table."""
     secret = [labelled("webhook secret", str(api["webhook_secret"]))] if api.get("webhook_secret") else []
     return Group(*_header(api, now), *secret, Text(""), history_table(api.get("api_versions") or [], now))
 
 
 def replica_counts_table(counts: dict[str, Any]) -> Table:
-    """``replica status`` / ``replica count``: always Requested .. Terminating, Failed only when non-zero."""
+    """``replica status`` / ``replica count``: Requested .. Terminating always, failure counts when non-zero."""
     grid = table("replica status", "replica count")
     for title, key, hidden_if_zero in REPLICA_COUNTS:
         count = counts.get(key, 0) or 0

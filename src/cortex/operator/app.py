@@ -63,7 +63,8 @@ class _Handlers:
         return JSONResponse(await self.operator.get_all())
 
     async def get_one(self, request: Request) -> Response:
-        return JSONResponse([await self.operator.get(request.path_params["api"])])
+        secrets = request.query_params.get("show_secrets", "false").lower() in ("1", "true", "yes")
+        return JSONResponse([await self.operator.get(request.path_params["api"], secrets=secrets)])
 
     async def describe(self, request: Request) -> Response:
         return JSONResponse(await self.operator.describe(request.path_params["api"]))
