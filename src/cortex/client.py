@@ -342,11 +342,18 @@ class Client:
         return cast(dict[str, Any], self._operator("DELETE", f"/delete/{_segment(api_name)}"))
 
     def logs(
-        self, name: str, *, follow: bool = True, tail: int | None = None, request_id: str | None = None
+        self,
+        name: str,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        request_id: str | None = None,
+        replica: str | None = None,
     ) -> Generator[str, None, None]:
         """The API's log lines, ``[<replica> <container>] <line>``; with ``follow``, until the stream ends.
 
-        With ``request_id``, only the lines that mention that request, the gateway's included.
+        With ``request_id``, only the lines that mention that request, the gateway's included; with
+        ``replica``, only that replica's (its containers' and its dequeuer's).
 
         Close the iterator (or stop iterating) to end the stream.
         """
@@ -355,6 +362,8 @@ class Client:
             params["tail"] = str(tail)
         if request_id is not None:
             params["request"] = request_id
+        if replica is not None:
+            params["replica"] = replica
         # a followed stream may stay quiet for as long as the API does
         timeout = httpx.Timeout(self.timeout, read=None if follow else self.timeout)
         url = f"{self.operator_endpoint}/logs/{_segment(name)}"

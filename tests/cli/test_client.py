@@ -428,3 +428,25 @@ def test_cli_get_watch_prints_each_refresh_when_piped(fake: FakeCluster, tmp_pat
             process.wait(timeout=20)
     assert seen == 2
     assert process.returncode == 0
+
+
+def test_cli_version_prints_the_cli_and_the_cluster(run: CliRunner) -> None:
+    result = run.invoke(cli, ["version"])
+    assert (result.exit_code, result.stdout) == (0, f"cli version:     {cortex.__version__}\ncluster version: 0.1.0\n")
+
+
+def test_cli_version_without_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cli_config(tmp_path, f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("CORTEX_CLI_CONFIG_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["version"])
+    assert (result.exit_code, result.stdout) == (0, f"cli version: {cortex.__version__}\n")
+    result = CliRunner().invoke(cli, ["version", "-e", "test"])
+    assert result.exit_code == 1
+    assert "cannot reach the cortex operator" in result.stderr
+
+
+def test_cli_logs_random_pod_streams_one_ready_replica(run: CliRunner, fake: FakeCluster) -> None:
+    result = run.invoke(cli, ["logs", "hello", "--random-pod", "--no-follow"])
+    assert result.exit_code == 0, result.output
+    assert fake.logs_params[-1]["replica"] == "hello-0"  # the one ready replica of the API's deployment
+    assert result.stdout.splitlines()[0] == "[hello-0 api] line 0"

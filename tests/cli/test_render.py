@@ -168,3 +168,21 @@ def test_readiness_lines() -> None:
     api = api_response("hello", ready=1, requested=2, up_to_date=1)
     assert render.readiness(api) == "hello: 1/2 ready, 1 up to date"
     assert render.ready_line(api) == "hello is ready (1/2 replicas)"
+
+
+def test_a_json_log_line_is_shown_for_people() -> None:
+    line = (
+        '[echo-1 dequeuer] {"time": "2026-12-06T20:00:00.000Z", "level": "info", "logger": "cortex.dequeuer",'
+        ' "message": "request done", "api": "echo", "request_id": "01abc", "action": "finish"}'
+    )
+    assert render.log_line(line) == (
+        "[echo-1 dequeuer] 2026-12-06T20:00:00.000Z INFO request done  request_id=01abc action=finish"
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[echo-1 api] plain text", '[echo-1 api] {"no": "message"}', "[echo-1 api] {not json", "no prefix at all", "[x"],
+)
+def test_other_log_lines_are_left_alone(line: str) -> None:
+    assert render.log_line(line) == line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -248,16 +249,45 @@ def describe(api: str, env_name: str | None, watch: bool, output: str) -> None:
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Keep streaming new lines.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Start with the last N lines.")
 @click.option("--request", "request_id", default=None, help="Only the lines of this request (gateway's included).")
+@click.option("--random-pod", is_flag=True, help="Only one replica's lines, chosen at random among the ready ones.")
+@click.option("-y", "--yes", is_flag=True, help="Skip prompts (accepted for Cortex scripts).")
+@output_option
 @handle_errors
-def logs(api: str, env_name: str | None, follow: bool, tail: int | None, request_id: str | None) -> None:
-    """Stream the logs of an API's replicas (Ctrl-C to stop)."""
-    with (
-        open_client(env_name) as cx,
-        contextlib.closing(cx.logs(api, follow=follow, tail=tail, request_id=request_id)) as lines,
-        contextlib.suppress(KeyboardInterrupt),
-    ):
-        for line in lines:
-            click.echo(line)
+def logs(
+    api: str,
+    env_name: str | None,
+    follow: bool,
+    tail: int | None,
+    request_id: str | None,
+    random_pod: bool,
+    yes: bool,
+    output: str,
+) -> None:
+    """Stream the logs of an API's replicas (Ctrl-C to stop).
+
+    Cortex's own JSON log lines (the dequeuer's) are shown as ``time level message``; -o json prints
+    every line as it was written.
+    """
+    with open_client(env_name) as cx:
+        replica = _random_replica(cx, api) if random_pod else None
+        with (
+            contextlib.closing(cx.logs(api, follow=follow, tail=tail, request_id=request_id, replica=replica)) as lines,
+            contextlib.suppress(KeyboardInterrupt),
+        ):
+            for line in lines:
+                click.echo(line if output == "json" else render.log_line(line))
+
+
+def _random_replica(cx: Client, api: str) -> str:
+    """One replica to follow: a ready, up-to-date one if any (as Cortex's ``--random-pod``), else any running one."""
+    description = cx.describe(api)
+    deployment = (description.get("api") or {}).get("metadata", {}).get("deployment_id")
+    replicas = description.get("replicas") or []
+    ready = [r["id"] for r in replicas if r.get("state") == "ready" and r.get("deployment_id") == deployment]
+    running = [r["id"] for r in replicas if r.get("state") != "terminating"]
+    if not (ready or running):
+        raise CortexError(f"api {api} has no replica to stream logs from (see `cortex describe {api}`)")
+    return str(random.choice(ready or running))
 
 
 @click.command()

@@ -8,6 +8,7 @@ headers, three spaces between columns, relative times such as ``45s``, ``2m``, `
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -228,3 +229,36 @@ def ready_line(api: dict[str, Any]) -> str:
     """``hello is ready (2/2 replicas)``: the end of a rollout."""
     status = api.get("status") or {}
     return f"{_name(api)} is ready ({status.get('ready', 0)}/{status.get('requested', 0)} replicas)"
+
+
+#: the fields of a JSON log line (``cortex.logformat``) shown after its message
+_LOG_CONTEXT = ("request_id", "action")
+
+
+def log_line(line: str) -> str:
+    """A log line for people: a JSON line of cortex's own (``{"time", "level", "message", ...}``) becomes
+    ``<time> <level> <message>  request_id=... action=...``; any other line is left as it is.
+
+    The ``[<replica> <container>] `` prefix is kept.
+    """
+    prefix, body = "", line
+    if line.startswith("["):
+        end = line.find("] ")
+        if end > 0:
+            prefix, body = line[: end + 2], line[end + 2 :]
+    if not body.startswith("{"):
+        return line
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return line
+    if not isinstance(data, dict) or "message" not in data:
+        return line
+    parts = [str(data.get("time") or data.get("ts") or ""), str(data.get("level") or "").upper(), str(data["message"])]
+    text = " ".join(part for part in parts if part)
+    context = " ".join(f"{key}={data[key]}" for key in _LOG_CONTEXT if data.get(key) is not None)
+    if context:
+        text += "  " + context
+    if data.get("exception"):
+        text += "\n" + str(data["exception"])
+    return prefix + text

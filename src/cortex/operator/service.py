@@ -198,13 +198,24 @@ class Operator:
         }
 
     async def logs(
-        self, name: str, *, follow: bool, tail: int | None, request_id: str | None = None
+        self, name: str, *, follow: bool, tail: int | None, request_id: str | None = None, replica: str | None = None
     ) -> AsyncIterator[str]:
-        """Log lines of every replica of ``name`` (with ``request_id``, only those that mention it)."""
+        """Log lines of every replica of ``name`` (with ``request_id``, only those that mention it).
+
+        With ``replica``, only that replica's lines (every container's and its dequeuer's), as
+        Cortex's ``logs --random-pod`` streamed one pod.
+
+        Raises:
+            NotFound: the API is not deployed, or has no replica of that id.
+        """
         await self._entry(name)
+        if replica is not None and replica not in {r.id for r in self.runtime.replicas(name)}:
+            raise NotFound(f"api {name} has no replica {replica} (see `cortex describe {name}`)")
         if request_id is None:
-            return self.runtime.logs(name, follow=follow, tail=tail)
-        return self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id)
+            lines = self.runtime.logs(name, follow=follow, tail=tail)
+        else:
+            lines = self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id)
+        return lines if replica is None else _of_replica(lines, replica)
 
     def api_response(self, entry: ApiEntry, *, secrets: bool = False) -> dict[str, Any]:
         """Cortex's ``APIResponse`` shape for one API; timestamps are whole unix seconds, as Cortex's.
@@ -261,6 +272,14 @@ class Operator:
         if entry is None:
             raise NotFound(f"api {name} is not deployed (see `cortex get` for the deployed APIs)")
         return entry
+
+
+async def _of_replica(lines: AsyncIterator[str], replica: str) -> AsyncIterator[str]:
+    """The lines of one replica: the runtime prefixes each ``[<replica> <container>]``."""
+    prefix = f"[{replica} "
+    async for line in lines:
+        if line.startswith(prefix):
+            yield line
 
 
 def replica_counts(requested: int, replicas: list[ReplicaStatus]) -> dict[str, int]:
