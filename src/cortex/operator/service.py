@@ -15,6 +15,7 @@ from typing import Any
 
 from cortex.autoscaler.events import ScalingEvents
 from cortex.errors import CortexError, NotFound
+from cortex.operator.leftovers import cancel_leftovers
 from cortex.queue.base import Queue
 from cortex.requests import now
 from cortex.runtime.base import ReplicaState, ReplicaStatus, Runtime
@@ -123,6 +124,10 @@ class Operator:
         if old is None:
             replicas = spec.autoscaling.init_replicas
             message = f"creating {spec.name} (AsyncAPI)"
+            # before the catalog names the API: a new API of an old name starts with an empty queue
+            await self._cancel_leftovers(
+                spec.name, f"api {spec.name} was deleted before this request ran; it was not given to the new api"
+            )
         else:
             current = self.runtime.requested(spec.name)
             replicas = min(max(current, spec.autoscaling.min_replicas), spec.autoscaling.max_replicas)
@@ -165,11 +170,23 @@ class Operator:
         return f"updating {name} (AsyncAPI)"
 
     async def delete(self, name: str) -> str:
-        """Stop ``name``'s replicas and forget it; its requests stay readable until they expire."""
+        """Stop ``name``'s replicas and forget it; its requests stay readable until they expire.
+
+        The replicas drain first (what they hold finishes or is handed back); then every request
+        still queued is cancelled (:mod:`cortex.operator.leftovers`).
+        """
         await self._entry(name)
         await self.catalog.delete_api(name)
         await self.runtime.delete(name)
+        cancelled = await self._cancel_leftovers(name, f"api {name} was deleted before this request ran")
+        if cancelled:
+            log.info("deleted %s: cancelled %d queued requests", name, cancelled)
         return f"deleting {name}"
+
+    async def _cancel_leftovers(self, name: str, reason: str) -> int:
+        if self.queue is None or self.records is None:
+            return 0
+        return await cancel_leftovers(self.queue, self.records, name, reason=reason)
 
     async def get_all(self) -> list[dict[str, Any]]:
         """Cortex's ``APIResponse`` for every API (without secrets)."""
