@@ -9,14 +9,15 @@ __all__ = ["Client", "__version__", "client", "env_delete", "env_list", "new_cli
 
 if TYPE_CHECKING:
     from cortex.binary import run_cli
-    from cortex.client import Client, client, env_delete, env_list, new_client
+    from cortex.client import Client, client
+    from cortex.environments import env_delete, env_list, new_client
 
 #: what ``cortex.<name>`` imports on first use, and from where (Cortex's module-level functions)
 _LAZY = {
     "Client": "cortex.client",
-    "new_client": "cortex.client",
-    "env_list": "cortex.client",
-    "env_delete": "cortex.client",
+    "new_client": "cortex.environments",
+    "env_list": "cortex.environments",
+    "env_delete": "cortex.environments",
     "run_cli": "cortex.binary",
 }
 
