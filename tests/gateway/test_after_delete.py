@@ -74,3 +74,12 @@ async def test_a_cluster_key_is_still_needed(backends: Backends) -> None:
             await client.get(f"/echo/{rid}", headers={"Authorization": "Bearer wrong-key-0123456789"})
         ).status_code == 403
         assert (await client.get(f"/echo/{rid}", headers=authorization)).json()["status"] == "completed"
+
+
+async def test_a_deployed_api_is_read_only_at_its_own_endpoint(client: httpx.AsyncClient, backends: Backends) -> None:
+    # its own keys are checked there; another path ending in its name must not bypass them
+    await deploy(backends.catalog, api_yaml("keyed", extra="networking: {endpoint: /team/keyed}"))
+    rid = (await client.post("/team/keyed", content=b"{}")).json()["id"]
+    assert (await client.get(f"/team/keyed/{rid}")).status_code == 200
+    assert (await client.get(f"/other/keyed/{rid}")).status_code == 404
+    assert (await client.get(f"/keyed/{rid}")).status_code == 404

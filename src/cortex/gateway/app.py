@@ -278,8 +278,9 @@ class Gateway:
         """``GET /<name>/<id>`` once the API is deleted: its requests stay readable until they expire.
 
         The records are kept by API name, so the last segment of the path names the API (its
-        default endpoint ``/<name>``). Only the cluster's keys are checked: the API's own went with
-        its spec, and the id itself is unguessable.
+        default endpoint ``/<name>``); an API of that name that is deployed is not read here. Only
+        the cluster's keys are checked: the API's own went with its spec, and the id itself is
+        unguessable.
         """
         presented = request.headers.get(API_KEY_HEADER) or bearer(request.headers.get("authorization"))
         access = authorize(self.settings.keys, frozenset(), presented)
@@ -289,7 +290,8 @@ class Gateway:
             return error_response(403, "the API key is not accepted by this cluster")
         name = prefix.rsplit("/", 1)[-1]
         record = None
-        if is_valid_id(request_id):
+        # a deployed API is read at its own endpoint only, where its own keys are checked
+        if is_valid_id(request_id) and self.directory.named(name) is None:
             try:
                 record = await self.backends.records.get(name, request_id, now=now())
             except BackendError as exc:
