@@ -186,3 +186,23 @@ def test_a_json_log_line_is_shown_for_people() -> None:
 )
 def test_other_log_lines_are_left_alone(line: str) -> None:
     assert render.log_line(line) == line
+
+
+def test_replica_counts_show_cortexs_failure_kinds_only_when_present() -> None:
+    counts = dict.fromkeys(
+        ("requested", "pending", "creating", "not_ready", "ready", "ready_out_of_date", "err_image_pull"), 0
+    )
+    counts |= {"requested": 2, "ready": 1, "terminating": 0, "failed": 0, "killed": 0, "killed_oom": 1, "stalled": 0}
+    rows = [line.split() for line in text_of(render.replica_counts_table(counts)).splitlines()]
+    titles = [row[0] for row in rows[1:]]
+    assert titles == [
+        "Requested",
+        "Pending",
+        "Creating",
+        "NotReady",
+        "Ready",
+        "ReadyOutOfDate",
+        "Terminating",
+        "KilledOOM",
+    ]
+    assert rows[-1] == ["KilledOOM", "1"]
