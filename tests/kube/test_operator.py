@@ -93,7 +93,8 @@ async def test_the_cli_works_against_the_operator_on_kubernetes(kube: Emulator, 
 
     code, out, err = await cortex("get", "-o", "json", config_dir=config)
     assert code == 0, err
-    (api,) = json.loads(out)
+    (entry,) = json.loads(out)  # Cortex's [{"env_name", "apis", "error"}], one per environment
+    (api,) = entry["apis"]
     assert api["status"] == {"ready": 1, "requested": 1, "up_to_date": 1}
     assert api["endpoint"] == "http://gateway:8888/hello-world"
 

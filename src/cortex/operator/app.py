@@ -63,7 +63,8 @@ class _Handlers:
         return JSONResponse(await self.operator.get_all())
 
     async def get_one(self, request: Request) -> Response:
-        return JSONResponse([await self.operator.get(request.path_params["api"])])
+        secrets = request.query_params.get("show_secrets", "false").lower() in ("1", "true", "yes")
+        return JSONResponse([await self.operator.get(request.path_params["api"], secrets=secrets)])
 
     async def describe(self, request: Request) -> Response:
         return JSONResponse(await self.operator.describe(request.path_params["api"]))
@@ -85,7 +86,10 @@ class _Handlers:
             return error(400, "bad_request", f"tail must be a whole number of lines (got {tail_text!r})")
         tail = None if tail_text is None else int(tail_text)
         request_id = request.query_params.get("request") or None
-        lines = await self.operator.logs(request.path_params["api"], follow=follow, tail=tail, request_id=request_id)
+        replica = request.query_params.get("replica") or None
+        lines = await self.operator.logs(
+            request.path_params["api"], follow=follow, tail=tail, request_id=request_id, replica=replica
+        )
 
         async def body() -> AsyncIterator[bytes]:
             async for line in lines:
