@@ -25,7 +25,8 @@ def test_an_image_without_an_engine_is_refused_whole_naming_api_and_container(ma
         result = cluster.cortex("deploy", str(config), check=False)
         assert result.returncode == 1
         assert "api hello, container api: no command to run" in result.stderr
-    assert cluster.json("get") == []
+    (listing,) = cluster.json("get")  # one entry per environment
+    assert listing["apis"] == []
 
 
 @pytest.mark.parametrize(

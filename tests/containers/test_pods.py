@@ -107,7 +107,8 @@ def test_a_pod_container_without_image_is_refused_whole(cluster: LocalCluster, u
     result = cluster.cortex("deploy", str(write_api(cluster, containers)), check=False)
     assert result.returncode == 1
     assert "api echo, container helper: no image" in result.stderr
-    assert cluster.json("get") == []
+    (listing,) = cluster.json("get")  # one entry per environment
+    assert listing["apis"] == []
 
 
 def test_kill_9_then_up_leaves_no_old_container_and_loses_no_request(
