@@ -33,12 +33,12 @@ def labelled(state_dir: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def podman() -> str:
     """The podman program; skips (fails under CI) where it is missing."""
-    binary = shutil.which("podman")
-    if binary is None:
+    missing = images.missing_tools()
+    if missing:
         if os.environ.get("CI"):
-            pytest.fail("podman is not installed (.ci/run installs it)")
-        pytest.skip("podman is not installed")
-    return binary
+            pytest.fail(f"{', '.join(missing)} not installed (.ci/run installs them)")
+        pytest.skip(f"{', '.join(missing)} not installed")
+    return shutil.which("podman") or "podman"
 
 
 @pytest.fixture(scope="session")

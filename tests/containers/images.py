@@ -37,6 +37,11 @@ REPOSITORY = "localhost/cortex-async-test"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
+def missing_tools() -> list[str]:
+    """The programs these images need that are not installed (empty: the tests can build and run them)."""
+    return [tool for tool in ("podman", "mmdebstrap") if shutil.which(tool) is None]
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CORTEX_IMAGE_CACHE", "/var/cache/cortex-async"))
 

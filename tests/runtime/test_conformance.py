@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import functools
 import os
-import shutil
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -36,11 +35,13 @@ from tests.runtime.conftest import FAST, USER_SERVER, local_harness, wait_for
 
 def podman_engine() -> Engine:
     """Podman; the test skips where it is missing, and fails under CI (``.ci/run`` installs it)."""
-    engine = find_engine("podman") if shutil.which("podman") else None
-    if engine is None:
+    missing = images.missing_tools()
+    if missing:
         if os.environ.get("CI"):
-            pytest.fail("podman is not installed (.ci/run installs it)")
-        pytest.skip("podman is not installed")
+            pytest.fail(f"{', '.join(missing)} not installed (.ci/run installs them)")
+        pytest.skip(f"{', '.join(missing)} not installed")
+    engine = find_engine("podman")
+    assert engine is not None
     return engine
 
 
