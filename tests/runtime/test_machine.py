@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import stat
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from cortex.backends import BackendUrls
 from cortex.errors import CortexError
+from cortex.runtime import engine
 from cortex.runtime.containers import ContainerRuntime
 from cortex.runtime.engine import EngineError, check_engine, find_engine
 from cortex.runtime.local import ClusterEnv, LocalRuntime, LocalSettings
@@ -71,6 +73,17 @@ async def test_an_engine_asked_for_must_work(tmp_path: Path, monkeypatch: pytest
 
 
 async def test_a_working_engine_runs_pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    on_path(tmp_path, monkeypatch, "podman", OCI_RUNTIME="runc")
+    on_path(tmp_path, monkeypatch, "docker", OCI_RUNTIME="runc")
     runtime = await make(tmp_path, containers="always")
     assert isinstance(runtime, ContainerRuntime) and runtime.mode == "always"
+
+
+def test_a_hard_open_file_limit_below_podmans_default_needs_default_ulimits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 20000))  # a sandbox's limits
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[engine]\nruntime = "runc"\n')
+    assert "default_ulimits" in engine.ulimits_problem([conf]) and "20000" in engine.ulimits_problem([conf])
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000"]\n')
+    assert engine.ulimits_problem([conf]) == ""

@@ -14,7 +14,9 @@ removes exactly its own, and ``cortex cluster down`` or a restart after ``kill -
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import resource
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -307,11 +309,39 @@ def advice(output: str) -> str:
     return "".join(f" (hint: {hint})" for hint in hints)
 
 
+#: the open-file limit Podman gives containers unless containers.conf says otherwise
+PODMAN_DEFAULT_NOFILE = 1048576
+#: where Podman reads containers.conf (as root; a user's own file is read too)
+CONTAINERS_CONF = (
+    Path("/usr/share/containers/containers.conf"),
+    Path("/etc/containers/containers.conf"),
+    Path.home() / ".config" / "containers" / "containers.conf",
+)
+
+
+def ulimits_problem(conf_files: Sequence[Path] = CONTAINERS_CONF) -> str:
+    """Why Podman's containers cannot start here: its default open-file limit above this machine's hard limit.
+
+    Empty when the hard limit allows it, or a containers.conf sets ``default_ulimits``.
+    """
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard >= PODMAN_DEFAULT_NOFILE:
+        return ""
+    for path in conf_files:
+        with contextlib.suppress(OSError):
+            if any(line.strip().startswith("default_ulimits") for line in path.read_text().splitlines()):
+                return ""
+    return f"podman raises containers' open files to {PODMAN_DEFAULT_NOFILE}, above this machine's {hard}" + advice(
+        "rlimit"
+    )
+
+
 async def check_engine(engine: Engine) -> None:
     """Raise :class:`EngineError`, saying what to set, unless ``engine`` answers ``info``.
 
     On a machine with hybrid cgroups (``/sys/fs/cgroup/unified``) Podman's crun cannot start a
-    container at all; that is told here, at ``cortex cluster up``, rather than at every replica.
+    container at all, and where the hard open-file limit is below Podman's default none starts
+    either; both are told here, at ``cortex cluster up``, rather than at every replica.
     """
     code, output = await run_engine([engine.binary, "info"], timeout=60.0)
     if code != 0:
@@ -320,3 +350,5 @@ async def check_engine(engine: Engine) -> None:
         _, runtime = await run_engine([engine.binary, "info", "--format", "{{.Host.OCIRuntime.Name}}"], timeout=60.0)
         if runtime.strip() == "crun":
             raise EngineError(f"podman cannot start containers here{advice('cgroups in hybrid mode')}")
+    if engine.name == "podman" and (problem := ulimits_problem()):
+        raise EngineError(f"podman cannot start containers here: {problem}")
