@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from cortex.backends import Resources, local_path
 from cortex.errors import BackendError, NotFound
-from cortex.store.base import BlobStore
+from cortex.store.base import BlobStore, SizedBlob
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _CHUNK = 256 * 1024
@@ -61,6 +61,14 @@ class FileBlobStore(BlobStore):
                 yield chunk
         finally:
             handle.close()
+
+    async def open_sized(self, key: str) -> SizedBlob:
+        try:
+            stat = await asyncio.to_thread(os.stat, self._path(key))
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {key} not found") from exc
+        # open() opens the file on the first read, so a stream never read leaves no handle open
+        return SizedBlob(stat.st_size, self.open(key))
 
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
