@@ -2,6 +2,11 @@
 
 A ``2xx`` answer with a JSON content type and a body that parses as JSON completes the request;
 anything else fails it, with an error whose ``kind`` says which rule was broken.
+
+Every stored payload has a known length, so it is sent with a ``Content-Length``, a blob
+streamed from its store as it is sent: a user server that reads ``Content-Length`` only, as
+Python's ``http.server`` does, gets the whole body. Chunked encoding would be used only for a
+stream of unknown length, and the dequeuer sends none.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from cortex.requests import ErrorKind, Outcome
+from cortex.store.base import SizedBlob
 
 #: how much of a failed answer's body is kept in the error message
 EXCERPT = 300
@@ -54,18 +60,26 @@ async def forward(
     *,
     request_id: str,
     headers: Sequence[tuple[str, str]],
-    body: bytes | AsyncIterator[bytes],
+    body: bytes | SizedBlob,
     timeout: float | None,
 ) -> Outcome:
-    """POST ``body`` with the original ``headers`` plus ``X-Cortex-Request-ID`` and judge the answer."""
+    """POST ``body`` with the original ``headers`` plus ``X-Cortex-Request-ID`` and judge the answer.
+
+    A :class:`SizedBlob` is streamed with its ``size`` as the ``Content-Length``.
+    """
     sent = CIMultiDict(headers)
     sent["X-Cortex-Request-ID"] = request_id
+    for framing in ("Content-Length", "Transfer-Encoding"):  # this hop's own, never a stored one
+        sent.popall(framing, None)
+    data: bytes | AsyncIterator[bytes] = body if isinstance(body, bytes) else _exactly(body)
+    if isinstance(body, SizedBlob):
+        sent["Content-Length"] = str(body.size)
     # without an original Content-Type, send none rather than aiohttp's application/octet-stream
     skip = () if "Content-Type" in sent else ("Content-Type",)
     try:
         async with session.post(
             url,
-            data=body,
+            data=data,
             headers=sent,
             skip_auto_headers=skip,
             timeout=aiohttp.ClientTimeout(total=timeout),
@@ -80,7 +94,23 @@ async def forward(
     except aiohttp.ClientConnectorError as exc:
         return Outcome.failed(ErrorKind.UNREACHABLE, f"could not connect to the user server at {url}: {exc.os_error}")
     except (aiohttp.ClientError, asyncio.IncompleteReadError, ConnectionError) as exc:
+        if isinstance(exc.__cause__, ShortBlob):  # aiohttp wraps what the body's stream raised
+            return Outcome.failed(ErrorKind.PAYLOAD_LOST, str(exc.__cause__))
         return Outcome.failed(ErrorKind.UNREACHABLE, f"the connection to the user server broke: {exc!r}")
+
+
+class ShortBlob(Exception):
+    """A blob's stream ended before the length it announced: the request must not go out short."""
+
+
+async def _exactly(blob: SizedBlob) -> AsyncIterator[bytes]:
+    """The blob's chunks; :class:`ShortBlob` (which aborts the request) if fewer than ``blob.size`` bytes come."""
+    sent = 0
+    async for chunk in blob.chunks:
+        sent += len(chunk)
+        yield chunk
+    if sent < blob.size:
+        raise ShortBlob(f"the stored payload ended after {sent} of its {blob.size} bytes")
 
 
 def _excerpt(body: bytes) -> str:
