@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiohttp
 import pytest
@@ -53,3 +56,45 @@ async def test_refused_connection_is_unreachable() -> None:
             )
     assert outcome.error is not None and outcome.error.kind == "unreachable"
     assert f"127.0.0.1:{port}" in outcome.error.message
+
+
+class _RawHeader(BaseHTTPRequestHandler):
+    """Answers the bytes of the X-Name header it was sent, in hex (http.server keeps them as Latin-1 characters)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answer = json.dumps(self.headers["X-Name"].encode("latin-1").hex()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+async def test_header_bytes_reach_the_user_server_unchanged() -> None:
+    sent = "Zoë 東京".encode()
+    stored = sent.decode("latin-1")  # as the gateway stores a header's bytes
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RawHeader)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            outcome = await forward(
+                session,
+                f"http://127.0.0.1:{server.server_address[1]}/",
+                request_id="r",
+                headers=[("X-Name", stored)],
+                body=b"{}",
+                timeout=10,
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert outcome.result is not None, outcome
+    assert bytes.fromhex(json.loads(outcome.result)) == sent

@@ -28,6 +28,37 @@ from cortex.errors import CortexError
     "--header-timeout", default=10.0, show_default=True, help="Seconds a request's headers may take to arrive (408)."
 )
 @click.option("--body-timeout", default=30.0, show_default=True, help="Seconds a request body may stop arriving (408).")
+@click.option(
+    "--body-deadline",
+    envvar="CORTEX_GATEWAY_BODY_DEADLINE",
+    default=60.0,
+    show_default=True,
+    help="Seconds a whole request body may take, plus one per --min-body-rate bytes received (408).",
+)
+@click.option(
+    "--min-body-rate",
+    envvar="CORTEX_GATEWAY_MIN_BODY_RATE",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Bytes of body that buy one more second past --body-deadline.",
+)
+@click.option(
+    "--max-connections",
+    envvar="CORTEX_GATEWAY_MAX_CONNECTIONS",
+    type=click.IntRange(min=0),
+    default=4096,
+    show_default=True,
+    help="Open connections per gateway process; more are answered 503 (0: no limit).",
+)
+@click.option(
+    "--max-connections-per-address",
+    envvar="CORTEX_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="Open connections from one client address per gateway process; more are answered 429 (0: no limit).",
+)
 @api_key_option
 @refuse_private_webhooks_option
 def gateway(
@@ -41,12 +72,21 @@ def gateway(
     operator_url: str | None,
     header_timeout: float,
     body_timeout: float,
+    body_deadline: float,
+    min_body_rate: int,
+    max_connections: int,
+    max_connections_per_address: int,
     api_keys: tuple[str, ...],
     refuse_private_webhooks: bool,
 ) -> None:
-    """Serve the gateway: POST /<api> to submit, GET /<api>/<id> for status and result."""
+    """Serve the gateway: POST /<api> to submit, GET /<api>/<id> for status and result.
+
+    Behind a proxy or load balancer, every client has the proxy's address: raise
+    --max-connections-per-address there (or set it to 0).
+    """
     import uvicorn
 
+    from cortex.gateway.connections import ConnectionCaps
     from cortex.gateway.protocol import HttpLimits, protocol_factory
     from cortex.gateway.server import BODY_TIMEOUT_VAR, KEYS_VAR, REFUSE_PRIVATE_VAR
 
@@ -67,7 +107,14 @@ def gateway(
         port=port,
         workers=workers,
         loop="uvloop",
-        http=protocol_factory(HttpLimits(head_timeout=header_timeout)),
+        http=protocol_factory(
+            HttpLimits(
+                head_timeout=header_timeout,
+                body_deadline=body_deadline,
+                min_body_rate=min_body_rate,
+                connections=ConnectionCaps(total=max_connections, per_address=max_connections_per_address),
+            )
+        ),
         access_log=False,
         log_level="warning",
     )

@@ -67,7 +67,7 @@ async def forward(
 
     A :class:`SizedBlob` is streamed with its ``size`` as the ``Content-Length``.
     """
-    sent = CIMultiDict(headers)
+    sent = CIMultiDict((name, _as_sent(value)) for name, value in headers)
     sent["X-Cortex-Request-ID"] = request_id
     for framing in ("Content-Length", "Transfer-Encoding"):  # this hop's own, never a stored one
         sent.popall(framing, None)
@@ -97,6 +97,15 @@ async def forward(
         if isinstance(exc.__cause__, ShortBlob):  # aiohttp wraps what the body's stream raised
             return Outcome.failed(ErrorKind.PAYLOAD_LOST, str(exc.__cause__))
         return Outcome.failed(ErrorKind.UNREACHABLE, f"the connection to the user server broke: {exc!r}")
+
+
+def _as_sent(value: str) -> str:
+    """A stored header value (its bytes as Latin-1 characters, one for one) as aiohttp must be given it to send
+    those bytes: aiohttp encodes header values as UTF-8, and the gateway admits only UTF-8 values."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value  # not as the gateway stores headers: sent as it is
 
 
 class ShortBlob(Exception):
