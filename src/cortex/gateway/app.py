@@ -144,9 +144,11 @@ class Gateway:
         """
         presented = request.headers.get(API_KEY_HEADER)
         consumed = frozenset({API_KEY_HEADER})
+        token = bearer(request.headers.get("authorization"))
         if presented is None:
-            authorization = request.headers.get("authorization")
-            presented, consumed = bearer(authorization), frozenset({"authorization"})
+            presented, consumed = token, frozenset({"authorization"})
+        elif token is not None and authorize(self.settings.keys, api.api_keys, token) is Access.GRANTED:
+            consumed |= {"authorization"}  # a gateway key in both: neither header is the user server's
         access = authorize(self.settings.keys, api.api_keys, presented)
         if access is Access.MISSING:
             how = "send it as the header 'Authorization: Bearer <key>' (or 'X-Cortex-API-Key: <key>')"
