@@ -425,7 +425,8 @@ class _GatewayApp(Starlette):
     """Starlette, with the API routes (every path but ``/healthz``) served past its router and middleware.
 
     Those layers cost a submission about a tenth of the gateway's time (DESIGN §8); what they did
-    for these routes is done here: the method check, and a 500 for an unexpected error.
+    for these routes is done here: the method check, a 503 for a backend error no route handled
+    (an outage: the catalog unread, a blob unwritten), and a 500 for an unexpected error.
     """
 
     def __init__(
@@ -442,6 +443,9 @@ class _GatewayApp(Starlette):
             return
         try:
             response = refused or await self._handle(Request(scope, receive, send))
+        except BackendError as exc:  # an outage: a 503 to try again, and one line, not a traceback per request
+            log.error("answered 503 to %s %s: %s", scope["method"], scope["path"], exc)
+            response = error_response(503, "the gateway cannot reach its backend; try again shortly")
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             response = error_response(500, "internal error of the gateway")
