@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,17 +34,21 @@ class FileBlobStore(BlobStore):
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-        await asyncio.to_thread(path.parent.mkdir, exist_ok=True)
-        handle: BinaryIO = await asyncio.to_thread(open, tmp, "wb")
+        with _disk_errors(key):
+            await asyncio.to_thread(path.parent.mkdir, exist_ok=True)
+            handle: BinaryIO = await asyncio.to_thread(open, tmp, "wb")
         size = 0
         try:
-            async for chunk in chunks:
+            async for chunk in chunks:  # the stream's own errors pass through as they are
                 size += len(chunk)
-                await asyncio.to_thread(handle.write, chunk)
-            await asyncio.to_thread(handle.close)
-            await asyncio.to_thread(os.replace, tmp, path)
+                with _disk_errors(key):
+                    await asyncio.to_thread(handle.write, chunk)
+            with _disk_errors(key):
+                await asyncio.to_thread(handle.close)
+                await asyncio.to_thread(os.replace, tmp, path)
         except BaseException:
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
@@ -73,6 +77,15 @@ class FileBlobStore(BlobStore):
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self._path(key).unlink)
+
+
+@contextlib.contextmanager
+def _disk_errors(key: str) -> Iterator[None]:
+    """A failed write (a full disk, a read-only or missing folder) as :class:`BackendError`, the OS error its cause."""
+    try:
+        yield
+    except OSError as exc:
+        raise BackendError(f"could not write blob {key}: {exc.strerror or exc}") from exc
 
 
 async def open_blobs(url: str, resources: Resources) -> FileBlobStore:
