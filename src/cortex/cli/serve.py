@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cortex.backends import BackendUrls
 from cortex.cli.access import (
     api_key_option,
     check_token,
@@ -96,6 +97,7 @@ def gateway(
     os.environ[KEYS_VAR] = " ".join(sorted(key_digests(api_keys)))
     os.environ[REFUSE_PRIVATE_VAR] = "true" if refuse_private_webhooks else "false"
     urls = backend_urls(state_dir, queue_url, store_url, blobs_url)
+    _check_blobs(urls, blobs_url, "gateway")
     # uvicorn starts each worker from an import string, so the URLs travel in the environment
     os.environ.update({"CORTEX_QUEUE_URL": urls.queue, "CORTEX_STORE_URL": urls.store, "CORTEX_BLOBS_URL": urls.blobs})
     if operator_url is not None:
@@ -148,6 +150,7 @@ def dequeuer(
 
     configure_logging(replica=os.environ.get("CORTEX_REPLICA_ID") or None)
     urls = backend_urls(state_dir, queue_url, store_url, blobs_url)
+    _check_blobs(urls, blobs_url, "dequeuer")
     settings = DequeuerSettings(
         user_port=user_port, user_host=user_host, lease_seconds=lease_seconds, grace_period=grace_period
     )
@@ -207,9 +210,10 @@ def operator(
     import uvloop
 
     from cortex.backends import BackendUrls
+    from cortex.locality import check_shared
     from cortex.operator.cluster import install_stop_signals
     from cortex.operator.control_plane import ControlPlaneSettings
-    from cortex.operator.incluster import InClusterSettings, check_shared, run_operator
+    from cortex.operator.incluster import InClusterSettings, run_operator
     from cortex.runtime.kubeobjects import KubeSettings
 
     configure_logging()
@@ -244,3 +248,13 @@ def operator(
         uvloop.run(main())
     except CortexError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _check_blobs(urls: BackendUrls, blobs_url: str | None, role: str) -> None:
+    """Refuse a process of a cluster of hosts whose blobs would stay on this machine (:mod:`cortex.locality`)."""
+    from cortex.locality import check_blobs_given
+
+    try:
+        check_blobs_given(urls, blobs_given=blobs_url is not None, role=role)
+    except CortexError as exc:
+        raise click.UsageError(str(exc)) from exc
