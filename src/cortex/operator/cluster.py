@@ -26,6 +26,7 @@ from cortex import __version__
 from cortex.auth import key_digest
 from cortex.backends import BackendUrls, open_backends
 from cortex.gateway.server import INTERNAL_KEYS_VAR, KEYS_VAR, REFUSE_PRIVATE_VAR
+from cortex.logrotate import rotate_forever
 from cortex.operator import statelock
 from cortex.operator.control_plane import ControlPlaneSettings, serve_control_plane
 from cortex.operator.settings import CLUSTER_FILE, ClusterSettings
@@ -121,6 +122,7 @@ async def _run_cluster(settings: ClusterSettings, state_dir: Path, stop: asyncio
         (state_dir / CLUSTER_FILE).write_text(json.dumps(info, indent=2))
         log.info("cluster up: operator %s, gateway %s", settings.operator_url, settings.gateway_url)
 
+    rotating = asyncio.create_task(rotate_forever(state_dir / "logs"))  # the processes' logs, by size
     try:
         gateway.start()
         await serve_control_plane(
@@ -128,6 +130,7 @@ async def _run_cluster(settings: ClusterSettings, state_dir: Path, stop: asyncio
         )
         log.info("cluster stopping: draining replicas")
     finally:
+        rotating.cancel()
         with contextlib.suppress(FileNotFoundError):
             (state_dir / CLUSTER_FILE).unlink()
         await runtime.aclose()
