@@ -131,6 +131,12 @@ def gateway(
 @click.option("--admin-port", type=int, default=None, help="Serve /healthz on this port (0: any free port).")
 @click.option("--lease-seconds", type=float, default=30.0, show_default=True, help="Lease visibility timeout.")
 @click.option("--grace-period", type=float, default=30.0, show_default=True, help="Seconds to drain on stop.")
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    show_default=True,
+    help="Follow the API's redeploys (drain, then serve the new spec) and stop when it is deleted.",
+)
 def dequeuer(
     state_dir: Path,
     queue_url: str | None,
@@ -143,8 +149,14 @@ def dequeuer(
     admin_port: int | None,
     lease_seconds: float,
     grace_period: float,
+    follow: bool,
 ) -> None:
-    """Run one replica's dequeuer: take API requests from the queue and POST them to the user server."""
+    """Run one replica's dequeuer: take API requests from the queue and POST them to the user server.
+
+    Started by hand, on a host of its own, it follows its API: a redeploy takes effect once its
+    running requests are done (within 5 s of the deploy), and a delete stops it. (The runtimes
+    start ``python -m cortex.dequeuer``, which does not follow: a redeploy replaces its replica.)
+    """
     from cortex.dequeuer.service import run
     from cortex.dequeuer.worker import DequeuerSettings
 
@@ -155,7 +167,7 @@ def dequeuer(
         user_port=user_port, user_host=user_host, lease_seconds=lease_seconds, grace_period=grace_period
     )
     try:
-        run(api, urls, settings, admin_host=admin_host, admin_port=admin_port)
+        run(api, urls, settings, admin_host=admin_host, admin_port=admin_port, follow=follow)
     except CortexError as exc:
         raise click.ClickException(str(exc)) from exc
 
