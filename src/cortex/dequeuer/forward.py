@@ -7,13 +7,22 @@ Every stored payload has a known length, so it is sent with a ``Content-Length``
 streamed from its store as it is sent: a user server that reads ``Content-Length`` only, as
 Python's ``http.server`` does, gets the whole body. Chunked encoding would be used only for a
 stream of unknown length, and the dequeuer sends none.
+
+A user server that writes its answer's head and body in two writes (Python's ``http.server``
+with HTTP/1.1 does) would cost each request about 40 ms on a kept-alive connection: Nagle's
+algorithm holds the body until the head is acknowledged, and Linux delays that ACK on a
+connection it takes for interactive. Once the head is in, the dequeuer sets ``TCP_QUICKACK``,
+which sends the pending ACK at once. Measured here against such a no-op server: p50 44.0 ms
+without, 0.3-0.45 ms with it (asyncio and uvloop). Elsewhere than Linux, nothing is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import socket
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
@@ -85,6 +94,7 @@ async def forward(
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as response:
+            _ack_now(response)
             answer = await response.read()
             return judge(response.status, response.headers.get("Content-Type", ""), answer)
     except TimeoutError:
@@ -97,6 +107,24 @@ async def forward(
         if isinstance(exc.__cause__, ShortBlob):  # aiohttp wraps what the body's stream raised
             return Outcome.failed(ErrorKind.PAYLOAD_LOST, str(exc.__cause__))
         return Outcome.failed(ErrorKind.UNREACHABLE, f"the connection to the user server broke: {exc!r}")
+
+
+#: Linux's TCP_QUICKACK, None elsewhere
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _ack_now(response: aiohttp.ClientResponse) -> None:
+    """Acknowledge the answer's head at once, so a server's body held back by Nagle follows it now.
+
+    No connection: the whole answer is in already, nothing waits.
+    """
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or _QUICKACK is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
 def _as_sent(value: str) -> str:
