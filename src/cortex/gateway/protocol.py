@@ -19,7 +19,9 @@ What a client may cost is bounded here too:
   ``mod_reqtimeout`` ``body=...,MinRate=...``): a client trickling a byte now and then is answered
   ``408`` and closed, however regular its bytes. The app keeps the gap between two chunks
   (:attr:`cortex.gateway.app.GatewaySettings.body_timeout`).
-- **Trailers** (header fields after a chunked body) are dropped: never stored or forwarded.
+- **Trailers** (header fields after a chunked body) are dropped: never stored or forwarded. With
+  the chunks' framing (sizes, extensions), they may take :attr:`HttpLimits.max_head_size` bytes
+  plus 32 a chunk, else ``431``: the parser would keep a trailer whole in memory.
 - **Header bytes** are passed on unchanged, so a value must be UTF-8 (ASCII included), the one
   encoding the dequeuer's HTTP client sends byte for byte; any other value is answered ``400``.
 """
@@ -40,6 +42,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from cortex.gateway.connections import ConnectionCaps, ConnectionCounts
 
 log = logging.getLogger(__name__)
+
+#: bytes of framing a chunk may take (its size in hex, extensions, CRLFs) beyond the trailers' allowance
+CHUNK_FRAMING = 32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,6 +78,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._body_began: float | None = None
         self._body_bytes = 0
         self._body_timer: asyncio.TimerHandle | None = None
+        #: bytes received while in the body (its chunks' framing and trailers included), and its chunks
+        self._body_wire = 0
+        self._chunks = 0
+        #: bodies begun on this connection (which one a chunk of data fell in)
+        self._bodies = 0
         #: bytes received since the current head began, while it is incomplete; None between heads
         self._head_bytes: int | None = None
         #: bytes of the current head's request line and headers, as parsed
@@ -102,7 +112,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        body = self._bodies if self._body_began is not None else None
         super().data_received(data)
+        if body == self._bodies and self._body_began is not None and not self.transport.is_closing():
+            # all of it within one body: what is not body is framing or trailers, which the parser keeps
+            self._body_wire += len(data)
+            allowed = self._limits.max_head_size + CHUNK_FRAMING * self._chunks
+            if self._body_wire - self._body_bytes > allowed:
+                self._abort(431, f"the body's chunk framing and trailers are larger than {allowed} bytes")
+            return
         # A head completed by this chunk was measured by on_url and on_header; one still incomplete
         # is measured here, since httptools buffers a header until its end before calling on_header.
         # The bytes of earlier chunks only: this one may also hold the end of a pipelined request.
@@ -140,6 +158,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._end_head()
         self._start_body()
         super().on_headers_complete()
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -191,7 +212,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def _start_body(self) -> None:
         self._body_began = self.loop.time()
-        self._body_bytes = 0
+        self._body_bytes = self._body_wire = self._chunks = 0
+        self._bodies += 1
         self._body_timer = self.loop.call_at(self._body_due(), self._body_check)
 
     def _end_body(self) -> None:
@@ -212,16 +234,20 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.loop.time() < due:  # bytes came meanwhile: the deadline moved
             self._body_timer = self.loop.call_at(due, self._body_check)
             return
-        self._end_body()
         message = (
             f"the body did not arrive in time: {self._body_bytes} bytes in {self._limits.body_deadline:g}s"
             f" plus a second per {self._limits.min_body_rate} bytes; nothing was stored"
         )
+        self._abort(408, message)
+
+    def _abort(self, status: int, message: str) -> None:
+        """End a request whose body is arriving: answer ``status`` unless an answer began, and close."""
+        self._end_body()
         if self.cycle is not None and self.cycle.response_started:
             log.info("closed a connection from %s: %s", self.client, message)
             self.transport.close()
             return
-        self._refuse(408, message)
+        self._refuse(status, message)
 
     def _refuse(self, status: int, message: str, *, retry_after: int | None = None, quiet: bool = False) -> None:
         """Answer ``status`` with ``{"error": message}`` and close the connection (``quiet``: not logged)."""
