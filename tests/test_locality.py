@@ -56,21 +56,26 @@ def test_kubernetes_wants_every_backend_shared() -> None:
 
 
 @pytest.mark.parametrize(
-    "command",
-    [["gateway", "--port", "1"], ["dequeuer", "--api", "echo", "--user-port", "1"]],
-    ids=["gateway", "dequeuer"],
+    ("command", "code"),
+    [
+        (["cortex", "gateway", "--port", "1"], 2),
+        (["cortex", "dequeuer", "--api", "echo", "--user-port", "1"], 2),
+        (["cortex.dequeuer", "--api", "echo", "--user-port", "1"], 1),  # as the runtimes start it
+    ],
+    ids=["gateway", "dequeuer", "python -m cortex.dequeuer"],
 )
-def test_the_commands_refuse_to_start_without_blobs(command: list[str], tmp_path: Path) -> None:
+def test_the_commands_refuse_to_start_without_blobs(command: list[str], code: int, tmp_path: Path) -> None:
     # port 1 on loopback: nothing is reached, the check comes before any connection
     shared = ["--queue", "redis://127.0.0.1:1/0", "--store", "postgresql://cortex@127.0.0.1:1/cortex"]
     result = subprocess.run(
-        [sys.executable, "-m", "cortex", *command, "--state-dir", str(tmp_path), *shared],
+        [sys.executable, "-m", *command, "--state-dir", str(tmp_path), *shared],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-    assert result.returncode == 2, result.stderr
-    assert f"this {command[0]} shares its queue and store" in result.stderr
+    assert result.returncode == code, result.stderr
+    role = "gateway" if "gateway" in command else "dequeuer"
+    assert f"this {role} shares its queue and store" in result.stderr
     assert "Set --blobs s3://" in result.stderr
     assert "Traceback" not in result.stderr
