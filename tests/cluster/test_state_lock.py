@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +143,44 @@ def _first_to_exit(processes: list[subprocess.Popen[str]], *, timeout: float) ->
                 return process
         assert time.monotonic() < deadline, f"neither cluster exited within {timeout}s"
         time.sleep(0.05)
+
+
+def test_a_cluster_still_starting_is_refused_and_can_be_stopped(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    # a process holding the lock and not yet serving: a cluster between its start and its cluster.json
+    starting = subprocess.Popen([sys.executable, "-c", _HOLD, str(state)], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "CORTEX_CLI_CONFIG_DIR": str(tmp_path / "cli")}
+    try:
+        assert starting.stdout is not None and starting.stdout.readline() == "held\n"
+        ports = ["--gateway-port", str(free_port()), "--operator-port", str(free_port())]
+        up = subprocess.run(
+            [sys.executable, "-m", "cortex", "cluster", "up", "--state-dir", str(state), *ports],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert up.returncode == 1, up.stderr
+        assert f"a cluster is starting on {state} (pid {starting.pid})" in up.stderr
+        reaper = threading.Thread(target=starting.wait)  # reaped once stopped: `down` waits until it is gone
+        reaper.start()
+        down = subprocess.run(
+            [sys.executable, "-m", "cortex", "cluster", "down", "--state-dir", str(state)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert down.returncode == 0, down.stderr
+        reaper.join(timeout=30)
+        assert starting.returncode == -signal.SIGTERM  # down stopped it
+    finally:
+        if starting.poll() is None:
+            starting.kill()
+            starting.wait()
+        assert starting.stdout is not None
+        starting.stdout.close()
+    assert statelock.holder(state) is None
