@@ -15,8 +15,9 @@ from cortex.cli.access import (
     operator_token_option,
     refuse_private_webhooks_option,
 )
-from cortex.cli.options import backend_options, backend_urls, configure_logging
+from cortex.cli.options import backend_options, backend_urls, check_label_key, configure_logging
 from cortex.errors import CortexError
+from cortex.runtime.kubeobjects import KubeSettings
 
 
 @click.command()
@@ -189,10 +190,23 @@ def dequeuer(
 @click.option("--grace-period", type=int, default=60, show_default=True, help="Seconds a pod has to drain.")
 @click.option("--lease-seconds", type=float, default=30.0, show_default=True, help="Lease visibility timeout.")
 @click.option("--autoscaler-tick", type=float, default=10.0, show_default=True, help="Seconds between two ticks.")
+@click.option(
+    "--node-group-label",
+    default=KubeSettings().node_group_label,
+    callback=check_label_key,
+    show_default=True,
+    help="The node label the APIs' node_groups are matched against.",
+)
 @click.option("--queue", "queue_url", envvar="CORTEX_QUEUE_URL", required=True, help="Queue URL (redis://, ...).")
 @click.option("--store", "store_url", envvar="CORTEX_STORE_URL", required=True, help="Record store URL.")
 @click.option("--blobs", "blobs_url", envvar="CORTEX_BLOBS_URL", required=True, help="Blob store URL (s3://...).")
 @operator_token_option
+@click.option(
+    "--read-token",
+    envvar="CORTEX_OPERATOR_READ_TOKEN",
+    default=None,
+    help="A token that may only read (GET), for the APIs' pods; only with --operator-token.",
+)
 @refuse_private_webhooks_option
 def operator(
     provider: str,
@@ -207,10 +221,12 @@ def operator(
     grace_period: int,
     lease_seconds: float,
     autoscaler_tick: float,
+    node_group_label: str,
     queue_url: str,
     store_url: str,
     blobs_url: str,
     operator_token: str | None,
+    read_token: str | None,
     refuse_private_webhooks: bool,
 ) -> None:
     """Run the control plane on Kubernetes: the operator's API, the autoscaler, webhooks; APIs as Deployments.
@@ -226,7 +242,6 @@ def operator(
     from cortex.operator.cluster import install_stop_signals
     from cortex.operator.control_plane import ControlPlaneSettings
     from cortex.operator.incluster import InClusterSettings, run_operator
-    from cortex.runtime.kubeobjects import KubeSettings
 
     configure_logging()
     urls = BackendUrls(queue=queue_url, store=store_url, blobs=blobs_url)
@@ -237,12 +252,14 @@ def operator(
         grace_period=grace_period,
         lease_seconds=lease_seconds,
         image_pull_secrets=image_pull_secrets,
+        node_group_label=node_group_label,
     )
     control = ControlPlaneSettings(
         host=host,
         port=port,
         gateway_url=gateway_url,
         operator_token=check_token(operator_token),
+        read_token=check_token(read_token),
         autoscaler_tick=autoscaler_tick,
         refuse_private_webhooks=refuse_private_webhooks,
     )

@@ -125,6 +125,8 @@ class Gateway:
         prefix, _, request_id = trimmed.rpartition("/")
         api = await self.directory.resolve(prefix) if prefix else None
         if api is None:
+            if prefix and request.method in ("GET", "HEAD"):
+                return await self.status_after_delete(request, prefix, request_id, path)
             return error_response(404, f"no API is deployed at {shown(path)}")
         route = _ID_ROUTES.get(request.method)
         if route is None:
@@ -272,6 +274,34 @@ class Gateway:
                 return error_response(503, "the request store is unavailable; try again")
         if record is None:
             return unknown_request(api, request_id)
+        return Response(render_record(record), media_type="application/json")
+
+    async def status_after_delete(self, request: Request, prefix: str, request_id: str, path: str) -> Response:
+        """``GET /<name>/<id>`` once the API is deleted: its requests stay readable until they expire.
+
+        The records are kept by API name, so the last segment of the path names the API (its
+        default endpoint ``/<name>``); an API of that name that is deployed is not read here. Only
+        the cluster's keys are checked: the API's own went with its spec, and the id itself is
+        unguessable.
+        """
+        presented = request.headers.get(API_KEY_HEADER) or bearer(request.headers.get("authorization"))
+        access = authorize(self.settings.keys, frozenset(), presented)
+        if access is Access.MISSING:
+            return error_response(401, "a key of the cluster is needed to read this request", headers=_CHALLENGE)
+        if access is Access.WRONG:
+            return error_response(403, "the API key is not accepted by this cluster")
+        name = prefix.rsplit("/", 1)[-1]
+        record = None
+        # a deployed API is read at its own endpoint only, where its own keys are checked
+        if is_valid_id(request_id) and self.directory.named(name) is None:
+            try:
+                record = await self.backends.records.get(name, request_id, now=now())
+            except BackendError as exc:
+                context = _ctx(name, request_id, "read")
+                log.error("could not read request %s of %s: %s", request_id, name, exc, extra=context)
+                return error_response(503, "the request store is unavailable; try again")
+        if record is None:
+            return error_response(404, f"no API is deployed at {shown(path)}")
         return Response(render_record(record), media_type="application/json")
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:

@@ -76,6 +76,10 @@ class ApiDirectory:
             await self.reload()
         return self._by_endpoint.get(endpoint)
 
+    def named(self, name: str) -> RoutedApi | None:
+        """The deployed API called ``name`` in the table as last read, or None."""
+        return next((api for api in self._by_endpoint.values() if api.name == name), None)
+
     async def reload(self) -> None:
         """Re-read the catalog now (concurrent callers share one read)."""
         started = time.monotonic()
