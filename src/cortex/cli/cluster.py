@@ -28,6 +28,7 @@ from cortex.cli.access import (
 )
 from cortex.cli.options import DEFAULT_STATE_DIR, check_label_key, configure_logging
 from cortex.errors import CortexError
+from cortex.operator import statelock
 from cortex.operator.settings import ClusterSettings, read_cluster_file
 
 #: how long `cluster up` waits for the operator to answer
@@ -258,13 +259,10 @@ def up(
         containers=_containers_flag(containers),
     )
     console = Console(stderr=True)
-    running = read_cluster_file(state_dir)
-    if running is not None:
-        _configure_env(env_name, running["operator_url"], _running_token(state_dir), client_key, keep_key=True)
-        console.print(f"a cluster is already running on {state_dir} (operator {running['operator_url']})")
-        return
     if foreground:
-        _run_foreground(settings)
+        _run_foreground(settings)  # refused there, under the state directory's lock, if a cluster runs
+        return
+    if _already_up(state_dir, env_name, client_key, console):
         return
     log_path = state_dir / "logs" / "cluster.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,6 +316,21 @@ def _engine_args(container_engine: str | None, containers: str) -> list[str]:
 
 def _containers_flag(value: str) -> Literal["auto", "always", "never"]:
     return "always" if value == "always" else "never" if value == "never" else "auto"
+
+
+def _already_up(state_dir: Path, env_name: str, client_key: str | None, console: Console) -> bool:
+    """True, with the CLI environment set to it, if a cluster runs on ``state_dir``; refused if one is starting."""
+    running = read_cluster_file(state_dir)
+    if running is not None:
+        _configure_env(env_name, running["operator_url"], _running_token(state_dir), client_key, keep_key=True)
+        console.print(f"a cluster is already running on {state_dir} (operator {running['operator_url']})")
+        return True
+    starting = statelock.holder(state_dir)
+    if starting is not None:
+        raise click.ClickException(
+            f"a cluster is starting on {state_dir} (pid {starting}): wait for it, or stop it with `cortex cluster down`"
+        )
+    return False
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -451,10 +464,10 @@ def down(
         console.print(f"cortex-async is uninstalled from namespace {namespace} ({deleted} APIs deleted)")
         return
     running = read_cluster_file(state_dir)
-    if running is None:
+    pid = int(running["pid"]) if running is not None else statelock.holder(state_dir)  # or one still starting
+    if not pid:
         _stop_leftovers(state_dir, timeout, console)
         return
-    pid = int(running["pid"])
     os.kill(pid, signal.SIGTERM)
     with console.status("draining replicas and stopping the cluster"):
         deadline = time.monotonic() + timeout

@@ -146,9 +146,11 @@ class Gateway:
         """
         presented = request.headers.get(API_KEY_HEADER)
         consumed = frozenset({API_KEY_HEADER})
+        token = bearer(request.headers.get("authorization"))
         if presented is None:
-            authorization = request.headers.get("authorization")
-            presented, consumed = bearer(authorization), frozenset({"authorization"})
+            presented, consumed = token, frozenset({"authorization"})
+        elif token is not None and authorize(self.settings.keys, api.api_keys, token) is Access.GRANTED:
+            consumed |= {"authorization"}  # a gateway key in both: neither header is the user server's
         access = authorize(self.settings.keys, api.api_keys, presented)
         if access is Access.MISSING:
             how = "send it as the header 'Authorization: Bearer <key>' (or 'X-Cortex-API-Key: <key>')"
@@ -453,7 +455,8 @@ class _GatewayApp(Starlette):
     """Starlette, with the API routes (every path but ``/healthz``) served past its router and middleware.
 
     Those layers cost a submission about a tenth of the gateway's time (DESIGN §8); what they did
-    for these routes is done here: the method check, and a 500 for an unexpected error.
+    for these routes is done here: the method check, a 503 for a backend error no route handled
+    (an outage: the catalog unread, a blob unwritten), and a 500 for an unexpected error.
     """
 
     def __init__(
@@ -470,6 +473,9 @@ class _GatewayApp(Starlette):
             return
         try:
             response = refused or await self._handle(Request(scope, receive, send))
+        except BackendError as exc:  # an outage: a 503 to try again, and one line, not a traceback per request
+            log.error("answered 503 to %s %s: %s", scope["method"], scope["path"], exc)
+            response = error_response(503, "the gateway cannot reach its backend; try again shortly")
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             response = error_response(500, "internal error of the gateway")
