@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from cortex.backends import Resources, local_path
 from cortex.errors import BackendError
+from cortex.sqlitetables import SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -351,13 +352,10 @@ def _wrap(action: str) -> Any:
 
 async def open_database(url: str, resources: Resources) -> SqliteDatabase:
     """The process's one handle on the SQLite file of ``sqlite:///path``, with every embedded table."""
-    from cortex.queue.sqlite import SCHEMA as QUEUE_SCHEMA
-    from cortex.store.sqlite import SCHEMA as STORE_SCHEMA
-
     path = local_path(url).resolve()
 
     async def create() -> SqliteDatabase:
-        return SqliteDatabase(path, QUEUE_SCHEMA + STORE_SCHEMA)
+        return SqliteDatabase(path, SCHEMA)
 
     async def close(db: SqliteDatabase) -> None:
         db.close()

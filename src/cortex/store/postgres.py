@@ -82,6 +82,7 @@ _LIGHT = (
     " webhook_url, webhook"
 )
 _FULL = _LIGHT + ", headers, payload, payload_ref"
+LIGHT, FULL = _LIGHT, _FULL
 
 _CREATE = """
 INSERT INTO {s}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
@@ -207,7 +208,12 @@ class PostgresRecordStore(RecordStore):
         return Swept(deleted=len(rows), blob_keys=[row[0] for row in rows if row[0] is not None])
 
 
-def _record(row: asyncpg.Record) -> RequestRecord:
+def row_record(row: asyncpg.Record | tuple[Any, ...]) -> RequestRecord:
+    """A record from a row of :data:`LIGHT` (or :data:`FULL`) columns."""
+    return _record(row)
+
+
+def _record(row: asyncpg.Record | tuple[Any, ...]) -> RequestRecord:
     error = None if row[9] is None else RequestError(kind=row[9], message=row[10] or "")
     full = len(row) > 13
     return RequestRecord(

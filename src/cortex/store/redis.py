@@ -58,12 +58,15 @@ _LIGHT = (
     "webhook",
 )
 _FULL = (*_LIGHT, "headers", "payload", "payload_ref")
+#: the fields of a record as :func:`values_record` reads them (a listing, a status read)
+LIGHT, FULL = _LIGHT, _FULL
 
 # KEYS: record, expiry, refs, idempotency key (or the record again when there is none), recent ids.
 # ARGV: ttl (ms), expires_at, id, blob key or '', created_at, body digest or '' (unused without an
 # idempotency key), then field/value pairs. Returns {id, body digest or false} of the holder of
-# the idempotency key (nothing stored), or 1 when stored.
-_CREATE = """
+# the idempotency key (nothing stored); goes on (stored) otherwise. The data plane's submit adds
+# the queue entry after it.
+CREATE_BODY = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('request id ' .. ARGV[3] .. ' already exists') end
 local keyed = KEYS[4] ~= KEYS[1]
 if keyed then
@@ -84,8 +87,8 @@ if ARGV[4] ~= '' then
 end
 redis.call('ZADD', KEYS[5], 0, ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(KEPT + 1))
-return 1
 """.replace("KEPT", str(RECENT_KEPT))
+_CREATE = CREATE_BODY + "return 1\n"
 
 #: the fields a listing reads: the light ones but the result
 _LISTED = tuple(field for field in _LIGHT if field != "result")
@@ -139,6 +142,9 @@ def _text(value: float) -> str:
     return repr(float(value))
 
 
+text_of = _text
+
+
 class RedisRecordStore(RecordStore):
     """Request records as Redis hashes that expire with their retention."""
 
@@ -150,6 +156,10 @@ class RedisRecordStore(RecordStore):
         self._set_webhook = server.client.register_script(_SET_WEBHOOK)
         self._expiry, self._refs = server.key("blobs", "expiry"), server.key("blobs", "refs")
 
+    def record_key(self, request_id: str) -> str:
+        """The key of a request's hash (the empty id gives the prefix of them all)."""
+        return self._record_key(request_id)
+
     def _record_key(self, request_id: str) -> str:
         return self._server.key("r", request_id)
 
@@ -160,6 +170,13 @@ class RedisRecordStore(RecordStore):
         return self._server.key("recent", api)
 
     async def create(self, request: NewRequest) -> Duplicate | None:
+        keys, args = self.create_arguments(request)
+        with wrap_errors("create", self._server.url):
+            held = await self._create(keys=keys, args=args)
+        return duplicate_of(held)
+
+    def create_arguments(self, request: NewRequest) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of :data:`CREATE_BODY` for ``request``."""
         ttl_ms = max(1, math.ceil((request.expires_at - request.created_at) * 1000))
         fields: list[str | bytes] = ["api", request.api, "status", Status.IN_QUEUE.value, "attempts", "0"]
         fields += ["created_at", _text(request.created_at), "expires_at", _text(request.expires_at)]
@@ -187,13 +204,7 @@ class RedisRecordStore(RecordStore):
             request.body_digest or "",
             *fields,
         ]
-        with wrap_errors("create", self._server.url):
-            held = await self._create(
-                keys=[record_key, self._expiry, self._refs, idem_key, self._recent_key(request.api)], args=args
-            )
-        if isinstance(held, list):
-            return Duplicate(id=held[0].decode(), body_digest=None if held[1] is None else held[1].decode())
-        return None
+        return [record_key, self._expiry, self._refs, idem_key, self._recent_key(request.api)], args
 
     async def get(self, api: str, request_id: str, *, now: float) -> RequestRecord | None:
         with wrap_errors("get", self._server.url):
@@ -272,6 +283,18 @@ class RedisRecordStore(RecordStore):
         with wrap_errors("sweep", self._server.url):
             out = await self._sweep(keys=[self._expiry, self._refs], args=[_text(now), limit, self._record_key("")])
         return Swept(deleted=int(out[0]), blob_keys=[ref.decode() for ref in out[1:]])
+
+
+def duplicate_of(reply: Any) -> Duplicate | None:
+    """The :class:`Duplicate` a create script answered with, or None when it stored the record."""
+    if isinstance(reply, list):
+        return Duplicate(id=reply[0].decode(), body_digest=None if reply[1] is None else reply[1].decode())
+    return None
+
+
+def values_record(request_id: str, values: list[Any]) -> RequestRecord:
+    """A record from the values of :data:`LIGHT` (then, if present, the rest of :data:`FULL`)."""
+    return _record(request_id, values)
 
 
 def _record(request_id: str, values: list[Any]) -> RequestRecord:
