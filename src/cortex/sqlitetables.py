@@ -15,6 +15,7 @@ from typing import Any
 
 from cortex.queue.base import Lease
 from cortex.requests import (
+    TERMINAL,
     Duplicate,
     NewRequest,
     Outcome,
@@ -24,6 +25,7 @@ from cortex.requests import (
     sources_of,
     status_values,
 )
+from cortex.store.base import Swept
 
 QUEUE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -60,6 +62,7 @@ CREATE TABLE IF NOT EXISTS requests (
     webhook TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_expiry ON requests(expires_at);
+CREATE INDEX IF NOT EXISTS requests_blobs ON requests(id) WHERE payload_ref IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency ON requests(api, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS apis (
@@ -229,3 +232,31 @@ def row_record(row: sqlite3.Row | tuple[Any, ...]) -> RequestRecord:
         payload=row[14] if full else None,
         payload_ref=row[15] if full else None,
     )
+
+
+_TERMINAL = status_values(sorted(TERMINAL))
+
+
+def sweep_records(conn: sqlite3.Connection, *, now: float, limit: int) -> Swept:
+    """Delete up to ``limit`` records expired at ``now`` with their queue rows, and hand over their blob keys
+    and those of up to ``limit`` terminal records (whose payload is no longer needed)."""
+    expired = conn.execute(
+        "SELECT id, payload_ref FROM requests WHERE expires_at <= ? LIMIT ?", (now, limit)
+    ).fetchall()
+    ids = [row[0] for row in expired]
+    marks = ",".join("?" * len(ids))
+    if ids:
+        conn.execute(f"DELETE FROM requests WHERE id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM queue WHERE id IN ({marks})", ids)
+    keys = [row[1] for row in expired if row[1] is not None]
+    done = conn.execute(
+        f"SELECT id, payload_ref FROM requests WHERE payload_ref IS NOT NULL"
+        f" AND status IN ({','.join('?' * len(_TERMINAL))}) LIMIT ?",
+        (*_TERMINAL, limit),
+    ).fetchall()
+    if done:
+        conn.execute(
+            f"UPDATE requests SET payload_ref = NULL WHERE id IN ({','.join('?' * len(done))})",
+            [row[0] for row in done],
+        )
+    return Swept(deleted=len(ids), blob_keys=keys + [row[1] for row in done])

@@ -16,21 +16,21 @@ from cortex.queue.base import Lease
 from cortex.queue.redis import NOW, TRIM_WAKE, RedisQueue
 from cortex.redisdb import RedisServer, open_server, wrap_errors
 from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
-from cortex.store.redis import CREATE_BODY, FULL, RedisRecordStore, duplicate_of, text_of, values_record
+from cortex.store.redis import CREATE_BODY, FULL, HAND_OVER, RedisRecordStore, duplicate_of, text_of, values_record
 
 
 def _fields(names: tuple[str, ...]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
-# KEYS: the record store's create keys (5), then the queue's due, attempts, wake. ARGV: as the create's.
+# KEYS: the record store's create keys (6), then the queue's due, attempts, wake. ARGV: as the create's.
 _SUBMIT = (
     CREATE_BODY
     + """
-if redis.call('HSETNX', KEYS[7], ARGV[3], 0) == 1 then
+if redis.call('HSETNX', KEYS[8], ARGV[3], 0) == 1 then
   local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[6], tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[3])
-  redis.call('RPUSH', KEYS[8], 1)
+  redis.call('ZADD', KEYS[7], tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[3])
+  redis.call('RPUSH', KEYS[9], 1)
 end
 return 1
 """
@@ -92,15 +92,16 @@ return out
     .replace("FULL", _fields(FULL))
 )
 
-# KEYS: due, attempts, tokens, record. ARGV: id, token, api, S, S statuses the outcome may leave,
-# F, F field/value pairs to set, then fields to delete. Returns 0 (lease lost: nothing written),
+# KEYS: record, then HAND_OVER's (4), then due, attempts, tokens. ARGV: id, token, api, S, S statuses
+# the outcome may leave, F, F field/value pairs to set, then fields to delete. Returns 0 (lease lost: nothing written),
 # 1 (finished and acked) or 2 (the record was terminal or gone: only acked).
-_FINISH = """
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-local current = redis.call('HMGET', KEYS[4], 'api', 'status')
+_FINISH = (
+    """
+if redis.call('HGET', KEYS[8], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('HDEL', KEYS[7], ARGV[1])
+redis.call('HDEL', KEYS[8], ARGV[1])
+local current = redis.call('HMGET', KEYS[1], 'api', 'status')
 if current[1] ~= ARGV[3] then return 2 end
 local s = tonumber(ARGV[4])
 local allowed = false
@@ -110,11 +111,15 @@ end
 if not allowed then return 2 end
 local f = tonumber(ARGV[5 + s])
 local at = 6 + s
-if f > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, at, at + 2 * f - 1)) end
+if f > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, at, at + 2 * f - 1)) end
 at = at + 2 * f
-if at <= #ARGV then redis.call('HDEL', KEYS[4], unpack(ARGV, at)) end
+if at <= #ARGV then redis.call('HDEL', KEYS[1], unpack(ARGV, at)) end
+"""
+    + HAND_OVER
+    + """
 return 1
 """
+)
 
 _FINISHED = {0: Finished.LEASE_LOST, 1: Finished.FINISHED, 2: Finished.ALREADY_TERMINAL}
 _START_SOURCES = status_values(sources_of(Status.IN_PROGRESS))
@@ -169,7 +174,8 @@ class RedisDataPlane(DataPlane):
         sources = status_values(sources_of(outcome.status))
         args: list[Any] = [lease.id, lease.token, lease.api, len(sources), *sources, len(changes) // 2, *changes]
         args += ["headers", "payload"]
-        keys = [*self._queue.keys(lease.api, "due", "attempts", "tokens"), self._records.record_key(lease.id)]
+        keys = [self._records.record_key(lease.id), *self._records.hand_over_keys()]
+        keys += self._queue.keys(lease.api, "due", "attempts", "tokens")
         with wrap_errors("finish", self._server.url):
             return _FINISHED[int(await self._finish(keys=keys, args=args))]
 

@@ -303,15 +303,25 @@ class Gateway:
         """Remove expired records and their blobs, every ``sweep_interval`` seconds."""
         while True:
             try:
-                while True:
-                    swept = await self.backends.records.sweep(now=now(), limit=SWEEP_BATCH)
-                    for key in swept.blob_keys:
-                        await self.backends.blobs.delete(key)
-                    if swept.deleted < SWEEP_BATCH:
-                        break
+                await self.sweep_once()
             except BackendError as exc:
                 log.warning("retention sweep failed (will retry): %s", exc)
             await asyncio.sleep(self.settings.sweep_interval)
+
+    async def sweep_once(self) -> int:
+        """Sweep until nothing expired is left, deleting the blobs each batch hands over; the records removed.
+
+        A batch hands over the blobs of expired records and of terminal ones; it is repeated while
+        either is full, so no rate of requests outgrows the sweep.
+        """
+        removed = 0
+        while True:
+            swept = await self.backends.records.sweep(now=now(), limit=SWEEP_BATCH)
+            for key in swept.blob_keys:
+                await self.backends.blobs.delete(key)
+            removed += swept.deleted
+            if swept.deleted < SWEEP_BATCH and len(swept.blob_keys) < SWEEP_BATCH:
+                return removed
 
 
 def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from cortex.backends import Resources
 from cortex.errors import BackendError
 from cortex.postgresdb import PostgresServer, open_server, wrap_errors
 from cortex.requests import (
+    TERMINAL,
     Duplicate,
     NewRequest,
     Outcome,
@@ -65,6 +66,7 @@ DO $$ BEGIN
     END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS requests_expiry ON {s}.requests (expires_at);
+CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency ON {s}.requests (api, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS {s}.apis (
@@ -112,11 +114,27 @@ UPDATE {s}.requests SET status = $3, finished_at = $4, result = $5, error_kind =
     headers = NULL, payload = NULL
 WHERE id = $1 AND api = $2 AND status = ANY($8::text[])
 """
+# $1 now, $2 limit, $3 terminal statuses. Rows (1, blob key or NULL) per expired record deleted (with its
+# queue row), (2, blob key) per terminal record whose payload blob is handed over.
 _SWEEP = """
-DELETE FROM {s}.requests WHERE id IN (
-    SELECT id FROM {s}.requests WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
-) RETURNING payload_ref
+WITH gone AS (
+    DELETE FROM {s}.requests WHERE id IN (
+        SELECT id FROM {s}.requests WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) RETURNING id, payload_ref
+), unqueued AS (
+    DELETE FROM {s}.queue WHERE id IN (SELECT id FROM gone)
+), done AS (
+    UPDATE {s}.requests AS r SET payload_ref = NULL
+    FROM (
+        SELECT id, payload_ref FROM {s}.requests
+        WHERE payload_ref IS NOT NULL AND status = ANY($3::text[]) AND expires_at > $1
+        LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) AS old
+    WHERE r.id = old.id RETURNING old.payload_ref
+)
+SELECT 1, payload_ref FROM gone UNION ALL SELECT 2, payload_ref FROM done
 """
+_TERMINAL = list(status_values(sorted(TERMINAL)))
 
 
 class PostgresRecordStore(RecordStore):
@@ -204,8 +222,8 @@ class PostgresRecordStore(RecordStore):
 
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         with wrap_errors("sweep", self._server.url):
-            rows = await self._pool.fetch(self._server.sql(_SWEEP), now, limit)
-        return Swept(deleted=len(rows), blob_keys=[row[0] for row in rows if row[0] is not None])
+            rows = await self._pool.fetch(self._server.sql(_SWEEP), now, limit, _TERMINAL)
+        return Swept(deleted=sum(row[0] == 1 for row in rows), blob_keys=[row[1] for row in rows if row[1] is not None])
 
 
 def row_record(row: asyncpg.Record | tuple[Any, ...]) -> RequestRecord:

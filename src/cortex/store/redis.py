@@ -61,7 +61,8 @@ _FULL = (*_LIGHT, "headers", "payload", "payload_ref")
 #: the fields of a record as :func:`values_record` reads them (a listing, a status read)
 LIGHT, FULL = _LIGHT, _FULL
 
-# KEYS: record, expiry, refs, idempotency key (or the record again when there is none), recent ids.
+# KEYS: record, expiry, refs, idempotency key (or the record again when there is none), recent ids,
+# the API of each indexed record (the sweep removes the queue entries of the records it sweeps).
 # ARGV: ttl (ms), expires_at, id, blob key or '', created_at, body digest or '' (unused without an
 # idempotency key), then field/value pairs. Returns {id, body digest or false} of the holder of
 # the idempotency key (nothing stored); goes on (stored) otherwise. The data plane's submit adds
@@ -81,10 +82,9 @@ if keyed then
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'body_digest', ARGV[6]) end
   redis.call('PEXPIRE', KEYS[4], ARGV[1])
 end
-if ARGV[4] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[6], ARGV[3], ARGV[8])  -- ARGV[7], ARGV[8]: 'api', the API
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
 redis.call('ZADD', KEYS[5], 0, ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(KEPT + 1))
 """.replace("KEPT", str(RECENT_KEPT))
@@ -100,7 +100,22 @@ redis.call('HSET', KEYS[1], 'webhook', ARGV[2])
 return 1
 """
 
-# KEYS: record. ARGV: api, return the record (1|0), S, S allowed current statuses, F, F field/value
+# At a terminal status, the record's payload blob is handed to the sweep: its key moves from the
+# record (and the index of blobs by record) to the list of blobs to delete. KEYS: record, blobs to delete,
+# expiry, refs, record key prefix (a key name only, never read).
+HAND_OVER = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'completed' or st == 'failed' or st == 'cancelled' then
+  local ref = redis.call('HGET', KEYS[1], 'payload_ref')
+  if ref then
+    redis.call('HDEL', KEYS[1], 'payload_ref')
+    redis.call('RPUSH', KEYS[2], ref)
+    redis.call('HDEL', KEYS[4], string.sub(KEYS[1], string.len(KEYS[5]) + 1))
+  end
+end
+"""
+
+# KEYS: record, then HAND_OVER's. ARGV: api, return the record (1|0), S, S allowed current statuses, F, F field/value
 # pairs to set, then fields to delete. False when the record is missing, another API's, or the
 # transition is not allowed.
 _TRANSITION = """
@@ -118,20 +133,35 @@ if f > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, at, at + 2 * f - 1)) end
 at = at + 2 * f
 if at <= #ARGV then redis.call('HDEL', KEYS[1], unpack(ARGV, at)) end
 if ARGV[2] == '1' then return redis.call('HMGET', KEYS[1], FIELDS) end
+HAND_OVER
 return 1
-""".replace("FIELDS", ", ".join(f"'{field}'" for field in _FULL))
+""".replace("FIELDS", ", ".join(f"'{field}'" for field in _FULL)).replace("HAND_OVER", HAND_OVER)
 
-# KEYS: expiry, refs. ARGV: now, limit, record key prefix. Returns {records it deleted, blob keys...}
-# (records that Redis already expired by their TTL are not counted).
+# KEYS: expiry, refs, blobs to delete, API of each record. ARGV: now, limit, record key prefix, queue
+# key prefix. Returns {expired records swept (whether Redis had already expired them by their TTL or
+# not), blob keys...}: the blobs of those records, then up to ``limit`` of the terminal records'.
+# Each swept record's queue entry goes too (the queue's keys of its API, :mod:`cortex.queue.redis`).
 _SWEEP = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {0}
+local out = {#ids}
 for _, id in ipairs(ids) do
   local ref = redis.call('HGET', KEYS[2], id)
   if ref then out[#out + 1] = ref end
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[1], id)
-  out[1] = out[1] + redis.call('UNLINK', ARGV[3] .. id)
+  redis.call('UNLINK', ARGV[3] .. id)
+  local api = redis.call('HGET', KEYS[4], id)
+  if api then
+    redis.call('HDEL', KEYS[4], id)
+    local q = ARGV[4] .. '{' .. api .. '}:'
+    redis.call('ZREM', q .. 'due', id)
+    redis.call('HDEL', q .. 'attempts', id)
+    redis.call('HDEL', q .. 'tokens', id)
+  end
+end
+local done = redis.call('LPOP', KEYS[3], tonumber(ARGV[2]))
+if done then
+  for _, ref in ipairs(done) do out[#out + 1] = ref end
 end
 return out
 """
@@ -155,6 +185,8 @@ class RedisRecordStore(RecordStore):
         self._sweep = server.client.register_script(_SWEEP)
         self._set_webhook = server.client.register_script(_SET_WEBHOOK)
         self._expiry, self._refs = server.key("blobs", "expiry"), server.key("blobs", "refs")
+        self._doomed = server.key("blobs", "done")
+        self._apis_of = server.key("expiry", "api")
 
     def record_key(self, request_id: str) -> str:
         """The key of a request's hash (the empty id gives the prefix of them all)."""
@@ -204,7 +236,7 @@ class RedisRecordStore(RecordStore):
             request.body_digest or "",
             *fields,
         ]
-        return [record_key, self._expiry, self._refs, idem_key, self._recent_key(request.api)], args
+        return [record_key, self._expiry, self._refs, idem_key, self._recent_key(request.api), self._apis_of], args
 
     async def get(self, api: str, request_id: str, *, now: float) -> RequestRecord | None:
         with wrap_errors("get", self._server.url):
@@ -271,7 +303,11 @@ class RedisRecordStore(RecordStore):
         pairs = [item for pair in changes.items() for item in pair]
         args = [api, int(full), len(sources), *sources, len(changes), *pairs, *dropped]
         with wrap_errors("status change", self._server.url):
-            return await self._transition(keys=[self._record_key(request_id)], args=args)
+            return await self._transition(keys=[self._record_key(request_id), *self.hand_over_keys()], args=args)
+
+    def hand_over_keys(self) -> list[str]:
+        """The keys after the record's that :data:`HAND_OVER` names."""
+        return [self._doomed, self._expiry, self._refs, self._record_key("")]
 
     async def set_webhook(self, api: str, request_id: str, state: dict[str, Any]) -> bool:
         text = json.dumps(state, separators=(",", ":"))
@@ -281,7 +317,9 @@ class RedisRecordStore(RecordStore):
 
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         with wrap_errors("sweep", self._server.url):
-            out = await self._sweep(keys=[self._expiry, self._refs], args=[_text(now), limit, self._record_key("")])
+            keys = [self._expiry, self._refs, self._doomed, self._apis_of]
+            args: list[str | int] = [_text(now), limit, self._record_key(""), self._server.key("q", "")]
+            out = await self._sweep(keys=keys, args=args)
         return Swept(deleted=int(out[0]), blob_keys=[ref.decode() for ref in out[1:]])
 
 

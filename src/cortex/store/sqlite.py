@@ -12,7 +12,15 @@ from typing import Any
 from cortex.backends import Resources
 from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord
 from cortex.sqlitedb import SqliteDatabase, open_database
-from cortex.sqlitetables import LIGHT, finish_record, insert_record, read_record, row_record, start_record
+from cortex.sqlitetables import (
+    LIGHT,
+    finish_record,
+    insert_record,
+    read_record,
+    row_record,
+    start_record,
+    sweep_records,
+)
 from cortex.store.base import ApiEntry, Catalog, RecordStore, Swept
 
 #: what :meth:`SqliteRecordStore.recent` lists: no result either
@@ -63,14 +71,10 @@ class SqliteRecordStore(RecordStore):
         )
 
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
-        rows = await self._db.write(
-            lambda c: c.execute(
-                "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE expires_at <= ? LIMIT ?)"
-                " RETURNING payload_ref",
-                (now, limit),
-            ).fetchall()
-        )
-        return Swept(deleted=len(rows), blob_keys=[row[0] for row in rows if row[0] is not None])
+        swept = await self._db.write(lambda c: sweep_records(c, now=now, limit=limit))
+        if swept.deleted or swept.blob_keys:
+            self._db.scrub()
+        return swept
 
 
 class SqliteCatalog(Catalog):
