@@ -32,6 +32,10 @@ class Cutter:
         self.port = 0
         #: the faults that happened, in order
         self.happened: list[str] = []
+        #: chunks clients sent (each a round trip, for a client that waits for each answer)
+        self.sent = 0
+        #: connections clients opened
+        self.connections = 0
         #: set once a stalled chunk has been delivered (and the server had time to run it)
         self.delivered = asyncio.Event()
 
@@ -63,6 +67,7 @@ class Cutter:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
@@ -72,6 +77,7 @@ class Cutter:
         self._spawn(self._downstream(up_reader, writer, reply_fault))
         try:
             while chunk := await reader.read(65536):
+                self.sent += 1
                 fault, self._armed = self._armed, None
                 if fault == "before":
                     self.happened.append("before")
