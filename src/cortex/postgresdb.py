@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -112,8 +113,13 @@ def wrap_errors(action: str, url: str) -> Iterator[None]:
         raise_if_cancelling()
 
 
-async def open_server(url: str, resources: Resources, ddl: str) -> PostgresServer:
+async def open_server(
+    url: str, resources: Resources, ddl: str, *, migrations: Sequence[str] = (), versions: str = ""
+) -> PostgresServer:
     """The process's pool for the server of ``url``, with ``ddl`` (``{s}`` = the schema) applied once.
+
+    ``migrations`` are versioned: the table ``{s}.<versions>`` records how many were applied, and
+    only the later ones run (each in the same transaction as the update of that count).
 
     Raises:
         BackendError: the URL is invalid, the server does not answer, or the schema cannot be created.
@@ -148,4 +154,15 @@ async def open_server(url: str, resources: Resources, ddl: str) -> PostgresServe
             # CREATE ... IF NOT EXISTS still races with itself in concurrent transactions
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"cortex-schema:{schema}")
             await conn.execute(server.sql("CREATE SCHEMA IF NOT EXISTS {s};\n" + ddl))
+            if migrations:
+                await _migrate(conn, server, migrations, versions)
     return server
+
+
+async def _migrate(conn: Any, server: PostgresServer, migrations: Sequence[str], versions: str) -> None:
+    table = server.sql(f"{{s}}.{versions}")
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+    version = await conn.fetchval(f"SELECT max(version) FROM {table}") or 0
+    for number, ddl in enumerate(migrations[version:], start=version + 1):
+        await conn.execute(server.sql(ddl))
+        await conn.execute(f"INSERT INTO {table} (version) VALUES ($1)", number)

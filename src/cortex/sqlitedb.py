@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from cortex.backends import Resources, local_path
 from cortex.errors import BackendError
-from cortex.sqlitetables import SCHEMA
+from cortex.sqlitetables import migrate
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _settle(batch: list[_Job], results: list[Result]) -> None:
 class SqliteDatabase:
     """A SQLite file opened for one process: batches committed on the event loop, a writer thread when busy."""
 
-    def __init__(self, path: Path, schema: str, *, readers: int = 2) -> None:
+    def __init__(self, path: Path, migrate: Callable[[sqlite3.Connection], None], *, readers: int = 2) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._jobs: queue.SimpleQueue[list[_Job] | _Checkpoint | None] = queue.SimpleQueue()
@@ -101,7 +101,13 @@ class SqliteDatabase:
         writer = self._connect()
         with _wrap("create the schema"):
             writer.execute("PRAGMA journal_mode=WAL")
-            writer.executescript(f"BEGIN IMMEDIATE;\n{schema}\nCOMMIT;")
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                migrate(writer)
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            writer.execute("COMMIT")
             # from now on the writer thread waits for the lock itself (see _begin)
             writer.execute("PRAGMA busy_timeout=0")
         self._writer = threading.Thread(
@@ -371,7 +377,7 @@ async def open_database(url: str, resources: Resources) -> SqliteDatabase:
     path = local_path(url).resolve()
 
     async def create() -> SqliteDatabase:
-        return SqliteDatabase(path, SCHEMA)
+        return SqliteDatabase(path, migrate)
 
     async def close(db: SqliteDatabase) -> None:
         db.close()

@@ -13,13 +13,14 @@ import sqlite3
 import time
 from typing import Any
 
+from cortex import recordfields as fields
 from cortex.queue.base import Lease
+from cortex.recordfields import columns, record_from
 from cortex.requests import (
     TERMINAL,
     Duplicate,
     NewRequest,
     Outcome,
-    RequestError,
     RequestRecord,
     Status,
     sources_of,
@@ -62,7 +63,6 @@ CREATE TABLE IF NOT EXISTS requests (
     webhook TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_expiry ON requests(expires_at);
-CREATE INDEX IF NOT EXISTS requests_blobs ON requests(id) WHERE payload_ref IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency ON requests(api, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS apis (
@@ -75,14 +75,17 @@ CREATE TABLE IF NOT EXISTS apis (
 );
 """
 
-#: every table of the database
-SCHEMA = QUEUE_SCHEMA + STORE_SCHEMA
-
-LIGHT = (
-    "id, api, status, created_at, expires_at, attempts, started_at, finished_at, result, error_kind, error_message,"
-    " webhook_url, webhook"
+#: the database's versions, in order: ``PRAGMA user_version`` says how many were applied. The first
+#: is the schema of the releases before versioning (``IF NOT EXISTS``: their files skip it). Never
+#: edit one that shipped; add the next.
+MIGRATIONS: tuple[str, ...] = (
+    QUEUE_SCHEMA + STORE_SCHEMA,
+    # 2: the sweep finds terminal records that still name a payload blob
+    "CREATE INDEX IF NOT EXISTS requests_blobs ON requests(id) WHERE payload_ref IS NOT NULL;",
 )
-FULL = LIGHT + ", headers, payload, payload_ref"
+
+LIGHT = columns(fields.LIGHT)
+FULL = columns(fields.FULL)
 
 
 # ---- the queue table
@@ -213,25 +216,18 @@ def finish_record(conn: sqlite3.Connection, api: str, request_id: str, outcome: 
 
 def row_record(row: sqlite3.Row | tuple[Any, ...]) -> RequestRecord:
     """A record from a row of :data:`LIGHT` (or :data:`FULL`) columns."""
-    error = None if row[9] is None else RequestError(kind=row[9], message=row[10] or "")
-    full = len(row) > 13
-    return RequestRecord(
-        id=row[0],
-        api=row[1],
-        status=Status(row[2]),
-        created_at=row[3],
-        expires_at=row[4],
-        attempts=row[5],
-        started_at=row[6],
-        finished_at=row[7],
-        result=row[8],
-        error=error,
-        webhook_url=row[11],
-        webhook=None if row[12] is None else json.loads(row[12]),
-        headers=tuple((k, v) for k, v in json.loads(row[13] or "[]")) if full else (),
-        payload=row[14] if full else None,
-        payload_ref=row[15] if full else None,
-    )
+    names = fields.FULL if len(row) == len(fields.FULL) else fields.LIGHT
+    return record_from(dict(zip(names, row, strict=True)))
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the :data:`MIGRATIONS` the database lacks, in the caller's transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, ddl in enumerate(MIGRATIONS[version:], start=version + 1):
+        for statement in ddl.split(";"):  # no statement here holds a ';' of its own
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
 
 
 _TERMINAL = status_values(sorted(TERMINAL))

@@ -42,6 +42,6 @@ async def test_a_request_costs_one_round_trip_per_step(backend: str, tmp_path: P
             for _ in range(REQUESTS):
                 await one()
             sent, opened = proxy.sent - before, proxy.connections - connections
-    assert sent <= STEPS * REQUESTS, (
+    assert sent <= STEPS * REQUESTS + ONE_OFFS, (
         f"{sent / REQUESTS:.2f} round trips per request on {backend} ({opened} connections)"
     )

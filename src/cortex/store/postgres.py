@@ -18,15 +18,16 @@ from typing import Any
 
 import asyncpg
 
+from cortex import recordfields as fields
 from cortex.backends import Resources
 from cortex.errors import BackendError
 from cortex.postgresdb import PostgresServer, open_server, wrap_errors
+from cortex.recordfields import columns, record_from
 from cortex.requests import (
     TERMINAL,
     Duplicate,
     NewRequest,
     Outcome,
-    RequestError,
     RequestRecord,
     Status,
     sources_of,
@@ -66,7 +67,6 @@ DO $$ BEGIN
     END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS requests_expiry ON {s}.requests (expires_at);
-CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency ON {s}.requests (api, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS {s}.apis (
@@ -79,11 +79,17 @@ CREATE TABLE IF NOT EXISTS {s}.apis (
 );
 """
 
-_LIGHT = (
-    "id, api, status, created_at, expires_at, attempts, started_at, finished_at, result, error_kind, error_message,"
-    " webhook_url, webhook"
+#: the schema's versions, in order (``{s}.store_version`` says how many were applied). The first is
+#: the schema of the releases before versioning (``IF NOT EXISTS``: their schemas skip it). Never
+#: edit one that shipped; add the next.
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA,
+    # 2: the sweep finds terminal records that still name a payload blob
+    "CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL",
 )
-_FULL = _LIGHT + ", headers, payload, payload_ref"
+
+_LIGHT = columns(fields.LIGHT)
+_FULL = columns(fields.FULL)
 LIGHT, FULL = _LIGHT, _FULL
 
 _CREATE = """
@@ -232,25 +238,8 @@ def row_record(row: asyncpg.Record | tuple[Any, ...]) -> RequestRecord:
 
 
 def _record(row: asyncpg.Record | tuple[Any, ...]) -> RequestRecord:
-    error = None if row[9] is None else RequestError(kind=row[9], message=row[10] or "")
-    full = len(row) > 13
-    return RequestRecord(
-        id=row[0],
-        api=row[1],
-        status=Status(row[2]),
-        created_at=row[3],
-        expires_at=row[4],
-        attempts=row[5],
-        started_at=row[6],
-        finished_at=row[7],
-        result=row[8],
-        error=error,
-        webhook_url=row[11],
-        webhook=None if row[12] is None else json.loads(row[12]),
-        headers=tuple((k, v) for k, v in json.loads(row[13] or "[]")) if full else (),
-        payload=row[14] if full else None,
-        payload_ref=row[15] if full else None,
-    )
+    names = fields.FULL if len(row) == len(fields.FULL) else fields.LIGHT
+    return record_from(dict(zip(names, tuple(row), strict=True)))
 
 
 _API_COLUMNS = "name, spec, spec_id, created_at, updated_at, meta"
@@ -311,5 +300,5 @@ def _entry(row: asyncpg.Record) -> ApiEntry:
 
 async def open_store(url: str, resources: Resources) -> tuple[PostgresRecordStore, PostgresCatalog]:
     """The record store and catalog in the PostgreSQL database of ``postgresql://...?schema=cortex``."""
-    server = await open_server(url, resources, SCHEMA)
+    server = await open_server(url, resources, "", migrations=MIGRATIONS, versions="store_version")
     return PostgresRecordStore(server), PostgresCatalog(server)

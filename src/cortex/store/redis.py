@@ -37,27 +37,17 @@ import json
 import math
 from typing import Any
 
+from cortex import recordfields as fields
 from cortex.backends import Resources
 from cortex.errors import BackendError
+from cortex.recordfields import decoded, record_from
 from cortex.redisdb import RedisServer, open_server, wrap_errors
-from cortex.requests import Duplicate, NewRequest, Outcome, RequestError, RequestRecord, Status, sources_of
+from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status, sources_of
 from cortex.store.base import RECENT_KEPT, ApiEntry, Catalog, RecordStore, Swept
 
-_LIGHT = (
-    "api",
-    "status",
-    "created_at",
-    "expires_at",
-    "attempts",
-    "started_at",
-    "finished_at",
-    "result",
-    "error_kind",
-    "error_message",
-    "webhook_url",
-    "webhook",
-)
-_FULL = (*_LIGHT, "headers", "payload", "payload_ref")
+#: a record's hash holds the declared fields (:mod:`cortex.recordfields`) but its id, which is in its key
+_LIGHT = tuple(name for name in fields.LIGHT if name != "id")
+_FULL = (*_LIGHT, *fields.FULL[len(fields.LIGHT) :])
 #: the fields of a record as :func:`values_record` reads them (a listing, a status read)
 LIGHT, FULL = _LIGHT, _FULL
 
@@ -336,39 +326,10 @@ def values_record(request_id: str, values: list[Any]) -> RequestRecord:
 
 
 def _record(request_id: str, values: list[Any]) -> RequestRecord:
-    """A record from the values of ``_LIGHT`` (then, if present, the rest of ``_FULL``)."""
-    fields: dict[str, bytes | None] = dict(zip(_FULL, values, strict=False))
-
-    def number(name: str) -> float | None:
-        value = fields.get(name)
-        return None if value is None else float(value)
-
-    def text(name: str) -> str | None:
-        value = fields.get(name)
-        return None if value is None else value.decode()
-
-    kind, status = text("error_kind"), text("status")
-    headers, webhook = fields.get("headers"), fields.get("webhook")
-    created_at, expires_at = number("created_at"), number("expires_at")
-    if status is None or created_at is None or expires_at is None:  # pragma: no cover - written by create
-        raise BackendError(f"request {request_id} has a damaged record in Redis")
-    return RequestRecord(
-        id=request_id,
-        api=text("api") or "",
-        status=Status(status),
-        created_at=created_at,
-        expires_at=expires_at,
-        attempts=int(fields.get("attempts") or 0),
-        started_at=number("started_at"),
-        finished_at=number("finished_at"),
-        result=fields.get("result"),
-        error=None if kind is None else RequestError(kind=kind, message=text("error_message") or ""),
-        headers=tuple((k, v) for k, v in json.loads(headers)) if len(values) > len(_LIGHT) and headers else (),
-        payload=fields.get("payload"),
-        payload_ref=text("payload_ref"),
-        webhook_url=text("webhook_url"),
-        webhook=None if webhook is None else json.loads(webhook),
-    )
+    stored = {name: decoded(name, value) for name, value in zip(_FULL, values, strict=False)}
+    if any(stored.get(name) is None for name in ("api", "status", "created_at", "expires_at")):
+        raise BackendError(f"request {request_id} has a damaged record in Redis")  # pragma: no cover
+    return record_from({**stored, "id": request_id})
 
 
 class RedisCatalog(Catalog):
