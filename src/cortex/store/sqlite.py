@@ -72,8 +72,8 @@ class SqliteRecordStore(RecordStore):
 
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         swept = await self._db.write(lambda c: sweep_records(c, now=now, limit=limit))
-        if swept.deleted or swept.blob_keys:
-            self._db.scrub()
+        # every sweep, not only one that deleted: a finished request's payload was cleared meanwhile
+        self._db.scrub()
         return swept
 
 
