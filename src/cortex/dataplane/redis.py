@@ -92,15 +92,15 @@ return out
     .replace("FULL", _fields(FULL))
 )
 
-# KEYS: record, then HAND_OVER's (4), then due, attempts, tokens. ARGV: id, token, api, S, S statuses
+# KEYS: record, then HAND_OVER's (5), then due, attempts, tokens. ARGV: id, token, api, S, S statuses
 # the outcome may leave, F, F field/value pairs to set, then fields to delete. Returns 0 (lease lost: nothing written),
 # 1 (finished and acked) or 2 (the record was terminal or gone: only acked).
 _FINISH = (
     """
-if redis.call('HGET', KEYS[8], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('HDEL', KEYS[7], ARGV[1])
+if redis.call('HGET', KEYS[9], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[7], ARGV[1])
 redis.call('HDEL', KEYS[8], ARGV[1])
+redis.call('HDEL', KEYS[9], ARGV[1])
 local current = redis.call('HMGET', KEYS[1], 'api', 'status')
 if current[1] ~= ARGV[3] then return 2 end
 local s = tonumber(ARGV[4])

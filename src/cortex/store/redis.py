@@ -6,12 +6,14 @@ from the moment the record is stored (the same instant as ``expires_at`` when th
 agrees with the server's, and no dependence on clock sync when it does not). Reads hide a record
 from ``expires_at`` on whatever the TTL says, so the contract holds to the second.
 
-Blobs: Redis cannot tell anyone that a key expired, so the payload blob keys live apart from the
-records, in ``<prefix>:blobs:expiry`` (sorted set: id -> expires_at) and ``<prefix>:blobs:refs``
-(hash: id -> blob key), which have no TTL. :meth:`RedisRecordStore.sweep` returns the blob keys
-of records expired at ``now`` from there (and deletes those records if Redis has not yet), so no
-blob is orphaned even when the record itself expired long before the sweep. Records without a
-blob need no sweep at all.
+The sweep's index: Redis cannot tell anyone that a key expired, so every request not yet terminal
+is indexed apart from its record, in ``<prefix>:blobs:expiry`` (sorted set: id -> expires_at),
+``<prefix>:expiry:api`` (hash: id -> API, whose queue holds it) and ``<prefix>:blobs:refs`` (hash:
+id -> payload blob key), which have no TTL. :meth:`RedisRecordStore.sweep` takes the requests
+expired at ``now`` from there: it deletes the record (if Redis has not yet) and its queue entry, and
+returns its blob key, so no blob is orphaned even when the record itself expired long before the
+sweep. At a terminal status a request leaves the index (:data:`HAND_OVER`), its blob key going to
+``<prefix>:blobs:done``, which the sweep drains: the index is as large as the backlog.
 
 Idempotency keys: ``<prefix>:idem:<api>:<key>``, a hash (id, body_digest, expires_at of the
 holder) written by the same script as the record, with the same TTL, so the key expires with its
@@ -91,8 +93,11 @@ return 1
 """
 
 # At a terminal status, the record's payload blob is handed to the sweep: its key moves from the
-# record (and the index of blobs by record) to the list of blobs to delete. KEYS: record, blobs to delete,
-# expiry, refs, record key prefix (a key name only, never read).
+# record to the list of blobs to delete. Nothing of the request is left for the sweep then (its
+# queue entry was acked or removed; its TTL deletes the record and idempotency key), so it leaves
+# the sweep's index: that holds only the requests not yet terminal, and the memory it takes stays
+# that of the backlog. KEYS: record, blobs to delete, expiry, refs, record key prefix (a key name
+# only, never read), API of each indexed record.
 HAND_OVER = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'completed' or st == 'failed' or st == 'cancelled' then
@@ -100,8 +105,11 @@ if st == 'completed' or st == 'failed' or st == 'cancelled' then
   if ref then
     redis.call('HDEL', KEYS[1], 'payload_ref')
     redis.call('RPUSH', KEYS[2], ref)
-    redis.call('HDEL', KEYS[4], string.sub(KEYS[1], string.len(KEYS[5]) + 1))
   end
+  local id = string.sub(KEYS[1], string.len(KEYS[5]) + 1)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('HDEL', KEYS[6], id)
 end
 """
 
@@ -297,7 +305,7 @@ class RedisRecordStore(RecordStore):
 
     def hand_over_keys(self) -> list[str]:
         """The keys after the record's that :data:`HAND_OVER` names."""
-        return [self._doomed, self._expiry, self._refs, self._record_key("")]
+        return [self._doomed, self._expiry, self._refs, self._record_key(""), self._apis_of]
 
     async def set_webhook(self, api: str, request_id: str, state: dict[str, Any]) -> bool:
         text = json.dumps(state, separators=(",", ":"))
