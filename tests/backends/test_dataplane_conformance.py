@@ -163,3 +163,22 @@ async def _lapse(backends: Backends) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the lease never lapsed")
+
+
+async def test_concurrent_finishes_each_get_their_own_answer(backends: Backends) -> None:
+    for rid in ("a", "b", "c"):
+        await backends.plane.submit(new(rid))
+    taken = {item.lease.id: item for item in await take(backends)}
+    lost = dataclasses.replace(taken["c"].lease, token=taken["c"].lease.token + 1)
+    answers = await asyncio.gather(
+        backends.plane.finish(taken["a"].lease, Outcome.completed(b'"a"'), now=now()),
+        backends.plane.finish(taken["b"].lease, Outcome.failed(ErrorKind.HTTP_STATUS, "500"), now=now()),
+        backends.plane.finish(lost, Outcome.completed(b'"c"'), now=now()),
+    )
+    assert list(answers) == [Finished.FINISHED, Finished.FINISHED, Finished.LEASE_LOST]
+    statuses = [(await backends.records.get("api", rid, now=now())) for rid in ("a", "b", "c")]
+    assert [record.status if record else None for record in statuses] == [
+        Status.COMPLETED,
+        Status.FAILED,
+        Status.IN_PROGRESS,
+    ]

@@ -7,6 +7,7 @@ server runs for it (a Lua script's inner commands, a PL/pgSQL function's stateme
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,8 @@ import pytest
 
 from cortex.dataplane.base import Finished
 from cortex.gateway import GatewaySettings, create_app
-from cortex.requests import Outcome, now
+from cortex.ids import new_id
+from cortex.requests import NewRequest, Outcome, now
 from tests.faults.test_interrupted_submit import proxied
 
 REQUESTS = 20
@@ -45,3 +47,25 @@ async def test_a_request_costs_one_round_trip_per_step(backend: str, tmp_path: P
     assert sent <= STEPS * REQUESTS + ONE_OFFS, (
         f"{sent / REQUESTS:.2f} round trips per request on {backend} ({opened} connections)"
     )
+
+
+async def test_concurrent_finishes_share_one_round_trip_on_postgres(tmp_path: Path) -> None:
+    async with proxied("postgres", tmp_path) as (through, _, proxy):
+        sent = []
+        for _ in range(2):  # the first batch also prepares the statement
+            for _ in range(8):
+                await through.plane.submit(_new())
+            taken = await through.plane.take("echo", visibility=30, limit=8, max_attempts=3, timeout=1)
+            assert len(taken) == 8
+            before = proxy.sent
+            answers = await asyncio.gather(
+                *(through.plane.finish(item.lease, Outcome.completed(b"1"), now=now()) for item in taken)
+            )
+            assert answers == [Finished.FINISHED] * 8
+            sent.append(proxy.sent - before)
+        assert sent[1] == 1
+
+
+def _new() -> NewRequest:
+    created = now()
+    return NewRequest(id=new_id(), api="echo", created_at=created, expires_at=created + 60, headers=(), payload=b"{}")

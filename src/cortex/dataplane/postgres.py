@@ -9,9 +9,11 @@ finish are one statement each, with data-modifying CTEs on the two tables.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from cortex.backends import Resources
 from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.batching import TurnBatcher
 from cortex.postgresdb import PostgresServer, open_server, wrap_errors
 from cortex.queue.base import Lease
 from cortex.queue.postgres import PostgresQueue
@@ -89,18 +91,27 @@ LEFT JOIN started AS st ON st.id = l.id
 LEFT JOIN {{s}}.requests AS pre ON pre.id = l.id AND pre.api = $1 AND l.attempts > $4
 """
 
-# $1 id, $2 token, $3 api, $4 status, $5 finished_at, $6 result, $7 error kind, $8 error message, $9 sources.
-# (rows acked, records finished): (0, 0) the lease was lost, (1, 0) the record was terminal or gone.
+# One row per finish, as arrays: $1 ids, $2 tokens, $3 apis, $4 statuses, $5 finished_at, $6 results,
+# $7 error kinds, $8 error messages, $9 the statuses each may leave (comma-joined). Per finish, in
+# order: (acked, finished): (false, false) the lease was lost, (true, false) the record was terminal.
 _FINISH = """
-WITH held AS (
-    DELETE FROM {s}.queue WHERE id = $1 AND token = $2 RETURNING id
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::float8[], $6::bytea[],
+        $7::text[], $8::text[], $9::text[]) WITH ORDINALITY
+        AS t(id, token, api, status, finished_at, result, error_kind, error_message, sources, n)
+), held AS (
+    DELETE FROM {s}.queue AS q USING input WHERE q.id = input.id AND q.token = input.token RETURNING q.id
 ), finished AS (
-    UPDATE {s}.requests SET status = $4, finished_at = $5, result = $6, error_kind = $7, error_message = $8,
-        headers = NULL, payload = NULL
-    WHERE id IN (SELECT id FROM held) AND api = $3 AND status = ANY($9::text[])
-    RETURNING id
+    UPDATE {s}.requests AS r SET status = input.status, finished_at = input.finished_at, result = input.result,
+        error_kind = input.error_kind, error_message = input.error_message, headers = NULL, payload = NULL
+    FROM input
+    WHERE r.id = input.id AND r.id IN (SELECT id FROM held) AND r.api = input.api
+        AND r.status = ANY(string_to_array(input.sources, ','))
+    RETURNING r.id
 )
-SELECT (SELECT count(*) FROM held)::int, (SELECT count(*) FROM finished)::int
+SELECT input.n, held.id IS NOT NULL, finished.id IS NOT NULL
+FROM input LEFT JOIN held ON held.id = input.id LEFT JOIN finished ON finished.id = input.id
+ORDER BY input.n
 """
 
 _START_SOURCES = list(status_values(sources_of(Status.IN_PROGRESS)))
@@ -114,6 +125,7 @@ class PostgresDataPlane(DataPlane):
         self._pool = server.pool
         self._queue = PostgresQueue(server)
         self._submit, self._take, self._finish = (server.sql(text) for text in (_SUBMIT, _TAKE, _FINISH))
+        self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
 
     async def submit(self, request: NewRequest) -> Duplicate | None:
         args = (
@@ -162,27 +174,35 @@ class PostgresDataPlane(DataPlane):
         return await self._queue.wait_take(api, once, timeout=timeout, poll=poll)
 
     async def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> Finished:
-        error = outcome.error
-        sources = list(status_values(sources_of(outcome.status)))
-        with wrap_errors("finish", self._server.url):
-            row = await self._pool.fetchrow(
-                self._finish,
+        """One statement, shared by the finishes of one turn of the event loop (one commit for all)."""
+        return await self._finishes((lease, outcome, now))
+
+    async def _finish_all(self, items: list[tuple[Lease, Outcome, float]]) -> list[Finished]:
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        for lease, outcome, finished_at in items:
+            error = outcome.error
+            row = (
                 lease.id,
                 lease.token,
                 lease.api,
                 outcome.status.value,
-                now,
+                finished_at,
                 outcome.result,
                 None if error is None else error.kind,
                 None if error is None else error.message,
-                sources,
+                ",".join(status_values(sources_of(outcome.status))),
             )
-        assert row is not None  # an aggregate always has a row
-        if row[0] == 0:
-            return Finished.LEASE_LOST
-        return Finished.FINISHED if row[1] == 1 else Finished.ALREADY_TERMINAL
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        with wrap_errors("finish", self._server.url):
+            rows = await self._pool.fetch(self._finish, *columns)
+        return [
+            Finished.LEASE_LOST if not acked else Finished.FINISHED if finished else Finished.ALREADY_TERMINAL
+            for _, acked, finished in rows
+        ]
 
     async def aclose(self) -> None:
+        await self._finishes.aclose()
         await self._queue.aclose()
 
 
