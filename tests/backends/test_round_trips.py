@@ -49,8 +49,9 @@ async def test_a_request_costs_one_round_trip_per_step(backend: str, tmp_path: P
     )
 
 
-async def test_concurrent_finishes_share_one_round_trip_on_postgres(tmp_path: Path) -> None:
-    async with proxied("postgres", tmp_path) as (through, _, proxy):
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+async def test_concurrent_finishes_share_one_round_trip(backend: str, tmp_path: Path) -> None:
+    async with proxied(backend, tmp_path) as (through, _, proxy):
         sent = []
         for _ in range(2):  # the first batch also prepares the statement
             for _ in range(8):

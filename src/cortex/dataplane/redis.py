@@ -12,11 +12,12 @@ from typing import Any
 
 from cortex.backends import Resources
 from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.batching import TurnBatcher
 from cortex.queue.base import Lease
 from cortex.queue.redis import NOW, TRIM_WAKE, RedisQueue
 from cortex.redisdb import RedisServer, open_server, wrap_errors
 from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
-from cortex.store.redis import CREATE_BODY, FULL, HAND_OVER, RedisRecordStore, duplicate_of, text_of, values_record
+from cortex.store.redis import CREATE_BODY, FULL, RedisRecordStore, duplicate_of, text_of, values_record
 
 
 def _fields(names: tuple[str, ...]) -> str:
@@ -92,34 +93,56 @@ return out
     .replace("FULL", _fields(FULL))
 )
 
-# KEYS: record, then HAND_OVER's (5), then due, attempts, tokens. ARGV: id, token, api, S, S statuses
-# the outcome may leave, F, F field/value pairs to set, then fields to delete. Returns 0 (lease lost: nothing written),
-# 1 (finished and acked) or 2 (the record was terminal or gone: only acked).
-_FINISH = (
-    """
-if redis.call('HGET', KEYS[9], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[7], ARGV[1])
-redis.call('HDEL', KEYS[8], ARGV[1])
-redis.call('HDEL', KEYS[9], ARGV[1])
-local current = redis.call('HMGET', KEYS[1], 'api', 'status')
-if current[1] ~= ARGV[3] then return 2 end
-local s = tonumber(ARGV[4])
-local allowed = false
-for i = 5, 4 + s do
-  if ARGV[i] == current[2] then allowed = true end
+# Several finishes in one script (those of one turn of the event loop). KEYS: HAND_OVER's (blobs to
+# delete, expiry, refs, record key prefix, API of each indexed record), then per finish: record,
+# due, attempts, tokens. ARGV per finish: id, token, api, S, S statuses the outcome may leave, F, F
+# field/value pairs to set, D, D fields to delete. Returns per finish 0 (lease lost: nothing
+# written), 1 (finished and acked; its blob key handed over, :data:`HAND_OVER`) or 2 (the record
+# was terminal or gone: only acked).
+_FINISH = """
+local out = {}
+local a = 1
+for n = 0, (#KEYS - 5) / 4 - 1 do
+  local record, due, attempts, tokens = KEYS[6 + 4 * n], KEYS[7 + 4 * n], KEYS[8 + 4 * n], KEYS[9 + 4 * n]
+  local id, token, api = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local s = tonumber(ARGV[a + 3])
+  local sources_at = a + 4
+  local f = tonumber(ARGV[sources_at + s])
+  local pairs_at = sources_at + s + 1
+  local d = tonumber(ARGV[pairs_at + 2 * f])
+  local drops_at = pairs_at + 2 * f + 1
+  a = drops_at + d
+  local code = 0
+  if redis.call('HGET', tokens, id) == token then
+    redis.call('ZREM', due, id)
+    redis.call('HDEL', attempts, id)
+    redis.call('HDEL', tokens, id)
+    code = 2
+    local current = redis.call('HMGET', record, 'api', 'status')
+    local allowed = false
+    if current[1] == api then
+      for i = sources_at, sources_at + s - 1 do
+        if ARGV[i] == current[2] then allowed = true end
+      end
+    end
+    if allowed then
+      if f > 0 then redis.call('HSET', record, unpack(ARGV, pairs_at, pairs_at + 2 * f - 1)) end
+      if d > 0 then redis.call('HDEL', record, unpack(ARGV, drops_at, drops_at + d - 1)) end
+      local ref = redis.call('HGET', record, 'payload_ref')
+      if ref then
+        redis.call('HDEL', record, 'payload_ref')
+        redis.call('RPUSH', KEYS[1], ref)
+      end
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('HDEL', KEYS[3], id)
+      redis.call('HDEL', KEYS[5], id)
+      code = 1
+    end
+  end
+  out[#out + 1] = code
 end
-if not allowed then return 2 end
-local f = tonumber(ARGV[5 + s])
-local at = 6 + s
-if f > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, at, at + 2 * f - 1)) end
-at = at + 2 * f
-if at <= #ARGV then redis.call('HDEL', KEYS[1], unpack(ARGV, at)) end
+return out
 """
-    + HAND_OVER
-    + """
-return 1
-"""
-)
 
 _FINISHED = {0: Finished.LEASE_LOST, 1: Finished.FINISHED, 2: Finished.ALREADY_TERMINAL}
 _START_SOURCES = status_values(sources_of(Status.IN_PROGRESS))
@@ -138,6 +161,7 @@ class RedisDataPlane(DataPlane):
         self._records = RedisRecordStore(server)
         register = server.client.register_script
         self._submit, self._take, self._finish = register(_SUBMIT), register(_TAKE), register(_FINISH)
+        self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
 
     async def submit(self, request: NewRequest) -> Duplicate | None:
         keys, args = self._records.create_arguments(request)
@@ -166,18 +190,28 @@ class RedisDataPlane(DataPlane):
         return await self._queue.wait_take(api, once, timeout=timeout)
 
     async def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> Finished:
-        changes: list[str | bytes] = ["status", outcome.status.value, "finished_at", text_of(now)]
-        if outcome.result is not None:
-            changes += ["result", outcome.result]
-        if outcome.error is not None:
-            changes += ["error_kind", outcome.error.kind, "error_message", outcome.error.message]
-        sources = status_values(sources_of(outcome.status))
-        args: list[Any] = [lease.id, lease.token, lease.api, len(sources), *sources, len(changes) // 2, *changes]
-        args += ["headers", "payload"]
-        keys = [self._records.record_key(lease.id), *self._records.hand_over_keys()]
-        keys += self._queue.keys(lease.api, "due", "attempts", "tokens")
+        """One script, shared by the finishes of one turn of the event loop."""
+        return await self._finishes((lease, outcome, now))
+
+    async def _finish_all(self, items: list[tuple[Lease, Outcome, float]]) -> list[Finished]:
+        keys = self._records.hand_over_keys()
+        args: list[Any] = []
+        for lease, outcome, finished_at in items:
+            changes: list[str | bytes] = ["status", outcome.status.value, "finished_at", text_of(finished_at)]
+            if outcome.result is not None:
+                changes += ["result", outcome.result]
+            if outcome.error is not None:
+                changes += ["error_kind", outcome.error.kind, "error_message", outcome.error.message]
+            sources = status_values(sources_of(outcome.status))
+            args += [lease.id, lease.token, lease.api, len(sources), *sources, len(changes) // 2, *changes]
+            args += [2, "headers", "payload"]
+            keys += [self._records.record_key(lease.id), *self._queue.keys(lease.api, "due", "attempts", "tokens")]
         with wrap_errors("finish", self._server.url):
-            return _FINISHED[int(await self._finish(keys=keys, args=args))]
+            codes = await self._finish(keys=keys, args=args)
+        return [_FINISHED[int(code)] for code in codes]
+
+    async def aclose(self) -> None:
+        await self._finishes.aclose()
 
 
 async def open_plane(url: str, resources: Resources) -> RedisDataPlane:
