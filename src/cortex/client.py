@@ -44,20 +44,20 @@ MAX_POLL_INTERVAL = 2.0
 _TERMINAL_FAILURES = ("failed", "cancelled")
 
 
-def client(env: str | None = None, *, api_key: str | None = None) -> Client:
+def client(env_name: str | None = None, *, api_key: str | None = None) -> Client:
     """A client for a configured environment (``CORTEX_CLI_CONFIG_DIR`` is read once, here).
 
     The operator token is the environment's ``operator_token``; the gateway key is ``api_key``, else
     the environment's, else ``CORTEX_API_KEY`` (what a replica is given, so chaining works).
 
     Args:
-        env: the environment's name; the default environment when ``None``.
+        env_name: the environment's name; the default environment when ``None``.
         api_key: the key to send to the gateway.
 
     Raises:
         NotFound: there is no environment of that name, or no default one.
     """
-    environment = EnvConfig.load(config_dir_from(os.environ)).get(env)
+    environment = EnvConfig.load(config_dir_from(os.environ)).get(env_name)
     return Client(
         environment.operator_endpoint,
         env_name=environment.name,
@@ -131,48 +131,76 @@ class Client:
         """The operator's ``/info``: version, provider, state_dir, operator_url, gateway_url, pid."""
         return cast(dict[str, Any], self._operator("GET", "/info"))
 
+    @property
+    def env(self) -> dict[str, str | None]:
+        """The environment this client talks to, as Cortex's ``client.env``: ``{"name", "operator_endpoint"}``."""
+        return {"name": self.env_name, "operator_endpoint": self.operator_endpoint}
+
     def deploy(
         self,
-        spec_or_path: dict[str, Any] | str | os.PathLike[str],
-        *,
-        force: bool = False,
+        api_spec: dict[str, Any] | str | os.PathLike[str],
+        force: bool = True,
         wait: bool = False,
+        *,
+        project_dir: str | os.PathLike[str] | None = None,
         timeout: float = 600.0,
     ) -> dict[str, Any]:
-        """Create or update APIs, from one API's spec or from a configuration file.
+        """Create or update one API from its spec (Cortex v0.42's ``deploy``).
 
         Args:
-            spec_or_path: one API as a dict (sent as a one-item YAML list), or a YAML file's path.
+            api_spec: one API as a dict, sent as a one-item YAML list; a configuration file's path
+                is accepted too (then as :meth:`deploy_from_file`).
             force: override an update in progress.
-            wait: return only once every deployed API is ready (see :func:`is_ready`).
+            wait: return only once the API is ready (see :func:`is_ready`).
+            project_dir: where the spec's relative paths (a local ``command``'s files) are found;
+                the current directory by default (Cortex before v0.36 took it as the second argument).
             timeout: seconds ``wait`` may take.
 
         Returns:
-            The first DeployResult, ``{"api": {"spec", "endpoint"}, "message", "error"}``.
+            Without ``wait``, the DeployResult ``{"api": {"spec", "endpoint"}, "message", "error"}``;
+            with it, the ready API as :meth:`get_api` returns it.
 
         Raises:
             SpecError: the configuration is invalid (the message names file, API and field).
+            CortexError: the API could not be deployed.
+            ResultTimeout: ``wait`` ran past ``timeout``.
+        """
+        if not isinstance(api_spec, dict):
+            return self.deploy_from_file(api_spec, force=force, wait=wait, timeout=timeout)
+        config = yaml.safe_dump([api_spec], sort_keys=False)
+        base = Path(project_dir) if project_dir is not None else Path.cwd()
+        # the operator resolves relative paths next to the configuration: here, project_dir
+        results = self.deploy_config(config, str(base.absolute() / "cortex.yaml"), force=force)
+        return self._deployed(results, wait=wait, timeout=timeout)
+
+    def deploy_from_file(
+        self,
+        config_file: str | os.PathLike[str],
+        force: bool = False,
+        wait: bool = False,
+        *,
+        timeout: float = 600.0,
+    ) -> dict[str, Any]:
+        """Create or update the APIs of a configuration file (Cortex v0.42's ``deploy_from_file``).
+
+        Returns:
+            The first API's DeployResult; with ``wait``, once every API of the file is ready, the
+            first one as :meth:`get_api` returns it.
+
+        Raises:
+            SpecError: the file can't be read or is invalid.
             CortexError: an API could not be deployed.
             ResultTimeout: ``wait`` ran past ``timeout``.
         """
-        if isinstance(spec_or_path, dict):
-            config = yaml.safe_dump([spec_or_path], sort_keys=False)
-            # the operator resolves relative paths next to the configuration: here, the current dir
-            results = self.deploy_config(config, str(Path.cwd() / "cortex.yaml"), force=force)
-        else:
-            results = self.deploy_file(spec_or_path, force=force)
+        return self._deployed(self.deploy_file(config_file, force=force), wait=wait, timeout=timeout)
+
+    def _deployed(self, results: list[dict[str, Any]], *, wait: bool, timeout: float) -> dict[str, Any]:
         for result in results:
             if result.get("error"):
                 raise CortexError(str(result["error"]))
-        if wait:
-            self.wait_ready([result["api"]["spec"]["name"] for result in results], timeout=timeout)
-        return results[0]
-
-    def deploy_from_file(
-        self, config_file: str | os.PathLike[str], force: bool = False, wait: bool = False
-    ) -> dict[str, Any]:
-        """Cortex's name for :meth:`deploy` with a path."""
-        return self.deploy(config_file, force=force, wait=wait)
+        if not wait:
+            return results[0]
+        return self.wait_ready([result["api"]["spec"]["name"] for result in results], timeout=timeout)[0]
 
     def deploy_file(self, path: str | os.PathLike[str], *, force: bool = False) -> list[dict[str, Any]]:
         """Send a configuration file; every DeployResult, errors included, as the operator answered.
@@ -235,15 +263,18 @@ class Client:
                 time.sleep(min(interval, remaining))
         return ready
 
-    def get_api(self, name: str) -> dict[str, Any]:
+    def get_api(self, api_name: str, *, show_secrets: bool = False) -> dict[str, Any]:
         """One API's APIResponse (``spec``, ``metadata``, ``status``, ``endpoint``, ``api_versions``).
+
+        With ``show_secrets``, its ``webhook_secret`` too.
 
         Raises:
             NotFound: no API has that name.
         """
-        apis: list[dict[str, Any]] = self._operator("GET", f"/get/{_segment(name)}")
+        params = {"show_secrets": "true"} if show_secrets else None
+        apis: list[dict[str, Any]] = self._operator("GET", f"/get/{_segment(api_name)}", params=params)
         if not apis:
-            raise NotFound(f"api {name} is not deployed")
+            raise NotFound(f"api {api_name} is not deployed")
         return apis[0]
 
     def list_apis(self) -> list[dict[str, Any]]:
@@ -258,20 +289,31 @@ class Client:
         """
         return cast(dict[str, Any], self._operator("GET", f"/describe/{_segment(name)}"))
 
-    def refresh(self, name: str, force: bool = False) -> dict[str, Any]:
+    def refresh(self, api_name: str, force: bool = False) -> dict[str, Any]:
         """Restart every replica of an API, rolling (``{"message"}``)."""
-        return cast(dict[str, Any], self._operator("POST", f"/refresh/{_segment(name)}", params=_flag("force", force)))
+        path = f"/refresh/{_segment(api_name)}"
+        return cast(dict[str, Any], self._operator("POST", path, params=_flag("force", force)))
 
-    def delete(self, name: str, keep_cache: bool = False) -> dict[str, Any]:
-        """Delete an API (``{"message"}``); ``keep_cache`` is accepted for Cortex scripts and has no effect."""
-        return cast(dict[str, Any], self._operator("DELETE", f"/delete/{_segment(name)}"))
+    def delete(self, api_name: str, keep_cache: bool = False) -> dict[str, Any]:
+        """Delete an API (``{"message"}``); ``keep_cache`` is accepted for Cortex scripts and has no effect.
+
+        Its requests stay readable (:meth:`status`) until they expire; those still queued are cancelled.
+        """
+        return cast(dict[str, Any], self._operator("DELETE", f"/delete/{_segment(api_name)}"))
 
     def logs(
-        self, name: str, *, follow: bool = True, tail: int | None = None, request_id: str | None = None
+        self,
+        name: str,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        request_id: str | None = None,
+        replica: str | None = None,
     ) -> Generator[str, None, None]:
         """The API's log lines, ``[<replica> <container>] <line>``; with ``follow``, until the stream ends.
 
-        With ``request_id``, only the lines that mention that request, the gateway's included.
+        With ``request_id``, only the lines that mention that request, the gateway's included; with
+        ``replica``, only that replica's (its containers' and its dequeuer's).
 
         Close the iterator (or stop iterating) to end the stream.
         """
@@ -280,6 +322,8 @@ class Client:
             params["tail"] = str(tail)
         if request_id is not None:
             params["request"] = request_id
+        if replica is not None:
+            params["replica"] = replica
         # a followed stream may stay quiet for as long as the API does
         timeout = httpx.Timeout(self.timeout, read=None if follow else self.timeout)
         url = f"{self.operator_endpoint}/logs/{_segment(name)}"
@@ -468,8 +512,8 @@ class _CallableModule(types.ModuleType):
     attribute to the module; Cortex's users call ``cortex.client()``, which must keep working after that.
     """
 
-    def __call__(self, env: str | None = None, *, api_key: str | None = None) -> Client:
-        return client(env, api_key=api_key)
+    def __call__(self, env_name: str | None = None, *, api_key: str | None = None) -> Client:
+        return client(env_name, api_key=api_key)
 
 
 sys.modules[__name__].__class__ = _CallableModule

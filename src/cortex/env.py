@@ -237,6 +237,26 @@ class EnvConfig:
         if self.default_environment == name:
             self.default_environment = None
 
+    def rename(self, old: str, new: str) -> Environment:
+        """Give the environment ``old`` the name ``new``, in its place; the default follows it.
+
+        Raises:
+            NotFound: no environment is called ``old``.
+            CortexError: ``new`` is not a valid name, or another environment has it.
+        """
+        if old not in self.environments:
+            raise NotFound(f"no environment named {old}; run `cortex env list`")
+        if not _NAME.match(new):
+            raise CortexError(f"invalid environment name {new!r}: use letters, digits, '-', '_' and '.'")
+        if new != old and new in self.environments:
+            raise CortexError(f"an environment named {new} already exists; delete it first or choose another name")
+        renamed = dataclasses.replace(self.environments[old], name=new)
+        self.environments = {(new if name == old else name): env for name, env in self.environments.items()}
+        self.environments[new] = renamed
+        if self.default_environment == old:
+            self.default_environment = new
+        return renamed
+
     def set_default(self, name: str) -> None:
         """Make ``name`` the default environment.
 

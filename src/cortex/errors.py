@@ -11,7 +11,8 @@ to do. Driver errors are kept as ``__cause__``.
     ├── RequestFailed        a request ended failed or cancelled (client.result)
     ├── ResultTimeout        a wait ran past its deadline (client.result)
     ├── ClusterUnavailable   the cluster cannot be reached (says how to start it)
-    └── AccessDenied         a gateway key or the operator token is missing or wrong (says where to set it)
+    ├── AccessDenied         a gateway key or the operator token is missing or wrong (says where to set it)
+    └── CortexBinaryException  a ``cortex`` command run by ``cortex.run_cli`` failed (Cortex's name)
 """
 
 from __future__ import annotations
@@ -56,3 +57,7 @@ class ClusterUnavailable(CortexError):
 
 class AccessDenied(CortexError):
     """The gateway or the operator answered 401 or 403: a key or token is missing or wrong."""
+
+
+class CortexBinaryException(CortexError):
+    """A ``cortex`` command run by :func:`cortex.run_cli` exited non-zero; the message is its stderr."""

@@ -62,6 +62,7 @@ class ErrorKind(enum.StrEnum):
     MAX_ATTEMPTS = "max_attempts"  #: workers died holding it ``async.max_attempts`` times
     PAYLOAD_LOST = "payload_lost"  #: the stored payload could not be read
     INTERNAL = "internal"  #: cortex itself failed while handling it
+    API_DELETED = "api_deleted"  #: its API was deleted while it waited (the request is ``cancelled``)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

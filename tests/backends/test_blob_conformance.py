@@ -79,3 +79,25 @@ async def test_put_that_fails_stores_nothing(blobs: BlobStore) -> None:
 async def test_missing_key_is_not_found(blobs: BlobStore) -> None:
     with pytest.raises(NotFound):
         await _read(blobs, "never-written")
+
+
+async def test_open_sized_knows_the_length_before_reading(blobs: BlobStore) -> None:
+    part = bytes(range(256)) * 4096  # 1 MiB
+    await blobs.put("sized", _chunks(part, b"tail"))
+    blob = await blobs.open_sized("sized")
+    assert blob.size == len(part) + 4
+    assert b"".join([chunk async for chunk in blob.chunks]) == part + b"tail"
+
+
+async def test_open_sized_of_a_missing_key_raises_at_once(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        await blobs.open_sized("never-written")
+
+
+async def test_an_unread_sized_blob_can_be_deleted(blobs: BlobStore) -> None:
+    await blobs.put("unread", _chunks(b"x" * 1000))
+    blob = await blobs.open_sized("unread")
+    assert blob.size == 1000
+    await blobs.delete("unread")  # nothing was opened that would keep it
+    with pytest.raises(NotFound):
+        await _read(blobs, "unread")

@@ -148,7 +148,11 @@ class FakeCluster:
 
     async def get_one(self, request: Request) -> Response:
         api = self._api(request)
-        return self._unknown(request) if api is None else JSONResponse([api])
+        if api is None:
+            return self._unknown(request)
+        if request.query_params.get("show_secrets") == "true":
+            api = {**api, "webhook_secret": f"whsec_{api['metadata']['name']}"}
+        return JSONResponse([api])
 
     async def describe(self, request: Request) -> Response:
         api = self._api(request)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,7 +86,7 @@ def test_deploy_a_dict_spec_as_a_one_item_list(
     body = fake.deploys[0]["body"]
     assert yaml.safe_load(body["config"]) == [spec]
     assert Path(body["config_path"]).parent == tmp_path
-    assert fake.deploys[0]["force"] == "false"
+    assert fake.deploys[0]["force"] == "true"  # Cortex's deploy(api_spec) forces by default
 
 
 def test_deploy_spec_error_raises_the_servers_message(cx: Client, tmp_path: Path) -> None:
@@ -101,8 +105,11 @@ def test_deploy_wait_returns_once_ready(cx: Client, tmp_path: Path) -> None:
     path = tmp_path / "cortex.yaml"
     path.write_text(HELLO_YAML)
     started = time.monotonic()
-    assert cx.deploy(path, wait=True, timeout=5)["message"] == "hello is up to date"
+    api = cx.deploy(path, wait=True, timeout=5)
     assert time.monotonic() - started < 1
+    # the API, as get_api answers it, not the DeployResult (Cortex's v0.42 client meant to, and broke)
+    assert api["metadata"]["name"] == "hello"
+    assert api["status"] == {"ready": 1, "requested": 1, "up_to_date": 1}
 
 
 def test_deploy_wait_times_out(cx: Client, tmp_path: Path) -> None:
@@ -253,11 +260,40 @@ def test_cli_get_table(run: CliRunner) -> None:
     assert lines[2].split()[:3] == ["world", "0/2", "0"]
 
 
-def test_cli_get_json_is_the_operators_list(run: CliRunner, fake: FakeCluster) -> None:
+def test_cli_get_json_is_cortexs_list_of_environments(run: CliRunner, fake: FakeCluster) -> None:
     result = run.invoke(cli, ["get", "-o", "json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == list(fake.apis.values())
+    assert json.loads(result.stdout) == [{"env_name": "test", "apis": list(fake.apis.values()), "error": None}]
     assert result.stdout.startswith("[\n  {")
+    # with an environment named, the operator's list as it answered
+    result = run.invoke(cli, ["get", "-o", "json", "-e", "test"])
+    assert json.loads(result.stdout) == list(fake.apis.values())
+
+
+def test_cli_get_across_environments_reports_the_one_that_is_down(
+    run: CliRunner, fake: FakeCluster, tmp_path: Path
+) -> None:
+    down = f"http://127.0.0.1:{closed_port()}"
+    assert run.invoke(cli, ["env", "configure", "stopped", "--operator-endpoint", down]).exit_code == 0
+    listed = json.loads(run.invoke(cli, ["get", "-o", "json"]).stdout)
+    assert [(entry["env_name"], len(entry["apis"])) for entry in listed] == [("test", 2), ("stopped", 0)]
+    assert listed[0]["error"] is None
+    assert listed[1]["error"].startswith(f"cannot reach the cortex operator at {down}")
+    result = run.invoke(cli, ["get"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["env", "async", "api", "live", "up-to-date", "last", "update"]
+    assert lines[1].split()[:3] == ["test", "hello", "1/1"]
+    assert lines[-1] == (
+        "unable to detect apis from the stopped environment; run `cortex get --env stopped` if this is unexpected"
+    )
+
+
+def test_cli_get_shows_the_secret_only_when_asked(run: CliRunner) -> None:
+    assert "whsec_" not in run.invoke(cli, ["get", "hello"]).stdout
+    assert "whsec_" not in run.invoke(cli, ["get", "hello", "-o", "json"]).stdout
+    shown = run.invoke(cli, ["get", "hello", "--show-secrets"])
+    assert "webhook secret: whsec_hello" in shown.stdout
 
 
 def test_cli_get_one_json(run: CliRunner) -> None:
@@ -373,3 +409,44 @@ def test_cli_cluster_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert result.stderr == (
         f"error: cannot reach the cortex operator at {url}: is the cluster running? start it with `cortex cluster up`\n"
     )
+
+
+def test_cli_get_watch_prints_each_refresh_when_piped(fake: FakeCluster, tmp_path: Path) -> None:
+    write_cli_config(tmp_path, fake.url)
+    environ = {**os.environ, "CORTEX_CLI_CONFIG_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "cortex", "get", "-w", "-e", "test"]
+    with subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        seen = 0
+        try:
+            for line in process.stdout:
+                seen += line.split()[:1] == ["hello"]
+                if seen == 2:  # a second refresh reached the pipe while the command still runs
+                    break
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=20)
+    assert seen == 2
+    assert process.returncode == 0
+
+
+def test_cli_version_prints_the_cli_and_the_cluster(run: CliRunner) -> None:
+    result = run.invoke(cli, ["version"])
+    assert (result.exit_code, result.stdout) == (0, f"cli version:     {cortex.__version__}\ncluster version: 0.1.0\n")
+
+
+def test_cli_version_without_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cli_config(tmp_path, f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("CORTEX_CLI_CONFIG_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["version"])
+    assert (result.exit_code, result.stdout) == (0, f"cli version: {cortex.__version__}\n")
+    result = CliRunner().invoke(cli, ["version", "-e", "test"])
+    assert result.exit_code == 1
+    assert "cannot reach the cortex operator" in result.stderr
+
+
+def test_cli_logs_random_pod_streams_one_ready_replica(run: CliRunner, fake: FakeCluster) -> None:
+    result = run.invoke(cli, ["logs", "hello", "--random-pod", "--no-follow"])
+    assert result.exit_code == 0, result.output
+    assert fake.logs_params[-1]["replica"] == "hello-0"  # the one ready replica of the API's deployment
+    assert result.stdout.splitlines()[0] == "[hello-0 api] line 0"

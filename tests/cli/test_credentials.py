@@ -157,13 +157,13 @@ async def test_the_client_and_the_cli_send_the_token_from_cli_yaml(
 
     assert await asyncio.to_thread(use_client) == []
     run = CliRunner()
-    result = await asyncio.to_thread(run.invoke, cli, ["get", "-o", "json"])
+    result = await asyncio.to_thread(run.invoke, cli, ["get", "-o", "json", "-e", "c"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == []
 
     EnvConfig.load(config_dir).configure("c", operator, operator_token="wrong-token-0123456789")
     with pytest.raises(AccessDenied, match=r"refused the token.*--operator-token"):
         await asyncio.to_thread(use_client)
-    result = await asyncio.to_thread(run.invoke, cli, ["get"])
+    result = await asyncio.to_thread(run.invoke, cli, ["get", "-e", "c"])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the cortex operator refused the token")

@@ -171,3 +171,41 @@ def test_no_default_environment(run: CliRunner, tmp_path: Path) -> None:
     assert result.stderr == "error: no default environment: run `cortex cluster up` or `cortex env configure`\n"
     result = run.invoke(cli, ["get", "-e", "other"])
     assert result.stderr == "error: no environment named other; run `cortex env list`\n"
+
+
+def test_env_rename_keeps_the_place_and_the_default(run: CliRunner) -> None:
+    for name, port in (("first", 1), ("second", 2)):
+        endpoint = f"http://127.0.0.1:{port}"
+        assert run.invoke(cli, ["env", "configure", name, "--operator-endpoint", endpoint]).exit_code == 0
+    assert run.invoke(cli, ["env", "default", "first"]).exit_code == 0
+    result = run.invoke(cli, ["env", "rename", "first", "renamed"])
+    assert (result.exit_code, result.stdout) == (0, "renamed the first environment to renamed\n")
+    listed = env_list(run)
+    assert isinstance(listed, dict)
+    assert listed["default_environment"] == "renamed"
+    names = [(env["name"], env["operator_endpoint"]) for env in listed["environments"]]
+    assert names[-2:] == [("renamed", "http://127.0.0.1:1"), ("second", "http://127.0.0.1:2")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["env", "rename", "nope", "other"], "error: no environment named nope; run `cortex env list`\n"),
+        (
+            ["env", "rename", "local", "bad name"],
+            "error: invalid environment name 'bad name': use letters, digits, '-', '_' and '.'\n",
+        ),
+    ],
+)
+def test_env_rename_errors(run: CliRunner, args: list[str], message: str) -> None:
+    run.invoke(cli, ["env", "configure", "local"])
+    result = run.invoke(cli, args)
+    assert (result.exit_code, result.stderr) == (1, message)
+
+
+def test_env_rename_onto_another_is_refused(run: CliRunner) -> None:
+    run.invoke(cli, ["env", "configure", "local"])
+    run.invoke(cli, ["env", "configure", "other", "--operator-endpoint", "http://127.0.0.1:3"])
+    result = run.invoke(cli, ["env", "rename", "local", "other"])
+    assert result.exit_code == 1
+    assert result.stderr == "error: an environment named other already exists; delete it first or choose another name\n"

@@ -168,3 +168,41 @@ def test_readiness_lines() -> None:
     api = api_response("hello", ready=1, requested=2, up_to_date=1)
     assert render.readiness(api) == "hello: 1/2 ready, 1 up to date"
     assert render.ready_line(api) == "hello is ready (1/2 replicas)"
+
+
+def test_a_json_log_line_is_shown_for_people() -> None:
+    line = (
+        '[echo-1 dequeuer] {"time": "2026-12-06T20:00:00.000Z", "level": "info", "logger": "cortex.dequeuer",'
+        ' "message": "request done", "api": "echo", "request_id": "01abc", "action": "finish"}'
+    )
+    assert render.log_line(line) == (
+        "[echo-1 dequeuer] 2026-12-06T20:00:00.000Z INFO request done  request_id=01abc action=finish"
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["[echo-1 api] plain text", '[echo-1 api] {"no": "message"}', "[echo-1 api] {not json", "no prefix at all", "[x"],
+)
+def test_other_log_lines_are_left_alone(line: str) -> None:
+    assert render.log_line(line) == line
+
+
+def test_replica_counts_show_cortexs_failure_kinds_only_when_present() -> None:
+    counts = dict.fromkeys(
+        ("requested", "pending", "creating", "not_ready", "ready", "ready_out_of_date", "err_image_pull"), 0
+    )
+    counts |= {"requested": 2, "ready": 1, "terminating": 0, "failed": 0, "killed": 0, "killed_oom": 1, "stalled": 0}
+    rows = [line.split() for line in text_of(render.replica_counts_table(counts)).splitlines()]
+    titles = [row[0] for row in rows[1:]]
+    assert titles == [
+        "Requested",
+        "Pending",
+        "Creating",
+        "NotReady",
+        "Ready",
+        "ReadyOutOfDate",
+        "Terminating",
+        "KilledOOM",
+    ]
+    assert rows[-1] == ["KilledOOM", "1"]

@@ -25,8 +25,9 @@ def test_hello_world_as_a_new_user(local_cluster: LocalCluster) -> None:
     table = local_cluster.cortex("get").stdout
     assert "hello-world" in table and "1/1" in table
 
-    listing = local_cluster.json("get")
-    assert {"spec", "metadata", "status", "endpoint"} <= set(listing[0])
+    (listing,) = local_cluster.json("get")  # Cortex's shape: one entry per environment
+    assert (listing["env_name"], listing["error"]) == ("local", None)
+    assert {"spec", "metadata", "status", "endpoint"} <= set(listing["apis"][0])
     (one,) = local_cluster.json("get", "hello-world")
     assert one["status"] == {"ready": 1, "requested": 1, "up_to_date": 1}
     assert one["endpoint"] == f"{local_cluster.gateway}/hello-world"
@@ -39,7 +40,7 @@ def test_hello_world_as_a_new_user(local_cluster: LocalCluster) -> None:
 
     assert "is up to date" in local_cluster.cortex("deploy", str(config)).stdout
     assert "deleting hello-world" in local_cluster.cortex("delete", "hello-world").stdout
-    assert local_cluster.json("get") == []
+    assert local_cluster.json("get", "-e", "local") == []
     local_cluster.cortex("cluster", "down")
     assert local_cluster.processes() == []
 

@@ -52,7 +52,7 @@ def test_the_operator_needs_the_token_the_cli_has_in_cli_yaml(secured: LocalClus
     assert httpx.get(f"{operator}/healthz", timeout=10).status_code == 200
 
     # the CLI sends the token it has in cli.yaml
-    assert cluster.json("get") == []
+    assert cluster.json("get", "-e", "local") == []
 
     # a wrong token in the CLI environment: a clear error, exit 1
     cluster.cortex("env", "configure", "local", "--operator-endpoint", operator, "--operator-token", "x" * 20)

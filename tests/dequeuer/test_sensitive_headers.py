@@ -89,12 +89,17 @@ async def test_the_key_the_gateway_checked_is_never_forwarded(backends: Backends
         second = await cluster.submit(
             content=b"{}", headers={"X-Cortex-API-Key": OWN_KEY, "Authorization": f"Bearer {USER_TOKEN}"}
         )
+        # the key in both: neither is the user server's
+        third = await cluster.submit(
+            content=b"{}", headers={"X-Cortex-API-Key": OWN_KEY, "Authorization": f"Bearer {OWN_KEY}"}
+        )
         async with cluster.dequeuer():
-            for rid in (first, second):
+            for rid in (first, second, third):
                 await until_finished(backends, rid)
     by_id = {received.request_id: received.headers for received in user_server.received}
     assert "authorization" not in by_id[first] and by_id[first]["cookie"] == COOKIE
     assert by_id[second]["authorization"] == f"Bearer {USER_TOKEN}" and "x-cortex-api-key" not in by_id[second]
+    assert "authorization" not in by_id[third] and "x-cortex-api-key" not in by_id[third]
     assert all(OWN_KEY not in value for headers in by_id.values() for value in headers.values())
 
 

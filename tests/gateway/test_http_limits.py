@@ -220,7 +220,7 @@ def test_path_tricks_on_the_wire_are_4xx(gateway: str, line: str, status: int, w
 
 
 def test_a_non_ascii_idempotency_key_is_400(gateway: str) -> None:
-    raw = post("Idempotency-Key: caf\xe9\r\nConnection: close\r\n").replace("é".encode(), b"\xe9")
+    raw = post("Idempotency-Key: café\r\nConnection: close\r\n")  # UTF-8: bytes that are not are refused before
     assert_refused(exchange(gateway, raw), 400, "Idempotency-Key must be 1 to 255 printable characters (ASCII")
 
 

@@ -20,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from tests.kube.cluster import SERVER_FIELDS, Cluster, Event, Gone, is_terminating
+from tests.kube.ownership import ApplyConflict, FieldOwners, fields
 from tests.kube.patches import PatchError, json_patch, merge_patch
-from tests.kube.resources import DEPLOYMENT, ResourceType, matches_fields, matches_labels, selector_string
+from tests.kube.resources import DEPLOYMENT, ResourceType, by_kind, matches_fields, matches_labels, selector_string
 from tests.kube.routing import ApiFailure, Route, parse_route, status
 from tests.kube.schemas import validation_error
+from tests.kube.semantics import first_error
 
 MERGE, STRATEGIC = "application/merge-patch+json", "application/strategic-merge-patch+json"
 APPLY, JSON_PATCH = "application/apply-patch+yaml", "application/json-patch+json"
@@ -52,11 +54,22 @@ def _json_line(event_type: str, obj: dict[str, Any]) -> bytes:
 Handler = Callable[[Request, Route], Awaitable[Response]]
 
 
+def _manager(request: Request) -> str:
+    # the name the API server records writes without a fieldManager under (a client's user agent, simplified)
+    return request.query_params.get("fieldManager") or "unknown"
+
+
+def _key(route: Route, name: str) -> tuple[str, str, str]:
+    return route.resource.plural, route.ns if route.resource.namespaced else "", name
+
+
 class KubeApi:
     """The REST handlers; :meth:`handle` is the ASGI endpoint's body."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        #: server-side apply's record of who set which field of each object
+        self.owners = FieldOwners()
 
     async def handle(self, request: Request) -> Response:
         """Answer one request."""
@@ -127,14 +140,16 @@ class KubeApi:
             del obj["stringData"]
 
     @staticmethod
-    def _validate(obj: dict[str, Any]) -> None:
-        """The schema check, plus the one rule of the API server's own validation that tests need: no negative scale."""
-        error = validation_error(obj)
+    def _validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> None:
+        """The schema check, then the API server's own rules (:mod:`tests.kube.semantics`), then no negative scale."""
+        error = validation_error(obj) or first_error(obj, old)
         replicas = obj["spec"].get("replicas") if isinstance(obj.get("spec"), dict) else None
         if error is None and isinstance(replicas, int) and replicas < 0:
             error = f"spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
         if error is not None:
-            raise ApiFailure(422, f'{obj["kind"]} "{obj["metadata"].get("name")}" is invalid: {error}')
+            resource = by_kind(obj["apiVersion"], obj["kind"])
+            kind = f"{obj['kind']}.{resource.group}" if resource.group else obj["kind"]
+            raise ApiFailure(422, f'{kind} "{obj["metadata"].get("name")}" is invalid: {error}')
 
     @staticmethod
     def _precondition(resource: ResourceType, existing: dict[str, Any], body: dict[str, Any]) -> None:
@@ -166,9 +181,12 @@ class KubeApi:
         return patched
 
     def _store(
-        self, request: Request, route: Route, existing: dict[str, Any], candidate: dict[str, Any]
+        self, request: Request, route: Route, existing: dict[str, Any], candidate: dict[str, Any], *, track: bool = True
     ) -> dict[str, Any]:
-        """Validate and store ``candidate`` in place of ``existing`` (the other of spec and status left alone)."""
+        """Validate and store ``candidate`` in place of ``existing`` (the other of spec and status left alone).
+
+        With ``track``, the request's field manager owns what changed (an update's ownership; an apply records its own).
+        """
         if route.sub == "status":
             candidate = {**copy.deepcopy(existing), "status": candidate.get("status", {})}
         elif route.resource.has_status:
@@ -179,11 +197,14 @@ class KubeApi:
         for field in (*SERVER_FIELDS, "name", "namespace"):
             if field in existing["metadata"]:
                 candidate.setdefault("metadata", {})[field] = existing["metadata"][field]
-        self._validate(candidate)
+        self._validate(candidate, existing)
         self._normalize(candidate)
         if request.query_params.get("dryRun"):
             return candidate
+        before = copy.deepcopy(existing)
         stored = copy.deepcopy(self.cluster.replace(route.resource, existing, candidate))
+        if track:
+            self.owners.updated(_key(route, stored["metadata"]["name"]), _manager(request), before, stored)
         self.cluster.reconcile()
         return stored
 
@@ -204,7 +225,9 @@ class KubeApi:
             {"apiVersion": route.resource.api_version, "kind": kind, "metadata": metadata, "items": items}
         )
 
-    async def _create(self, request: Request, route: Route, body: dict[str, Any] | None = None) -> Response:
+    async def _create(
+        self, request: Request, route: Route, body: dict[str, Any] | None = None, *, applied: bool = False
+    ) -> Response:
         body = body if body is not None else await self._object(request, route)
         meta = body["metadata"]
         if not meta.get("name") and meta.get("generateName"):
@@ -217,11 +240,17 @@ class KubeApi:
             meta.pop(field, None)
         if route.resource.has_status:
             body.pop("status", None)
+        sent = copy.deepcopy(body)  # what an apply owns: stringData, not the data it becomes
         self._validate(body)
         self._normalize(body)
         if request.query_params.get("dryRun"):
             return JSONResponse(body, status_code=201)
         stored = copy.deepcopy(self.cluster.insert(route.resource, body))
+        key = _key(route, meta["name"])
+        if applied:
+            self.owners.record(key, {f"{_manager(request)}/Apply": fields(sent)})
+        else:
+            self.owners.updated(key, _manager(request), None, stored)
         self.cluster.reconcile()
         return JSONResponse(stored, status_code=201)
 
@@ -233,14 +262,29 @@ class KubeApi:
 
     async def _patch(self, request: Request, route: Route) -> Response:
         existing = self.cluster.find(route.resource, route.ns, route.name or "")
-        if existing is None and request.headers.get("content-type", "").startswith(APPLY):
-            if not request.query_params.get("fieldManager"):
-                raise ApiFailure(400, "PATCH with apply requires a fieldManager")
-            return await self._create(request, route, await self._object(request, route))
+        applying = request.headers.get("content-type", "").startswith(APPLY)
+        if applying and not request.query_params.get("fieldManager"):
+            raise ApiFailure(400, "PATCH with apply requires a fieldManager")
+        if existing is None and applying:
+            return await self._create(request, route, await self._object(request, route), applied=True)
         existing = self._existing(route)
-        candidate = await self._patched(request, existing)
+        if not applying:
+            candidate = await self._patched(request, existing)
+            self._precondition(route.resource, existing, candidate)
+            return JSONResponse(self._store(request, route, existing, candidate))
+        key = _key(route, route.name or "")
+        force = _flag(request.query_params.get("force"))
+        try:
+            candidate, owners = self.owners.apply(
+                key, _manager(request), existing, await self._object(request, route), force=force
+            )
+        except ApplyConflict as conflict:
+            raise ApiFailure(409, str(conflict), "Conflict") from None
         self._precondition(route.resource, existing, candidate)
-        return JSONResponse(self._store(request, route, existing, candidate))
+        stored = self._store(request, route, existing, candidate, track=False)
+        if not request.query_params.get("dryRun"):
+            self.owners.record(key, owners)
+        return JSONResponse(stored)
 
     async def _delete(self, request: Request, route: Route) -> Response:
         existing = self._existing(route)
@@ -248,6 +292,7 @@ class KubeApi:
             return JSONResponse(existing)
         grace = request.query_params.get("gracePeriodSeconds")
         deleted = copy.deepcopy(self.cluster.delete(route.resource, existing, float(grace) if grace else None))
+        self.owners.forget(_key(route, route.name or ""))
         self.cluster.reconcile()
         return JSONResponse(deleted)
 

@@ -14,15 +14,23 @@ Emulated (a subset of kube-apiserver plus the controllers and kubelet behaviour 
   ``generation`` (+1 when ``spec`` changes), the namespace from the path; ``status`` of resources that have a
   status subresource is ignored on writes to the main resource and set through ``/status``;
 - validation of every object a client writes against the Kubernetes :data:`~tests.kube.schemas.KUBERNETES_VERSION`
-  OpenAPI schemas, strict (unknown fields rejected): 422 ``Invalid`` naming the field;
+  OpenAPI schemas, strict (unknown fields rejected), then kube-apiserver's own rules past the schema
+  (:mod:`tests.kube.semantics`: names, selectors and their immutability, volume mounts, duplicate containers,
+  quantities, extended-resource limits): 422 ``Invalid`` naming the field, in the server's words. A real server
+  may answer an unparseable quantity in a JSON create with 400 (the body cannot be decoded); the emulator
+  answers 422 for every write;
+- the authorization attributes (API group, resource, verb) of every request, in :attr:`Emulator.verbs`, from
+  which a test derives the least RBAC Role a piece of code needs;
 - a Deployment controller (:mod:`tests.kube.controller`), a kubelet that starts pods at once (:mod:`tests.kube.cluster`)
   and pod logs the tests write (:meth:`Emulator.set_logs`, :meth:`Emulator.append_log`).
 
 Approximated or left out:
 
 - strategic merge patch is a JSON merge patch: lists are replaced whole, never merged by key (a patch naming one
-  container replaces the whole ``containers`` list); server-side apply is the same merge of the applied object, with
-  no ``managedFields``, no field ownership conflicts, and no removal of fields a manager stops applying;
+  container replaces the whole ``containers`` list); server-side apply is that merge plus field ownership
+  (:mod:`tests.kube.ownership`): a field its applier stops sending is removed unless another manager owns it, an
+  apply that changes another manager's field is a 409 conflict unless forced; lists are atomic fields, and the
+  ownership is kept beside the objects, not in ``metadata.managedFields``;
 - no admission (namespaces need not exist, no quotas, no defaulting beyond the metadata above), no authentication or
   RBAC enforcement, no finalizers, no ReplicaSet objects, no scheduling, no ``propagationPolicy`` (a deleted
   Deployment's pods are always collected), no watch bookmarks; an object modified out of a watch's label selector
@@ -45,10 +53,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.kube.api import KubeApi
+from tests.kube.authz import Attribute, attributes
 from tests.kube.cluster import Cluster
 from tests.kube.controller import DeploymentController
 from tests.kube.resources import by_kind
-from tests.kube.routing import ApiFailure
+from tests.kube.routing import ApiFailure, parse_route
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 #: seconds to wait for the server to start or stop
@@ -76,6 +85,8 @@ class Emulator(Cluster):
             self.controllers.append(self.controller)
         #: (method, path, content type) of every request, in order
         self.requests: list[tuple[str, str, str]] = []
+        #: the (API group, resource, verb) RBAC would check for each request served (see :mod:`tests.kube.authz`)
+        self.verbs: set[Attribute] = set()
         self.url = ""
         self._api = KubeApi(self)
         self._failures: list[int] = []
@@ -127,7 +138,17 @@ class Emulator(Cluster):
         if self._failures and not watching:
             code = self._failures.pop(0)
             return ApiFailure(code, f"injected failure ({code}) for {request.method} {request.url.path}").response()
+        self._authorize(request, watching)
         return await self._api.handle(request)
+
+    def _authorize(self, request: Request, watching: bool) -> None:
+        try:
+            route = parse_route(request.url.path)
+        except ApiFailure:
+            return  # answered 404 by the handler
+        applying = request.headers.get("content-type", "").startswith("application/apply-patch")
+        creates = applying and route.name is not None and self.find(route.resource, route.ns, route.name) is None
+        self.verbs.update(attributes(request.method, route, watch=watching, creates=creates))
 
     async def start(self, port: int = 0) -> None:
         """Serve on loopback, on ``port`` (0: a free one); :attr:`url` is set once the server listens.

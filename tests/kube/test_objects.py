@@ -196,10 +196,38 @@ def test_probes_hooks_and_resources() -> None:
     }
     assert uploader["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}}
     # shm: a memory-backed /dev/shm for the container that asked
-    assert mounts(model)["/dev/shm"] == "dshm"
+    assert mounts(model)["/dev/shm"] == "dshm-0"
     assert "/dev/shm" not in mounts(uploader)
     volumes = {v["name"]: v for v in gpu_deployment()["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    assert volumes["dshm-0"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+
+
+def test_each_container_gets_its_own_dev_shm_of_its_own_size() -> None:
+    text = GPU_API.replace("compute: {cpu: 500m, mem: 1Gi}", "compute: {cpu: 500m, mem: 1Gi, shm: 64Mi}")
+    (spec,) = load_text(text, "gpu.yaml")
+    (deployment,) = api_objects(spec, deployment_id="d1", replicas=1, settings=SETTINGS)
+    by_name = containers(deployment)
+    assert mounts(by_name["model"])["/dev/shm"] == "dshm-0"
+    assert mounts(by_name["uploader"])["/dev/shm"] == "dshm-1"
+    volumes = {v["name"]: v["emptyDir"] for v in deployment["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v}
+    assert volumes["dshm-0"]["sizeLimit"] == "2Gi" and volumes["dshm-1"]["sizeLimit"] == "64Mi"
+    assert validation_error(deployment) is None
+
+
+def test_user_env_vars_are_sorted_so_reordering_them_rolls_nothing() -> None:
+    first = GPU_API.replace("env: {MODEL: large-v3}", "env: {MODEL: large-v3, A_FLAG: '1', Z_LAST: z}")
+    second = GPU_API.replace("env: {MODEL: large-v3}", "env: {Z_LAST: z, MODEL: large-v3, A_FLAG: '1'}")
+    rendered = []
+    for text in (first, second):
+        (spec,) = load_text(text, "gpu.yaml")
+        (deployment,) = api_objects(spec, deployment_id="d1", replicas=1, settings=SETTINGS)
+        rendered.append(containers(deployment)["model"]["env"])
+    assert rendered[0] == rendered[1]
+    assert [e["name"] for e in rendered[0][:3]] == ["A_FLAG", "MODEL", "Z_LAST"]
+
+
+def test_api_pods_mount_no_service_account_token() -> None:
+    assert gpu_deployment()["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def test_gpus_bring_tolerations_and_node_groups_affinity() -> None:
@@ -288,3 +316,104 @@ def test_render_says_what_is_wrong(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "error: api x: pod.containers[0] (api): no image" in result.output
     assert "Traceback" not in result.output
+
+
+SCHEDULED = (
+    GPU_API
+    + """\
+  kubernetes:
+    runtime_class_name: nvidia
+    priority_class_name: inference-high
+    node_selector: {cloud.google.com/gke-accelerator: nvidia-a100-80gb, kubernetes.azure.com/agentpool: gpu}
+    tolerations:
+      - {key: sku, operator: Equal, value: gpu, effect: NoSchedule}
+      - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, toleration_seconds: 60}
+    gpu_resource: nvidia.com/mig-1g.10gb
+"""
+)
+
+
+def scheduled_deployment() -> dict[str, Any]:
+    (spec,) = load_text(SCHEDULED, "gpu.yaml")
+    (deployment,) = api_objects(spec, deployment_id="d1", replicas=1, settings=SETTINGS)
+    return deployment
+
+
+def test_the_kubernetes_section_sets_the_pods_scheduling() -> None:
+    deployment = scheduled_deployment()
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["priorityClassName"] == "inference-high"
+    assert pod["nodeSelector"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-a100-80gb",
+        "kubernetes.azure.com/agentpool": "gpu",
+    }
+    # the GPU toleration implied by compute.gpu comes first, and is not repeated when the API lists it too
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+    ]
+    assert validation_error(deployment) is None
+
+
+def test_gpu_resource_names_the_resource_gpus_are_requested_as() -> None:
+    model = containers(scheduled_deployment())["model"]
+    assert model["resources"] == {
+        "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/mig-1g.10gb": "1"},
+        "limits": {"nvidia.com/mig-1g.10gb": "1"},
+    }
+
+
+def test_an_api_without_a_kubernetes_section_keeps_its_spec_id() -> None:
+    (plain,) = load_text(GPU_API, "gpu.yaml")
+    (empty,) = load_text(GPU_API + "  kubernetes: {}\n", "gpu.yaml")
+    (scheduled,) = load_text(SCHEDULED, "gpu.yaml")
+    assert "kubernetes" not in plain.to_dict()
+    assert plain.spec_id() == empty.spec_id() != scheduled.spec_id()
+    assert ApiSpec.from_dict(scheduled.to_dict()) == scheduled
+
+
+def test_node_groups_select_the_node_group_label_of_the_settings() -> None:
+    (spec,) = load_text(GPU_API, "gpu.yaml")
+    settings = KubeSettings(namespace="ml", node_group_label="example.com/pool")
+    (deployment,) = api_objects(spec, deployment_id="d1", replicas=1, settings=settings)
+    affinity = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [{"key": "example.com/pool", "operator": "In", "values": ["gpu-a10", "gpu-t4"]}]
+
+
+@pytest.mark.parametrize("command", ["render", "deploy"])
+def test_max_unavailable_over_100_percent_is_refused_before_any_cluster_sees_it(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "cortex.yaml"
+    config.write_text(GPU_API.replace("max_unavailable: 0", "max_unavailable: 101%"))
+    result = CliRunner().invoke(cli, [command, str(config)], env={"CORTEX_CLI_CONFIG_DIR": str(tmp_path / "cli")})
+    assert result.exit_code == 1
+    expected = f'{config}: api "transcriber" (#1): update_strategy.max_unavailable: must not be greater than 100%'
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+def test_render_honours_node_group_label(tmp_path: Path) -> None:
+    config = tmp_path / "cortex.yaml"
+    config.write_text(GPU_API)
+    result = CliRunner().invoke(cli, ["render", str(config), "--node-group-label", "example.com/pool"])
+    assert result.exit_code == 0, result.output
+    (deployment,) = list(yaml.safe_load_all(result.output))
+    affinity = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["key"] == "example.com/pool"
+
+
+async def test_only_kubernetes_applies_the_kubernetes_section_and_others_say_so(tmp_path: Path) -> None:
+    from cortex.backends import BackendUrls
+    from cortex.runtime.local import ClusterEnv, LocalRuntime
+
+    (plain,) = load_text(GPU_API, "gpu.yaml")
+    (scheduled,) = load_text(SCHEDULED, "gpu.yaml")
+    urls = BackendUrls(queue="sqlite:///q", store="sqlite:///s", blobs=str(tmp_path))
+    local = LocalRuntime(tmp_path, urls, ClusterEnv(gateway_url="http://gw", cli_config_dir=tmp_path, version="1"))
+    assert local.notes(plain) == []
+    (note,) = local.notes(scheduled)
+    assert "kubernetes section" in note and "ignored here" in note

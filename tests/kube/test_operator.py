@@ -93,7 +93,8 @@ async def test_the_cli_works_against_the_operator_on_kubernetes(kube: Emulator, 
 
     code, out, err = await cortex("get", "-o", "json", config_dir=config)
     assert code == 0, err
-    (api,) = json.loads(out)
+    (entry,) = json.loads(out)  # Cortex's [{"env_name", "apis", "error"}], one per environment
+    (api,) = entry["apis"]
     assert api["status"] == {"ready": 1, "requested": 1, "up_to_date": 1}
     assert api["endpoint"] == "http://gateway:8888/hello-world"
 
@@ -183,11 +184,16 @@ async def test_cluster_up_installs_the_platform_and_configures_the_cli(
     assert kube.get("horizontalpodautoscalers", "gateway") is not None
     operator_pod = kube.get("deployments", "operator")["spec"]["template"]["spec"]  # type: ignore[index]
     assert operator_pod["imagePullSecrets"] == [{"name": "regcred"}]
-    assert operator_pod["containers"][0]["args"][-2:] == ["--image-pull-secret", "regcred"]
+    operator_args = operator_pod["containers"][0]["args"]
+    assert operator_args[operator_args.index("--image-pull-secret") + 1] == "regcred"
     assert kube.get("roles", "operator") is not None
     assert secret_value(kube, "cortex-backends", "CORTEX_QUEUE_URL") == "redis://redis.cortex.svc:6379/0"
     assert secret_value(kube, "cortex-operator", "CORTEX_OPERATOR_TOKEN") == "t" * 32
     chain_key = secret_value(kube, "cortex-client", "api_key")
+    # the API pods' cli.yaml holds a read-only token, never the operator token
+    replica_token = secret_value(kube, "cortex-operator", "CORTEX_OPERATOR_READ_TOKEN")
+    replicas_config = yaml.safe_load(secret_value(kube, "cortex-client", "cli.yaml"))
+    assert replicas_config["environments"][0]["operator_token"] == replica_token != "t" * 32
     # the CLI environment points at the operator, with its token
     environments = yaml.safe_load((config / "cli.yaml").read_text())["environments"]
     (prod,) = [env for env in environments if env["name"] == "prod"]
@@ -198,6 +204,10 @@ async def test_cluster_up_installs_the_platform_and_configures_the_cli(
     code, _, err = await cortex("cluster", "up", *args, config_dir=config)
     assert code == 0, err
     assert secret_value(kube, "cortex-client", "api_key") == chain_key
+    # without --operator-token this time: the Secret is replaced, not merged, so no token is left enforced
+    operator_secret = kube.get("secrets", "cortex-operator")
+    assert operator_secret is not None and "CORTEX_OPERATOR_TOKEN" not in (operator_secret.get("data") or {})
+    assert "operator_token" not in secret_value(kube, "cortex-client", "cli.yaml")
 
 
 async def test_cluster_info_shows_what_is_installed(kube: Emulator, kubeconfig: Path, tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     (
         {"predictor": {}},
         "predictor: unknown field (allowed: name, kind, pod, autoscaling, node_groups, "
-        "update_strategy, networking, async)",
+        "update_strategy, networking, async, kubernetes)",
     ),
     # pod
     ({"pod": DELETE}, "pod: field required"),
@@ -252,6 +252,45 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "update_strategy: max_surge and max_unavailable can't both be 0",
     ),
     ({"update_strategy.batch": 1}, "update_strategy.batch: unknown field (allowed: max_surge, max_unavailable)"),
+    # kube-apiserver's own rule: a Deployment with maxUnavailable over 100% is refused with 422
+    (
+        {"update_strategy.max_unavailable": "101%"},
+        'update_strategy.max_unavailable: must not be greater than 100% (got "101%")',
+    ),
+    # kubernetes (our extension): checked as kube-apiserver checks the pod fields they become
+    (
+        {"kubernetes.runtime_class_name": "Bad_Name"},
+        "kubernetes.runtime_class_name: must be lower-case letters, digits",
+    ),
+    ({"kubernetes.priority_class_name": "x" * 254}, "kubernetes.priority_class_name: must be at most 253 characters"),
+    (
+        {"kubernetes.node_selector": {"bad key!": "a"}},
+        "kubernetes.node_selector.bad key!: label key: must be at most 63",
+    ),
+    (
+        {"kubernetes.node_selector": {"example.com/pool": "a b"}},
+        "kubernetes.node_selector.example.com/pool: must be empty or",
+    ),
+    ({"kubernetes.node_selector": {"Bad_Domain/pool": "a"}}, 'label key: prefix "Bad_Domain": must be lower-case'),
+    (
+        {"kubernetes.tolerations": [{"key": "a", "operator": "Exists", "value": "b"}]},
+        "kubernetes.tolerations[0].value: must be empty when operator is Exists",
+    ),
+    (
+        {"kubernetes.tolerations": [{"value": "b"}]},
+        "kubernetes.tolerations[0].operator: must be Exists when key is empty",
+    ),
+    (
+        {"kubernetes.tolerations": [{"key": "a", "toleration_seconds": 30}]},
+        "kubernetes.tolerations[0].effect: must be NoExecute when toleration_seconds is set",
+    ),
+    ({"kubernetes.tolerations": [{"key": "a", "effect": "Never"}]}, "kubernetes.tolerations[0].effect: must be one of"),
+    ({"kubernetes.gpu_resource": "gpu"}, 'kubernetes.gpu_resource: must have a domain prefix, as in "nvidia.com/gpu"'),
+    (
+        {"kubernetes.gpu_resource": "kubernetes.io/gpu"},
+        "kubernetes.gpu_resource: must not be in the kubernetes.io domain",
+    ),
+    ({"kubernetes.node_groups": ["a"]}, "kubernetes.node_groups: unknown field (allowed: runtime_class_name,"),
     # networking
     ({"networking.endpoint": "/"}, "networking.endpoint: must name a path other than '/'"),
     ({"networking.endpoint": "a//b"}, "networking.endpoint: must not contain '//' (got \"a//b\")"),

@@ -10,17 +10,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 import click
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
 from cortex.cli import render
+from cortex.cli.listing import list_all_environments, unreachable_note
 from cortex.client import Client, client
 from cortex.errors import CortexError
 
@@ -90,10 +92,22 @@ def print_json(data: Any) -> None:
 
 
 def show(renderable: Callable[[], RenderableType], *, watch: bool) -> None:
-    """Print once, or with ``watch`` re-fetch and redraw every :data:`WATCH_INTERVAL` until Ctrl-C."""
+    """Print once, or with ``watch`` re-fetch every :data:`WATCH_INTERVAL` until Ctrl-C.
+
+    On a terminal the view is redrawn in place; piped, each view is printed in turn, a blank line
+    between two, and flushed, so that ``cortex get -w | tee`` shows every refresh as it comes.
+    """
     console = stdout_console()
     if not watch:
         console.print(renderable())
+        return
+    if not console.is_terminal:
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                console.print(renderable())
+                console.file.flush()
+                time.sleep(WATCH_INTERVAL)
+                console.print()
         return
     with contextlib.suppress(KeyboardInterrupt), Live(renderable(), console=console, auto_refresh=False) as live:
         while True:
@@ -153,26 +167,60 @@ def _wait_ready(cx: Client, names: list[str], timeout: float, *, quiet: bool) ->
 @env_option
 @click.option("-w", "--watch", is_flag=True, help="Re-run the command every 2 seconds.")
 @output_option
+@click.option("--show-secrets", is_flag=True, help="Show the API's webhook signing secret too.")
 @handle_errors
-def get(api: str | None, env_name: str | None, watch: bool, output: str) -> None:
-    """List the deployed APIs, or show one API."""
+def get(api: str | None, env_name: str | None, watch: bool, output: str, show_secrets: bool) -> None:
+    """List the deployed APIs (of every environment unless -e is given), or show one API."""
+    if api is None and env_name is None:
+        _get_everywhere(watch=watch, output=output)
+        return
     with open_client(env_name) as cx:
 
+        def fetch() -> Any:
+            return [cx.get_api(api, show_secrets=show_secrets)] if api is not None else cx.list_apis()
+
         def view() -> RenderableType:
-            if api is not None:
-                one = cx.get_api(api)
-                return _json_text([one]) if output == "json" else render.api_detail(one, time.time())
-            apis = cx.list_apis()
+            data = fetch()
             if output == "json":
-                return _json_text(apis)
-            if not apis:
+                return _json_text(data)
+            if api is not None:
+                return render.api_detail(data[0], time.time())
+            if not data:
                 return Text("no apis are deployed", style="bold")
-            return render.api_list_table(apis, time.time())
+            return render.api_list_table(data, time.time())
 
         if output == "json" and not watch:
-            print_json([cx.get_api(api)] if api is not None else cx.list_apis())
+            print_json(fetch())
             return
         show(view, watch=watch)
+
+
+def _get_everywhere(*, watch: bool, output: str) -> None:
+    """``cortex get`` without ``-e``: every environment, Cortex's ``[{"env_name", "apis", "error"}]`` in JSON."""
+    if output == "json" and not watch:
+        print_json(list_all_environments())
+        return
+
+    def view() -> RenderableType:
+        listed = list_all_environments()
+        if output == "json":
+            return _json_text(listed)
+        apis = [api for entry in listed for api in entry["apis"]]
+        failed = [entry for entry in listed if entry["error"]]
+        if not apis and len(listed) == 1 and failed:
+            raise CortexError(str(failed[0]["error"]))  # one environment, and it did not answer: an error
+        parts: list[RenderableType] = []
+        if apis:
+            now = time.time()
+            parts.append(render.env_apis_table(listed, now) if len(listed) > 1 else render.api_list_table(apis, now))
+        elif len(failed) < len(listed):
+            parts.append(Text("no apis are deployed", style="bold"))
+        note = unreachable_note(listed)
+        if note is not None:
+            parts += [Text(""), Text(note)] if parts else [Text(note)]
+        return Group(*parts)
+
+    show(view, watch=watch)
 
 
 @click.command()
@@ -199,18 +247,47 @@ def describe(api: str, env_name: str | None, watch: bool, output: str) -> None:
 @click.argument("api")
 @env_option
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Keep streaming new lines.")
-@click.option("--tail", type=click.IntRange(min=0), default=None, help="Start with the last N lines.")
+@click.option("--tail", type=click.IntRange(min=0), default=None, help="Start with the last N lines of each container.")
 @click.option("--request", "request_id", default=None, help="Only the lines of this request (gateway's included).")
+@click.option("--random-pod", is_flag=True, help="Only one replica's lines, chosen at random among the ready ones.")
+@click.option("-y", "--yes", is_flag=True, help="Skip prompts (accepted for Cortex scripts).")
+@output_option
 @handle_errors
-def logs(api: str, env_name: str | None, follow: bool, tail: int | None, request_id: str | None) -> None:
-    """Stream the logs of an API's replicas (Ctrl-C to stop)."""
-    with (
-        open_client(env_name) as cx,
-        contextlib.closing(cx.logs(api, follow=follow, tail=tail, request_id=request_id)) as lines,
-        contextlib.suppress(KeyboardInterrupt),
-    ):
-        for line in lines:
-            click.echo(line)
+def logs(
+    api: str,
+    env_name: str | None,
+    follow: bool,
+    tail: int | None,
+    request_id: str | None,
+    random_pod: bool,
+    yes: bool,
+    output: str,
+) -> None:
+    """Stream the logs of an API's replicas (Ctrl-C to stop).
+
+    Cortex's own JSON log lines (the dequeuer's) are shown as ``time level message``; -o json prints
+    every line as it was written.
+    """
+    with open_client(env_name) as cx:
+        replica = _random_replica(cx, api) if random_pod else None
+        with (
+            contextlib.closing(cx.logs(api, follow=follow, tail=tail, request_id=request_id, replica=replica)) as lines,
+            contextlib.suppress(KeyboardInterrupt),
+        ):
+            for line in lines:
+                click.echo(line if output == "json" else render.log_line(line))
+
+
+def _random_replica(cx: Client, api: str) -> str:
+    """One replica to follow: a ready, up-to-date one if any (as Cortex's ``--random-pod``), else any running one."""
+    description = cx.describe(api)
+    deployment = (description.get("api") or {}).get("metadata", {}).get("deployment_id")
+    replicas = description.get("replicas") or []
+    ready = [r["id"] for r in replicas if r.get("state") == "ready" and r.get("deployment_id") == deployment]
+    running = [r["id"] for r in replicas if r.get("state") != "terminating"]
+    if not (ready or running):
+        raise CortexError(f"api {api} has no replica to stream logs from (see `cortex describe {api}`)")
+    return str(random.choice(ready or running))
 
 
 @click.command()

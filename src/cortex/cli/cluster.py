@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from urllib.parse import quote
 
 import click
 import httpx
+from click.core import ParameterSource
 from rich.console import Console
 
 from cortex.auth import DIGEST_PREFIX
@@ -24,14 +26,18 @@ from cortex.cli.access import (
     operator_token_option,
     refuse_private_webhooks_option,
 )
-from cortex.cli.options import DEFAULT_STATE_DIR, configure_logging
+from cortex.cli.options import DEFAULT_STATE_DIR, check_label_key, configure_logging
 from cortex.errors import CortexError
+from cortex.operator import statelock
 from cortex.operator.settings import ClusterSettings, read_cluster_file
 
 #: how long `cluster up` waits for the operator to answer
 START_TIMEOUT = 60.0
 #: seconds a replica gets to drain unless `cluster up --grace-period` said otherwise
 DEFAULT_GRACE = 30.0
+#: `cluster up` options that configure only a cluster on this machine: refused with --provider kubernetes,
+#: where they would do nothing (every other option reaches the installation; tests/kube/test_up_flags.py)
+LOCAL_ONLY_OPTIONS = frozenset({"state_dir", "host", "foreground"})
 
 state_dir_option = click.option(
     "--state-dir",
@@ -79,7 +85,11 @@ def cluster() -> None:
 )
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of in the background.")
 @click.option(
-    "--grace-period", type=float, default=DEFAULT_GRACE, show_default=True, help="Seconds replicas get to drain."
+    "--grace-period",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_GRACE,
+    show_default=True,
+    help="Seconds replicas get to drain [Kubernetes: 60 unless given, as Cortex; whole seconds, rounded up].",
 )
 @click.option(
     "--lease-seconds",
@@ -121,6 +131,12 @@ def cluster() -> None:
     metavar="NAME",
     help="Kubernetes: a Secret every pod pulls its images with (repeatable; create it first).",
 )
+@click.option(
+    "--node-group-label",
+    default=None,
+    callback=check_label_key,
+    help="Kubernetes: the node label node_groups match [default: eks.amazonaws.com/nodegroup].",
+)
 @click.option("--dry-run", is_flag=True, help="Kubernetes: print the objects (Secrets included) instead of applying.")
 @click.option(
     "--timeout", type=float, default=300.0, show_default=True, help="Kubernetes: seconds to wait for readiness."
@@ -149,6 +165,7 @@ def up(
     service_type: str,
     operator_url: str | None,
     image_pull_secrets: tuple[str, ...],
+    node_group_label: str | None,
     dry_run: bool,
     timeout: float,
 ) -> None:
@@ -167,6 +184,7 @@ def up(
     # the CLI environment gets a key it can send: the first one given in clear
     client_key = next((key for key in api_keys if not key.startswith(DIGEST_PREFIX)), None)
     if provider == "kubernetes":
+        _refuse_local_only(click.get_current_context())
         urls = {"--queue": queue_url, "--store": store_url, "--blobs": blobs_url}
         missing = [flag for flag, url in urls.items() if not url]
         if missing:
@@ -184,7 +202,18 @@ def up(
                 api_key_digests=digests,
                 service_type=service_type,
                 image_pull_secrets=image_pull_secrets,
+                gateway_port=gateway_port,
+                operator_port=operator_port,
+                lease_seconds=lease_seconds,
+                autoscaler_tick=autoscaler_tick,
+                refuse_private_webhooks=refuse_private_webhooks,
                 **({"image": image} if image else {}),
+                **({"node_group_label": node_group_label} if node_group_label else {}),
+                **(
+                    {"grace_period": math.ceil(grace_period)}
+                    if _given(click.get_current_context(), "grace_period")
+                    else {}
+                ),
             ),
             kubeconfig=kubeconfig,
             context=context,
@@ -212,13 +241,10 @@ def up(
         refuse_private_webhooks=refuse_private_webhooks,
     )
     console = Console(stderr=True)
-    running = read_cluster_file(state_dir)
-    if running is not None:
-        _configure_env(env_name, running["operator_url"], _running_token(state_dir), client_key, keep_key=True)
-        console.print(f"a cluster is already running on {state_dir} (operator {running['operator_url']})")
-        return
     if foreground:
-        _run_foreground(settings)
+        _run_foreground(settings)  # refused there, under the state directory's lock, if a cluster runs
+        return
+    if _already_up(state_dir, env_name, client_key, console):
         return
     log_path = state_dir / "logs" / "cluster.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +291,41 @@ def up(
     console.print("next: cortex deploy <cortex.yaml>")
 
 
+def _already_up(state_dir: Path, env_name: str, client_key: str | None, console: Console) -> bool:
+    """True, with the CLI environment set to it, if a cluster runs on ``state_dir``; refused if one is starting."""
+    running = read_cluster_file(state_dir)
+    if running is not None:
+        _configure_env(env_name, running["operator_url"], _running_token(state_dir), client_key, keep_key=True)
+        console.print(f"a cluster is already running on {state_dir} (operator {running['operator_url']})")
+        return True
+    starting = statelock.holder(state_dir)
+    if starting is not None:
+        raise click.ClickException(
+            f"a cluster is starting on {state_dir} (pid {starting}): wait for it, or stop it with `cortex cluster down`"
+        )
+    return False
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+
+
+def _refuse_local_only(ctx: click.Context) -> None:
+    """Refuse the options of :data:`LOCAL_ONLY_OPTIONS` given on the command line (not a shell's environment)."""
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name in LOCAL_ONLY_OPTIONS
+        and ctx.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
+    ]
+    if given:
+        it = "it" if len(given) == 1 else "them"
+        raise click.UsageError(
+            f"{', '.join(given)}: only for a cluster on this machine; with --provider kubernetes"
+            f" {it} would do nothing, so leave {it} out"
+        )
+
+
 def _up_kubernetes(
     install: dict[str, Any],
     *,
@@ -281,7 +342,9 @@ def _up_kubernetes(
 
     console = Console(stderr=True)
     try:
-        settings = InstallSettings(**install, chain_key=kube_cluster.new_chain_key())
+        # the replicas' read-only stand-in for the operator token (kept across runs, as the chaining key)
+        replica_token = kube_cluster.new_chain_key() if install.get("operator_token") else None
+        settings = InstallSettings(**install, chain_key=kube_cluster.new_chain_key(), replica_token=replica_token)
         target = kube_cluster.Target(kubeconfig=kubeconfig, context=context)
         url = kube_cluster.up(settings, target, dry_run=dry_run, operator_url=operator_url, timeout=timeout)
     except CortexError as exc:
@@ -374,10 +437,10 @@ def down(
         console.print(f"cortex-async is uninstalled from namespace {namespace} ({deleted} APIs deleted)")
         return
     running = read_cluster_file(state_dir)
-    if running is None:
+    pid = int(running["pid"]) if running is not None else statelock.holder(state_dir)  # or one still starting
+    if not pid:
         _stop_leftovers(state_dir, timeout, console)
         return
-    pid = int(running["pid"])
     os.kill(pid, signal.SIGTERM)
     with console.status("draining replicas and stopping the cluster"):
         deadline = time.monotonic() + timeout

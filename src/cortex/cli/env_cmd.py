@@ -88,3 +88,15 @@ def delete(name: str) -> None:
     config.delete(name)
     config.save()
     click.echo(f"deleted the {name} environment")
+
+
+@env.command()
+@click.argument("old")
+@click.argument("new")
+@handle_errors
+def rename(old: str, new: str) -> None:
+    """Rename the environment OLD to NEW (it stays the default if it was)."""
+    config = _load()
+    config.rename(old, new)
+    config.save()
+    click.echo(f"renamed the {old} environment to {new}")

@@ -1,7 +1,8 @@
 """``cortex cluster up|down --provider kubernetes``: install the platform on a Kubernetes cluster, or remove it.
 
 ``up`` applies :func:`cortex.runtime.kubeinstall.install_objects` with the kubeconfig's
-credentials (server-side apply, so running it again updates in place), waits for the operator
+credentials (server-side apply, so running it again updates in place; the Secrets are replaced
+whole instead, so a key left out is gone), waits for the operator
 and the gateway, then points a CLI environment at the operator. ``--dry-run`` prints the objects
 instead. The replicas' gateway key is kept across runs: rotating it would break chaining in
 every running pod.
@@ -51,7 +52,7 @@ def up(
 async def _up(settings: InstallSettings, target: Target, operator_url: str | None, timeout: float) -> str | None:
     import httpx2
     from lightkube import ApiError, codecs
-    from lightkube.resources.core_v1 import Secret, Service
+    from lightkube.resources.core_v1 import Service
 
     from cortex.runtime.kubeinstall import install_objects
     from cortex.runtime.kubernetes import connect, kube_error
@@ -59,18 +60,14 @@ async def _up(settings: InstallSettings, target: Target, operator_url: str | Non
     console = Console(stderr=True)
     client = connect(settings.namespace, kubeconfig=target.kubeconfig, context=target.context)
     try:
-        try:
-            current = await client.get(Secret, CLIENT_SECRET, namespace=settings.namespace)
-            kept = (current.data or {}).get("api_key")
-            if kept:
-                settings = dataclasses.replace(settings, chain_key=base64.b64decode(kept).decode())
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
+        settings = await _keep_generated(client, settings)
         with console.status(f"installing cortex-async in namespace {settings.namespace}") as status:
             for obj in install_objects(settings):
                 status.update(f"applying {obj['kind']} {obj['metadata']['name']}")
-                await client.apply(codecs.from_dict(obj), field_manager="cortex", force=True)
+                if obj["kind"] == "Secret":
+                    await _put_secret(client, codecs.from_dict(obj))
+                else:
+                    await client.apply(codecs.from_dict(obj), field_manager="cortex", force=True)
             await _wait_ready(client, settings.namespace, status, timeout)
         if operator_url is None and settings.service_type == "LoadBalancer":
             service = await client.get(Service, OPERATOR, namespace=settings.namespace)
@@ -85,6 +82,55 @@ async def _up(settings: InstallSettings, target: Target, operator_url: str | Non
         raise kube_error(exc) from exc
     finally:
         await client.close()
+
+
+async def _keep_generated(client: Any, settings: InstallSettings) -> InstallSettings:
+    """``settings`` with the chaining key and the replicas' token the cluster already has, if it has them.
+
+    Rotating either would break running pods: they hold them until their mounted files are refreshed.
+    """
+    from cortex.runtime.kubeinstall import OPERATOR_SECRET
+
+    chain_key = await _secret_value(client, settings.namespace, CLIENT_SECRET, "api_key")
+    if chain_key is not None:
+        settings = dataclasses.replace(settings, chain_key=chain_key)
+    if settings.replica_token is not None:
+        token = await _secret_value(client, settings.namespace, OPERATOR_SECRET, "CORTEX_OPERATOR_READ_TOKEN")
+        if token is not None:
+            settings = dataclasses.replace(settings, replica_token=token)
+    return settings
+
+
+async def _secret_value(client: Any, namespace: str, name: str, key: str) -> str | None:
+    """The value of ``key`` in the Secret ``name``, or None when either is missing."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import Secret
+
+    try:
+        current = await client.get(Secret, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
+        return None
+    value = (current.data or {}).get(key)
+    return base64.b64decode(value).decode() if value else None
+
+
+async def _put_secret(client: Any, secret: Any) -> None:
+    """Create ``secret`` or replace it whole.
+
+    Not server-side apply: a key applied as ``stringData`` lands in ``data``, which no field manager
+    owns, so applying without it leaves it there (kubernetes#108008) and an operator token removed
+    from ``cluster up`` would stay enforced. A replace keeps only the keys given now.
+    """
+    from lightkube import ApiError
+
+    try:
+        await client.replace(secret)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
+        await client.create(secret)
 
 
 async def _wait_ready(client: Any, namespace: str, status: Any, timeout: float) -> None:

@@ -11,6 +11,7 @@ from cortex.cli.env_cmd import env
 from cortex.cli.render_cmd import render
 from cortex.cli.requests_cmd import request
 from cortex.cli.serve import dequeuer, gateway, operator
+from cortex.cli.version_cmd import version
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +23,18 @@ def cli() -> None:
 cli.add_command(gateway)
 cli.add_command(dequeuer)
 cli.add_command(operator)
-for command in (apis.deploy, apis.get, apis.describe, apis.logs, apis.refresh, apis.delete, env, request, render):
+for command in (
+    apis.deploy,
+    apis.get,
+    apis.describe,
+    apis.logs,
+    apis.refresh,
+    apis.delete,
+    env,
+    request,
+    render,
+    version,
+):
     cli.add_command(command)
 
 cli.add_command(cluster)

@@ -48,3 +48,15 @@ def backend_urls(state_dir: Path, queue_url: str | None, store_url: str | None, 
 def configure_logging(*, replica: str | None = None) -> None:
     """Log as ``CORTEX_LOG_LEVEL`` and ``CORTEX_DISABLE_JSON_LOGGING`` say (see :mod:`cortex.logformat`)."""
     logformat.configure_from_environ(replica=replica)
+
+
+def check_label_key(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: ``value`` must be a Kubernetes label key (``--node-group-label``), or None."""
+    from cortex.spec.kubernetes import check_qualified_name  # pydantic: only for the commands that need it
+
+    if value is None:
+        return None
+    try:
+        return check_qualified_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"must be a Kubernetes label key: {exc}") from None

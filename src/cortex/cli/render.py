@@ -8,6 +8,7 @@ headers, three spaces between columns, relative times such as ``45s``, ``2m``, `
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,8 +24,13 @@ REPLICA_COUNTS: tuple[tuple[str, str, bool], ...] = (
     ("NotReady", "not_ready", False),
     ("Ready", "ready", False),
     ("ReadyOutOfDate", "ready_out_of_date", False),
+    ("ErrImagePull", "err_image_pull", True),
     ("Terminating", "terminating", False),
     ("Failed", "failed", True),
+    ("Killed", "killed", True),
+    ("KilledOOM", "killed_oom", True),
+    ("Stalled", "stalled", True),
+    ("Unknown", "unknown", True),
 )
 
 
@@ -99,6 +105,15 @@ def api_list_table(apis: Iterable[dict[str, Any]], now: float) -> Table:
     return grid
 
 
+def env_apis_table(listed: Iterable[dict[str, Any]], now: float) -> Table:
+    """``cortex get`` across environments: Cortex's ``env`` column first, then as :func:`api_list_table`."""
+    grid = table("env", "async api", "live", "up-to-date", "last update")
+    for entry in listed:
+        for api in sorted(entry.get("apis") or [], key=_name):
+            grid.add_row(Text(str(entry.get("env_name", ""))), Text(_name(api)), *_status_cells(api, now))
+    return grid
+
+
 def api_table(api: dict[str, Any], now: float) -> Table:
     """The one-row table of ``cortex get <api>`` (the name is in the command line, as in Cortex)."""
     grid = table("live", "up-to-date", "last update")
@@ -130,13 +145,14 @@ def _header(api: dict[str, Any], now: float) -> list[RenderableType]:
 
 
 def api_detail(api: dict[str, Any], now: float) -> Group:
-    """``cortex get <api>``: the one-row table, ``endpoint: <url>``, the webhook secret, then the history table."""
+    """``cortex get <api>``: the one-row table, ``endpoint: <url>``, the webhook secret if the answer has it
+    (``--show-secrets``), then the history table."""
     secret = [labelled("webhook secret", str(api["webhook_secret"]))] if api.get("webhook_secret") else []
     return Group(*_header(api, now), *secret, Text(""), history_table(api.get("api_versions") or [], now))
 
 
 def replica_counts_table(counts: dict[str, Any]) -> Table:
-    """``replica status`` / ``replica count``: always Requested .. Terminating, Failed only when non-zero."""
+    """``replica status`` / ``replica count``: Requested .. Terminating always, failure counts when non-zero."""
     grid = table("replica status", "replica count")
     for title, key, hidden_if_zero in REPLICA_COUNTS:
         count = counts.get(key, 0) or 0
@@ -213,3 +229,36 @@ def ready_line(api: dict[str, Any]) -> str:
     """``hello is ready (2/2 replicas)``: the end of a rollout."""
     status = api.get("status") or {}
     return f"{_name(api)} is ready ({status.get('ready', 0)}/{status.get('requested', 0)} replicas)"
+
+
+#: the fields of a JSON log line (``cortex.logformat``) shown after its message
+_LOG_CONTEXT = ("request_id", "action")
+
+
+def log_line(line: str) -> str:
+    """A log line for people: a JSON line of cortex's own (``{"time", "level", "message", ...}``) becomes
+    ``<time> <level> <message>  request_id=... action=...``; any other line is left as it is.
+
+    The ``[<replica> <container>] `` prefix is kept.
+    """
+    prefix, body = "", line
+    if line.startswith("["):
+        end = line.find("] ")
+        if end > 0:
+            prefix, body = line[: end + 2], line[end + 2 :]
+    if not body.startswith("{"):
+        return line
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return line
+    if not isinstance(data, dict) or "message" not in data:
+        return line
+    parts = [str(data.get("time") or data.get("ts") or ""), str(data.get("level") or "").upper(), str(data["message"])]
+    text = " ".join(part for part in parts if part)
+    context = " ".join(f"{key}={data[key]}" for key in _LOG_CONTEXT if data.get(key) is not None)
+    if context:
+        text += "  " + context
+    if data.get("exception"):
+        text += "\n" + str(data["exception"])
+    return prefix + text

@@ -15,6 +15,7 @@ import click
 import yaml
 
 from cortex.cli.apis import handle_errors
+from cortex.cli.options import check_label_key
 from cortex.runtime.kubeobjects import KubeSettings, api_objects
 from cortex.spec import load_file
 
@@ -44,6 +45,7 @@ def dump_yaml(objects: list[dict[str, Any]]) -> str:
 @click.option(
     "--node-group-label",
     default=_DEFAULTS.node_group_label,
+    callback=check_label_key,
     show_default=True,
     help="The node label node_groups are matched against.",
 )

@@ -19,6 +19,7 @@ from cortex.backends import BackendUrls
 from cortex.dequeuer.service import run
 from cortex.dequeuer.worker import DequeuerSettings
 from cortex.errors import CortexError
+from cortex.locality import check_blobs_given
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grace_period=args.grace_period,
     )
     try:
+        check_blobs_given(urls, blobs_given=args.blobs is not None, role="dequeuer")
         run(args.api, urls, settings, admin_host=args.admin_host, admin_port=args.admin_port)
     except CortexError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -1,29 +1,47 @@
-"""A dequeuer process: open the backends, read the API's spec, serve the admin port, run, drain."""
+"""A dequeuer process: open the backends, read the API's spec, serve the admin port, run, drain.
+
+A dequeuer a runtime starts serves one version of its API: a redeploy replaces its replica. One
+started by hand (``cortex dequeuer``, on a host of its own) has nobody to replace it, so it
+follows its API instead: it looks at the catalog every :data:`FOLLOW_INTERVAL` seconds, and on a
+redeploy drains and goes on with the new spec (``max_concurrency``, probes, timeouts); on a
+delete it drains and exits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
-from cortex.backends import BackendUrls, open_backends
+from cortex.backends import Backends, BackendUrls, open_backends
+from cortex.dequeuer.metrics import DequeuerMetrics
 from cortex.dequeuer.worker import Dequeuer, DequeuerSettings
-from cortex.errors import NotFound
+from cortex.errors import BackendError, NotFound
 from cortex.spec import ApiSpec
+from cortex.store.base import ApiEntry, Catalog
 
 log = logging.getLogger(__name__)
 
 
 #: how long ``/drain`` waits for this replica's stop before answering that it is not stopping
 DRAIN_STOP_WAIT = 2.0
+#: how often a dequeuer that follows its API looks for a redeploy or a delete
+FOLLOW_INTERVAL = 5.0
 
 
 def admin_app(
-    dequeuer: Dequeuer, stop: asyncio.Event | None = None, *, drain_wait: float = DRAIN_STOP_WAIT
+    dequeuer: Dequeuer | Callable[[], Dequeuer],
+    stop: asyncio.Event | None = None,
+    *,
+    drain_wait: float = DRAIN_STOP_WAIT,
+    spec_id: Callable[[], str] | None = None,
 ) -> web.Application:
     """The admin port: ``/healthz`` reflects the readiness probes (200 healthy, 500 unhealthy); ``/metrics``.
 
@@ -31,20 +49,29 @@ def admin_app(
     removed pod gets SIGTERM at once: it answers once ``stop`` is set and no request is in flight,
     so the user's server outlives the requests it is serving. When ``stop`` is not set within
     ``drain_wait`` seconds (a user container restarting alone, after a failed liveness
-    probe), it answers at once.
+    probe), it answers at once. ``dequeuer`` may be a function giving the current one (a dequeuer
+    that follows its API's redeploys), and ``spec_id`` one giving the id of the spec it serves
+    (in ``/status``).
     """
 
+    def current() -> Dequeuer:
+        return dequeuer if isinstance(dequeuer, Dequeuer) else dequeuer()
+
     async def healthz(request: web.Request) -> web.Response:
-        if dequeuer.prober.ready:
+        if current().prober.ready:
             return web.Response(text="healthy")
         return web.Response(status=500, text="unhealthy")
 
     async def status(request: web.Request) -> web.Response:
-        body = {"api": dequeuer.spec.name, "in_flight": dequeuer.in_flight, "probes": dequeuer.prober.status()}
+        serving = current()
+        body = {"api": serving.spec.name, "in_flight": serving.in_flight, "probes": serving.prober.status()}
+        if spec_id is not None:
+            body["spec_id"] = spec_id()
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=dequeuer.metrics.exposition(), headers={"Content-Type": dequeuer.metrics.content_type})
+        counters = current().metrics
+        return web.Response(body=counters.exposition(), headers={"Content-Type": counters.content_type})
 
     async def drain(request: web.Request) -> web.Response:
         if stop is None:
@@ -53,7 +80,7 @@ def admin_app(
             await asyncio.wait_for(stop.wait(), drain_wait)
         except TimeoutError:
             return web.Response(text="not stopping")
-        while dequeuer.in_flight:  # the kubelet's grace period bounds this wait
+        while current().in_flight:  # the kubelet's grace period bounds this wait
             await asyncio.sleep(0.1)
         return web.Response(text="drained")
 
@@ -72,9 +99,15 @@ async def serve(
     *,
     admin_host: str = "127.0.0.1",
     admin_port: int | None = None,
+    follow: bool = False,
+    follow_interval: float = FOLLOW_INTERVAL,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the dequeuer of ``api`` until SIGTERM or SIGINT, then drain and return."""
-    stop = asyncio.Event()
+    """Run the dequeuer of ``api`` until SIGTERM or SIGINT (or ``stop``), then drain and return.
+
+    With ``follow``, it also follows the API's redeploys and returns once the API is deleted.
+    """
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -84,19 +117,84 @@ async def serve(
         entry = await backends.catalog.get_api(api)
         if entry is None:
             raise NotFound(f"api {api} is not deployed on this cluster (deploy it first: cortex deploy)")
-        dequeuer = Dequeuer(ApiSpec.from_dict(entry.spec), backends, settings)
+        metrics = DequeuerMetrics()  # one set of counters across the versions followed
+        serving = [_dequeuer(entry, backends, settings, metrics)]
         if admin_port is not None:
-            runner = web.AppRunner(admin_app(dequeuer, stop), access_log=None)
+            app = admin_app(lambda: serving[0].dequeuer, stop, spec_id=lambda: serving[0].spec_id)
+            runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, admin_host, admin_port).start()
-        log.info("dequeuer for %s forwarding to %s", api, dequeuer.url)
-        await dequeuer.run(stop)
+        log.info("dequeuer for %s forwarding to %s", api, serving[0].dequeuer.url)
+        while True:
+            watch = _watch(backends.catalog, api, serving[0].spec_id, follow_interval) if follow else None
+            changed = await _run_until(serving[0].dequeuer, stop, watch)
+            if changed is None:
+                break
+            if changed.entry is None:
+                log.info("api %s was deleted: this dequeuer stops", api)
+                break
+            serving[0] = _dequeuer(changed.entry, backends, settings, metrics)
+            log.info("api %s was redeployed: going on with its new spec (%s)", api, changed.entry.spec_id)
         log.info("dequeuer for %s stopped", api)
     finally:
         if runner is not None:
             await runner.cleanup()
         with contextlib.suppress(Exception):
             await backends.aclose()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Serving:
+    """The dequeuer running now, and the id of the spec it was made from."""
+
+    dequeuer: Dequeuer
+    spec_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Changed:
+    """What the catalog now holds for a followed API: its new entry, or None once it is deleted."""
+
+    entry: ApiEntry | None
+
+
+def _dequeuer(entry: ApiEntry, backends: Backends, settings: DequeuerSettings, metrics: DequeuerMetrics) -> _Serving:
+    return _Serving(Dequeuer(ApiSpec.from_dict(entry.spec), backends, settings, metrics), entry.spec_id)
+
+
+async def _watch(catalog: Catalog, api: str, spec_id: str, interval: float) -> _Changed:
+    """Return once ``api`` is redeployed (another spec id) or deleted; a failed look is tried again."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            entry = await catalog.get_api(api)
+        except BackendError as exc:
+            log.warning("could not look for a redeploy of %s (will look again): %s", api, exc)
+            continue
+        if entry is None or entry.spec_id != spec_id:
+            return _Changed(entry)
+
+
+async def _run_until(
+    dequeuer: Dequeuer, stop: asyncio.Event, watch: Coroutine[Any, Any, _Changed] | None
+) -> _Changed | None:
+    """Run ``dequeuer`` until ``stop`` (None) or until ``watch`` sees a change (which it returns), then drain."""
+    own_stop = asyncio.Event()
+    running = asyncio.create_task(dequeuer.run(own_stop))
+    waits: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait()), running}
+    watching = asyncio.create_task(watch) if watch is not None else None
+    if watching is not None:
+        waits.add(watching)
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        own_stop.set()
+        for task in waits - {running}:
+            task.cancel()
+        await running  # drains: running requests finish within the grace period
+    if watching is not None and watching.done() and not watching.cancelled():
+        return watching.result()
+    return None
 
 
 def run(
@@ -106,6 +204,7 @@ def run(
     *,
     admin_host: str = "127.0.0.1",
     admin_port: int | None = None,
+    follow: bool = False,
 ) -> None:
     """Run :func:`serve` on uvloop until it stops; Ctrl-C ends it quietly.
 
@@ -115,4 +214,4 @@ def run(
     import uvloop  # only here: importing the module must not need an event loop policy
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(api, urls, settings, admin_host=admin_host, admin_port=admin_port))
+        uvloop.run(serve(api, urls, settings, admin_host=admin_host, admin_port=admin_port, follow=follow))

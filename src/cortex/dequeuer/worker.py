@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -29,6 +29,7 @@ from cortex.errors import BackendError, NotFound
 from cortex.queue.base import Lease
 from cortex.requests import ErrorKind, Outcome, RequestRecord, Status, now
 from cortex.spec import ApiSpec, Retry
+from cortex.store.base import SizedBlob
 from cortex.webhooks.events import schedule
 
 log = logging.getLogger(__name__)
@@ -254,14 +255,12 @@ class Dequeuer:
                 return
 
     async def _run(self, session: aiohttp.ClientSession, record: RequestRecord) -> Outcome:
-        body: bytes | AsyncIterator[bytes] = record.payload or b""
+        body: bytes | SizedBlob = record.payload or b""
         if record.payload_ref is not None:
-            chunks = self.backends.blobs.open(record.payload_ref)
-            try:  # a missing blob shows on the first read: find out before connecting
-                first = await anext(chunks, b"")
+            try:  # its length too, for the Content-Length; a missing blob shows here, before connecting
+                body = await self.backends.blobs.open_sized(record.payload_ref)
             except NotFound:
                 return Outcome.failed(ErrorKind.PAYLOAD_LOST, "the stored payload of this request is missing")
-            body = _prepend(first, chunks)
         sent = time.monotonic()
         outcome = await forward(
             session,
@@ -310,12 +309,6 @@ def retryable(outcome: Outcome, retry: Retry) -> bool:
 
 def _message(outcome: Outcome) -> str:
     return "" if outcome.error is None else outcome.error.message
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
 
 
 async def _first(stopping: asyncio.Task[bool], waiting: Coroutine[Any, Any, object]) -> None:

@@ -15,10 +15,15 @@ from starlette.responses import Response
 from cortex.gateway.directory import RoutedApi
 from cortex.requests import RequestRecord, Status, rfc3339
 
+#: seconds a client is asked to wait before it tries again after a 503 (an outage of the backend)
+RETRY_AFTER = "1"
+
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """Every error the gateway answers: JSON ``{"error": message}``."""
+    """Every error the gateway answers: JSON ``{"error": message}``; a 503 says when to try again."""
     body = json.dumps({"error": message}).encode()
+    if status == 503 and not (headers and "Retry-After" in headers):
+        headers = {**(headers or {}), "Retry-After": RETRY_AFTER}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

@@ -123,6 +123,8 @@ class Gateway:
         prefix, _, request_id = trimmed.rpartition("/")
         api = await self.directory.resolve(prefix) if prefix else None
         if api is None:
+            if prefix and request.method in ("GET", "HEAD"):
+                return await self.status_after_delete(request, prefix, request_id, path)
             return error_response(404, f"no API is deployed at {shown(path)}")
         route = _ID_ROUTES.get(request.method)
         if route is None:
@@ -142,9 +144,11 @@ class Gateway:
         """
         presented = request.headers.get(API_KEY_HEADER)
         consumed = frozenset({API_KEY_HEADER})
+        token = bearer(request.headers.get("authorization"))
         if presented is None:
-            authorization = request.headers.get("authorization")
-            presented, consumed = bearer(authorization), frozenset({"authorization"})
+            presented, consumed = token, frozenset({"authorization"})
+        elif token is not None and authorize(self.settings.keys, api.api_keys, token) is Access.GRANTED:
+            consumed |= {"authorization"}  # a gateway key in both: neither header is the user server's
         access = authorize(self.settings.keys, api.api_keys, presented)
         if access is Access.MISSING:
             how = "send it as the header 'Authorization: Bearer <key>' (or 'X-Cortex-API-Key: <key>')"
@@ -263,6 +267,34 @@ class Gateway:
                 return error_response(503, "the request store is unavailable; try again")
         if record is None:
             return unknown_request(api, request_id)
+        return Response(render_record(record), media_type="application/json")
+
+    async def status_after_delete(self, request: Request, prefix: str, request_id: str, path: str) -> Response:
+        """``GET /<name>/<id>`` once the API is deleted: its requests stay readable until they expire.
+
+        The records are kept by API name, so the last segment of the path names the API (its
+        default endpoint ``/<name>``); an API of that name that is deployed is not read here. Only
+        the cluster's keys are checked: the API's own went with its spec, and the id itself is
+        unguessable.
+        """
+        presented = request.headers.get(API_KEY_HEADER) or bearer(request.headers.get("authorization"))
+        access = authorize(self.settings.keys, frozenset(), presented)
+        if access is Access.MISSING:
+            return error_response(401, "a key of the cluster is needed to read this request", headers=_CHALLENGE)
+        if access is Access.WRONG:
+            return error_response(403, "the API key is not accepted by this cluster")
+        name = prefix.rsplit("/", 1)[-1]
+        record = None
+        # a deployed API is read at its own endpoint only, where its own keys are checked
+        if is_valid_id(request_id) and self.directory.named(name) is None:
+            try:
+                record = await self.backends.records.get(name, request_id, now=now())
+            except BackendError as exc:
+                context = _ctx(name, request_id, "read")
+                log.error("could not read request %s of %s: %s", request_id, name, exc, extra=context)
+                return error_response(503, "the request store is unavailable; try again")
+        if record is None:
+            return error_response(404, f"no API is deployed at {shown(path)}")
         return Response(render_record(record), media_type="application/json")
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
@@ -426,7 +458,8 @@ class _GatewayApp(Starlette):
     """Starlette, with the API routes (every path but ``/healthz``) served past its router and middleware.
 
     Those layers cost a submission about a tenth of the gateway's time (DESIGN §8); what they did
-    for these routes is done here: the method check, and a 500 for an unexpected error.
+    for these routes is done here: the method check, a 503 for a backend error no route handled
+    (an outage: the catalog unread, a blob unwritten), and a 500 for an unexpected error.
     """
 
     def __init__(
@@ -443,6 +476,9 @@ class _GatewayApp(Starlette):
             return
         try:
             response = refused or await self._handle(Request(scope, receive, send))
+        except BackendError as exc:  # an outage: a 503 to try again, and one line, not a traceback per request
+            log.error("answered 503 to %s %s: %s", scope["method"], scope["path"], exc)
+            response = error_response(503, "the gateway cannot reach its backend; try again shortly")
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             response = error_response(500, "internal error of the gateway")

@@ -9,7 +9,21 @@ then store with the request. :class:`GatewayHttpProtocol` answers ``431`` past
 ``400 Invalid HTTP request received.``) with the reason; all three as the gateway's other errors,
 JSON ``{"error": ...}``, and each closes the connection.
 
-The body has its own deadline, kept by the app (:attr:`cortex.gateway.app.GatewaySettings.body_timeout`).
+What a client may cost is bounded here too:
+
+- **Connections**: at most :attr:`ConnectionCaps.total` open in all and
+  :attr:`ConnectionCaps.per_address` from one client address; a connection over a cap is answered
+  ``503`` (total) or ``429`` (its address) at once and closed.
+- **The whole body**: it must arrive within :attr:`HttpLimits.body_deadline` seconds, extended
+  by a second for every :attr:`HttpLimits.min_body_rate` bytes received (Apache's
+  ``mod_reqtimeout`` ``body=...,MinRate=...``): a client trickling a byte now and then is answered
+  ``408`` and closed, however regular its bytes. The app keeps the gap between two chunks
+  (:attr:`cortex.gateway.app.GatewaySettings.body_timeout`).
+- **Trailers** (header fields after a chunked body) are dropped: never stored or forwarded. With
+  the chunks' framing (sizes, extensions), they may take :attr:`HttpLimits.max_head_size` bytes
+  plus 32 a chunk, else ``431``: the parser would keep a trailer whole in memory.
+- **Header bytes** are passed on unchanged, so a value must be UTF-8 (ASCII included), the one
+  encoding the dequeuer's HTTP client sends byte for byte; any other value is answered ``400``.
 """
 
 from __future__ import annotations
@@ -25,7 +39,12 @@ from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from cortex.gateway.connections import ConnectionCaps, ConnectionCounts
+
 log = logging.getLogger(__name__)
+
+#: bytes of framing a chunk may take (its size in hex, extensions, CRLFs) beyond the trailers' allowance
+CHUNK_FRAMING = 32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,14 +55,34 @@ class HttpLimits:
     max_head_size: int = 64 * 1024
     #: seconds from a connection's opening, or a request's first byte, until its headers are complete
     head_timeout: float = 10.0
+    #: seconds a request's body may take to arrive at first (``--body-deadline``) ...
+    body_deadline: float = 60.0
+    #: ... and the bytes that buy it one second more (``--min-body-rate``)
+    min_body_rate: int = 1024
+    #: open connections in all and per client address (``--max-connections``, ``--max-connections-per-address``)
+    connections: ConnectionCaps = dataclasses.field(default_factory=ConnectionCaps)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
     """One connection; see the module's docstring."""
 
-    def __init__(self, *args: Any, limits: HttpLimits | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, limits: HttpLimits | None = None, counts: ConnectionCounts | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._limits = limits or HttpLimits()
+        self._counts = counts if counts is not None else ConnectionCounts(self._limits.connections)
+        #: the client address this connection is counted under, once admitted
+        self._counted: str | None = None
+        #: the current request's body: when it began, bytes so far, the timer of its deadline; None outside a body
+        self._body_began: float | None = None
+        self._body_bytes = 0
+        self._body_timer: asyncio.TimerHandle | None = None
+        #: bytes received while in the body (its chunks' framing and trailers included), and its chunks
+        self._body_wire = 0
+        self._chunks = 0
+        #: bodies begun on this connection (which one a chunk of data fell in)
+        self._bodies = 0
         #: bytes received since the current head began, while it is incomplete; None between heads
         self._head_bytes: int | None = None
         #: bytes of the current head's request line and headers, as parsed
@@ -56,14 +95,32 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        address = self.client[0] if self.client else ""
+        refusal = self._counts.open(address)
+        if refusal is not None:
+            self._refuse(*refusal, retry_after=1, quiet=True)
+            return
+        self._counted = address
         self._start_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted is not None:
+            self._counts.close(self._counted)
+            self._counted = None
         self._end_head()
+        self._end_body()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        body = self._bodies if self._body_began is not None else None
         super().data_received(data)
+        if body == self._bodies and self._body_began is not None and not self.transport.is_closing():
+            # all of it within one body: what is not body is framing or trailers, which the parser keeps
+            self._body_wire += len(data)
+            allowed = self._limits.max_head_size + CHUNK_FRAMING * self._chunks
+            if self._body_wire - self._body_bytes > allowed:
+                self._abort(431, f"the body's chunk framing and trailers are larger than {allowed} bytes")
+            return
         # A head completed by this chunk was measured by on_url and on_header; one still incomplete
         # is measured here, since httptools buffers a header until its end before calling on_header.
         # The bytes of earlier chunks only: this one may also hold the end of a pipelined request.
@@ -78,18 +135,40 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._start_head()
         self._head_begun = True
+        self._end_body()
 
     def on_url(self, url: bytes) -> None:
         self._measure(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._body_began is not None:
+            return  # a trailer, after a chunked body: dropped, or it would join the stored headers
         self._measure(len(name) + len(value) + 4)  # ": " and CRLF
+        if not value.isascii():
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                shown = name.decode("ascii", errors="replace")
+                self._refusal = 400, f"the value of header {shown} is not UTF-8: headers are passed on unchanged"
+                raise ValueError(self._refusal[1]) from None
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._end_head()
+        self._start_body()
         super().on_headers_complete()
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._end_body()
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this from its ``except httptools.HttpParserError``: the parser's reason is at hand
@@ -131,13 +210,56 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         self._refuse(408, f"the request's headers did not arrive within {self._limits.head_timeout:g}s")
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` with ``{"error": message}`` and close the connection."""
+    def _start_body(self) -> None:
+        self._body_began = self.loop.time()
+        self._body_bytes = self._body_wire = self._chunks = 0
+        self._bodies += 1
+        self._body_timer = self.loop.call_at(self._body_due(), self._body_check)
+
+    def _end_body(self) -> None:
+        self._body_began = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_due(self) -> float:
+        assert self._body_began is not None
+        return self._body_began + self._limits.body_deadline + self._body_bytes / self._limits.min_body_rate
+
+    def _body_check(self) -> None:
+        self._body_timer = None
+        if self._body_began is None or self.transport.is_closing():
+            return
+        due = self._body_due()
+        if self.loop.time() < due:  # bytes came meanwhile: the deadline moved
+            self._body_timer = self.loop.call_at(due, self._body_check)
+            return
+        message = (
+            f"the body did not arrive in time: {self._body_bytes} bytes in {self._limits.body_deadline:g}s"
+            f" plus a second per {self._limits.min_body_rate} bytes; nothing was stored"
+        )
+        self._abort(408, message)
+
+    def _abort(self, status: int, message: str) -> None:
+        """End a request whose body is arriving: answer ``status`` unless an answer began, and close."""
+        self._end_body()
+        if self.cycle is not None and self.cycle.response_started:
+            log.info("closed a connection from %s: %s", self.client, message)
+            self.transport.close()
+            return
+        self._refuse(status, message)
+
+    def _refuse(self, status: int, message: str, *, retry_after: int | None = None, quiet: bool = False) -> None:
+        """Answer ``status`` with ``{"error": message}`` and close the connection (``quiet``: not logged)."""
         self._end_head()
-        log.info("refused a request from %s: %s", self.client, message)
+        self._end_body()
+        if not quiet:
+            log.info("refused a request from %s: %s", self.client, message)
         body = json.dumps({"error": message}).encode()
         head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        if retry_after is not None:
+            head.append(b"retry-after: %d\r\n" % retry_after)
         head += [
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
@@ -151,6 +273,8 @@ def protocol_factory(limits: HttpLimits) -> type[asyncio.Protocol]:
     """What to pass to ``uvicorn.run(http=...)``: :class:`GatewayHttpProtocol` bound to ``limits``.
 
     A ``functools.partial`` rather than a subclass, so that it pickles by reference to the
-    worker processes of ``--workers``; uvicorn only calls it.
+    worker processes of ``--workers``; uvicorn only calls it. Each process unpickles its own
+    :class:`ConnectionCounts`, so the connection caps hold per process.
     """
-    return cast(type[asyncio.Protocol], functools.partial(GatewayHttpProtocol, limits=limits))
+    counts = ConnectionCounts(limits.connections)
+    return cast(type[asyncio.Protocol], functools.partial(GatewayHttpProtocol, limits=limits, counts=counts))

@@ -63,7 +63,8 @@ class _Handlers:
         return JSONResponse(await self.operator.get_all())
 
     async def get_one(self, request: Request) -> Response:
-        return JSONResponse([await self.operator.get(request.path_params["api"])])
+        secrets = request.query_params.get("show_secrets", "false").lower() in ("1", "true", "yes")
+        return JSONResponse([await self.operator.get(request.path_params["api"], secrets=secrets)])
 
     async def describe(self, request: Request) -> Response:
         return JSONResponse(await self.operator.describe(request.path_params["api"]))
@@ -85,7 +86,10 @@ class _Handlers:
             return error(400, "bad_request", f"tail must be a whole number of lines (got {tail_text!r})")
         tail = None if tail_text is None else int(tail_text)
         request_id = request.query_params.get("request") or None
-        lines = await self.operator.logs(request.path_params["api"], follow=follow, tail=tail, request_id=request_id)
+        replica = request.query_params.get("replica") or None
+        lines = await self.operator.logs(
+            request.path_params["api"], follow=follow, tail=tail, request_id=request_id, replica=replica
+        )
 
         async def body() -> AsyncIterator[bytes]:
             async for line in lines:
@@ -101,13 +105,15 @@ def create_operator_app(
     *,
     peers: Peers | None = None,
     token: str | None = None,
+    read_token: str | None = None,
     status: StatusPage | None = None,
 ) -> Starlette:
     """The operator app over ``operator``; ``info`` is what ``GET /info`` answers, ``metrics`` ``GET /metrics``.
 
     ``peers`` names the replica dequeuers whose ``/metrics`` are merged into the operator's (each
     sample labelled ``replica``); one that does not answer within a second is left out.
-    With ``token``, every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``.
+    With ``token``, every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``;
+    ``read_token`` may be sent instead for ``GET`` and ``HEAD`` (:class:`~cortex.operator.guard.TokenGuard`).
     With ``status``, the status page is served at ``/status`` (and its JSON under ``/status/``).
     """
     h = _Handlers(operator, info, metrics if metrics is not None else OperatorMetrics(), peers or dict)
@@ -126,7 +132,7 @@ def create_operator_app(
     ]
     if status is not None:
         routes += status.routes()
-    middleware = [Middleware(TokenGuard, token=token)] if token is not None else []
+    middleware = [Middleware(TokenGuard, token=token, read_token=read_token)] if token is not None else []
     return Starlette(routes=routes, middleware=middleware, exception_handlers={404: _not_found, 405: _not_allowed})
 
 

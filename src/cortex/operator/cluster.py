@@ -25,10 +25,11 @@ import yaml
 from cortex import __version__
 from cortex.auth import key_digest
 from cortex.backends import BackendUrls, open_backends
-from cortex.errors import CortexError
 from cortex.gateway.server import INTERNAL_KEYS_VAR, KEYS_VAR, REFUSE_PRIVATE_VAR
+from cortex.logrotate import rotate_forever
+from cortex.operator import statelock
 from cortex.operator.control_plane import ControlPlaneSettings, serve_control_plane
-from cortex.operator.settings import CLUSTER_FILE, ClusterSettings, read_cluster_file
+from cortex.operator.settings import CLUSTER_FILE, ClusterSettings
 from cortex.requests import now
 from cortex.runtime.local import PID_DIR, ClusterEnv, LocalRuntime, LocalSettings
 from cortex.runtime.orphans import stop_leftovers
@@ -61,14 +62,17 @@ def write_client_config(
 
 
 async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
-    """Run the cluster until ``stop`` is set, then drain and stop everything it started."""
+    """Run the cluster until ``stop`` is set, then drain and stop everything it started.
+
+    Raises :class:`cortex.operator.statelock.StateDirBusy` if a cluster runs on the state directory.
+    """
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    running = read_cluster_file(state_dir)
-    if running is not None and int(running["pid"]) != os.getpid():
-        raise CortexError(
-            f"a cluster is already running on {state_dir} (pid {running['pid']}, {running['operator_url']})"
-        )
+    async with statelock.holding(state_dir):  # held until this process ends, however it ends
+        await _run_cluster(settings, state_dir, stop)
+
+
+async def _run_cluster(settings: ClusterSettings, state_dir: Path, stop: asyncio.Event) -> None:
     defaults = BackendUrls.for_state_dir(state_dir)
     urls = BackendUrls(
         queue=settings.queue_url or defaults.queue,
@@ -118,6 +122,7 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         (state_dir / CLUSTER_FILE).write_text(json.dumps(info, indent=2))
         log.info("cluster up: operator %s, gateway %s", settings.operator_url, settings.gateway_url)
 
+    rotating = asyncio.create_task(rotate_forever(state_dir / "logs"))  # the processes' logs, by size
     try:
         gateway.start()
         await serve_control_plane(
@@ -125,6 +130,7 @@ async def run_cluster(settings: ClusterSettings, stop: asyncio.Event) -> None:
         )
         log.info("cluster stopping: draining replicas")
     finally:
+        rotating.cancel()
         with contextlib.suppress(FileNotFoundError):
             (state_dir / CLUSTER_FILE).unlink()
         await runtime.aclose()

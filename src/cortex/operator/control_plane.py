@@ -40,6 +40,8 @@ class ControlPlaneSettings:
     gateway_url: str
     #: the token the operator requires (None: none)
     operator_token: str | None = dataclasses.field(default=None, repr=False)
+    #: a token that may only read (GET): the one the API replicas get (None: none)
+    read_token: str | None = dataclasses.field(default=None, repr=False)
     #: seconds between two autoscaler ticks (Cortex: 10)
     autoscaler_tick: float = 10.0
     refuse_private_webhooks: bool = False
@@ -83,7 +85,15 @@ async def serve_control_plane(
         on_tick=feed.on_tick,
     )
     status = StatusPage(operator, backends.queue, backends.records, history)
-    app = create_operator_app(operator, info, metrics, peers=peers, token=settings.operator_token, status=status)
+    app = create_operator_app(
+        operator,
+        info,
+        metrics,
+        peers=peers,
+        token=settings.operator_token,
+        read_token=settings.read_token,
+        status=status,
+    )
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="off"
     )

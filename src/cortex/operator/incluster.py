@@ -20,9 +20,6 @@ from cortex.runtime.kubeobjects import KubeSettings
 
 log = logging.getLogger(__name__)
 
-#: URL schemes only one machine can share: not for a cluster of pods
-_LOCAL_SCHEMES = ("sqlite", "file")
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class InClusterSettings:
@@ -37,22 +34,10 @@ class InClusterSettings:
     kubeconfig: str | None = None
 
 
-def check_shared(urls: BackendUrls) -> None:
-    """Raise :class:`CortexError` if a backend is one only this machine can reach (SQLite, files)."""
-    for role, url in (("queue", urls.queue), ("store", urls.store), ("blobs", urls.blobs)):
-        scheme = url.partition(":")[0]
-        if scheme in _LOCAL_SCHEMES or url.startswith("/"):
-            raise CortexError(
-                f"the {role} is {url}, which only this machine can reach; on Kubernetes every pod shares the"
-                " backends: set CORTEX_QUEUE_URL and CORTEX_STORE_URL (redis:// or postgresql://) and"
-                " CORTEX_BLOBS_URL (s3://)"
-            )
-
-
 async def run_operator(settings: InClusterSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; the APIs keep running after it returns.
 
-    The command layer checks the backends first (:func:`check_shared`); tests run it on SQLite.
+    The command layer checks the backends first (:func:`cortex.locality.check_shared`); tests run it on SQLite.
 
     Raises:
         CortexError: the backends or the Kubernetes API cannot be reached.

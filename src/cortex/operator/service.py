@@ -15,6 +15,7 @@ from typing import Any
 
 from cortex.autoscaler.events import ScalingEvents
 from cortex.errors import CortexError, NotFound
+from cortex.operator.leftovers import cancel_leftovers
 from cortex.queue.base import Queue
 from cortex.requests import now
 from cortex.runtime.base import ReplicaState, ReplicaStatus, Runtime
@@ -27,6 +28,24 @@ log = logging.getLogger(__name__)
 
 #: how many past versions ``cortex get <api>`` lists
 HISTORY = 10
+
+#: Cortex's ``replica_counts`` keys, in its order (``pkg/types/status/status.go``); a replica state
+#: named like one of them is counted there, any other in ``unknown``
+REPLICA_COUNT_KEYS = (
+    "requested",
+    "pending",
+    "creating",
+    "not_ready",
+    "ready",
+    "ready_out_of_date",
+    "err_image_pull",
+    "terminating",
+    "failed",
+    "killed",
+    "killed_oom",
+    "stalled",
+    "unknown",
+)
 
 
 class Conflict(CortexError):
@@ -105,6 +124,10 @@ class Operator:
         if old is None:
             replicas = spec.autoscaling.init_replicas
             message = f"creating {spec.name} (AsyncAPI)"
+            # before the catalog names the API: a new API of an old name starts with an empty queue
+            await self._cancel_leftovers(
+                spec.name, f"api {spec.name} was deleted before this request ran; it was not given to the new api"
+            )
         else:
             current = self.runtime.requested(spec.name)
             replicas = min(max(current, spec.autoscaling.min_replicas), spec.autoscaling.max_replicas)
@@ -113,6 +136,7 @@ class Operator:
         await self.runtime.apply(
             spec, deployment_id=entry.meta["deployment_id"], config_dir=Path(config_dir), replicas=replicas
         )
+        message = "; ".join([message, *(f"note: {note}" for note in self.runtime.notes(spec))])
         log.info("%s", message)
         return DeployResult(self._api_summary(entry), message)
 
@@ -147,63 +171,99 @@ class Operator:
         return f"updating {name} (AsyncAPI)"
 
     async def delete(self, name: str) -> str:
-        """Stop ``name``'s replicas and forget it; its requests stay readable until they expire."""
+        """Stop ``name``'s replicas and forget it; its requests stay readable until they expire.
+
+        The replicas drain first (what they hold finishes or is handed back); then every request
+        still queued is cancelled (:mod:`cortex.operator.leftovers`).
+        """
         await self._entry(name)
         await self.catalog.delete_api(name)
         await self.runtime.delete(name)
+        cancelled = await self._cancel_leftovers(name, f"api {name} was deleted before this request ran")
+        if cancelled:
+            log.info("deleted %s: cancelled %d queued requests", name, cancelled)
         return f"deleting {name}"
 
+    async def _cancel_leftovers(self, name: str, reason: str) -> int:
+        if self.queue is None or self.records is None:
+            return 0
+        return await cancel_leftovers(self.queue, self.records, name, reason=reason)
+
     async def get_all(self) -> list[dict[str, Any]]:
-        """Cortex's ``APIResponse`` for every API."""
+        """Cortex's ``APIResponse`` for every API (without secrets)."""
         return [self.api_response(entry) for entry in await self.catalog.list_apis()]
 
-    async def get(self, name: str) -> dict[str, Any]:
-        """Cortex's ``APIResponse`` for ``name``."""
-        return self.api_response(await self._entry(name))
+    async def get(self, name: str, *, secrets: bool = False) -> dict[str, Any]:
+        """Cortex's ``APIResponse`` for ``name``; with ``secrets``, its ``webhook_secret`` too."""
+        return self.api_response(await self._entry(name), secrets=secrets)
 
     async def describe(self, name: str) -> dict[str, Any]:
-        """The ``APIResponse``, each replica, the count of replicas in each state and the recent scaling events."""
+        """The ``APIResponse``, each replica, the count of replicas in each state and the recent scaling events.
+
+        The counts have every key of Cortex's ``replica_counts``, at the top and, as Cortex's
+        ``describe`` had them, in the API's ``status``.
+        """
         entry = await self._entry(name)
         replicas = self.runtime.replicas(name)
-        counts = {state.value: 0 for state in ReplicaState}
-        for replica in replicas:
-            counts[replica.state.value] += 1
+        counts = replica_counts(self.runtime.requested(name), replicas)
+        api = self.api_response(entry)
+        api["status"] = {**api["status"], "replica_counts": counts}
         return {
-            "api": self.api_response(entry),
+            "api": api,
             "replicas": [_replica_json(r) for r in replicas],
-            "replica_counts": {"requested": self.runtime.requested(name), **counts},
+            "replica_counts": counts,
             "autoscaling_events": [event.to_json() for event in self.scaling_events.recent(name)],
         }
 
     async def logs(
-        self, name: str, *, follow: bool, tail: int | None, request_id: str | None = None
+        self, name: str, *, follow: bool, tail: int | None, request_id: str | None = None, replica: str | None = None
     ) -> AsyncIterator[str]:
-        """Log lines of every replica of ``name`` (with ``request_id``, only those that mention it)."""
-        await self._entry(name)
-        if request_id is None:
-            return self.runtime.logs(name, follow=follow, tail=tail)
-        return self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id)
+        """Log lines of every replica of ``name`` (with ``request_id``, only those that mention it).
 
-    def api_response(self, entry: ApiEntry) -> dict[str, Any]:
-        """Cortex's ``APIResponse`` shape for one API."""
+        With ``replica``, only that replica's lines (every container's and its dequeuer's), as
+        Cortex's ``logs --random-pod`` streamed one pod.
+
+        Raises:
+            NotFound: the API is not deployed, or has no replica of that id.
+        """
+        await self._entry(name)
+        if replica is not None and replica not in {r.id for r in self.runtime.replicas(name)}:
+            raise NotFound(f"api {name} has no replica {replica} (see `cortex describe {name}`)")
+        if request_id is None:
+            lines = self.runtime.logs(name, follow=follow, tail=tail)
+        else:
+            lines = self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id)
+        return lines if replica is None else _of_replica(lines, replica)
+
+    def api_response(self, entry: ApiEntry, *, secrets: bool = False) -> dict[str, Any]:
+        """Cortex's ``APIResponse`` shape for one API; timestamps are whole unix seconds, as Cortex's.
+
+        The webhook signing secret is left out unless ``secrets`` (what ``cortex get <api>
+        --show-secrets`` asks for): listings end up in CI logs and on status pages.
+        """
         deployment_id = entry.meta.get("deployment_id", "")
         replicas = self.runtime.replicas(entry.name)
         ready = sum(r.state in (ReplicaState.READY, ReplicaState.READY_OUT_OF_DATE) for r in replicas)
         up_to_date = sum(r.deployment_id == deployment_id and r.state != ReplicaState.TERMINATING for r in replicas)
-        return {
+        response = {
             **self._api_summary(entry),
             "metadata": {
                 "name": entry.name,
                 "kind": "AsyncAPI",
                 "id": entry.spec_id,
                 "deployment_id": deployment_id,
-                "last_updated": entry.updated_at,
+                "last_updated": int(entry.updated_at),
             },
             "status": {"ready": ready, "requested": self.runtime.requested(entry.name), "up_to_date": up_to_date},
             "dashboard_url": None,
-            "api_versions": entry.meta.get("api_versions", []),
-            "webhook_secret": entry.meta.get("webhook_secret"),
+            "api_versions": [
+                {**version, "last_updated": int(version["last_updated"])}
+                for version in entry.meta.get("api_versions", [])
+            ],
         }
+        if secrets:
+            response["webhook_secret"] = entry.meta.get("webhook_secret")
+        return response
 
     async def redeliver(self, name: str, request_id: str) -> str:
         """Queue the webhook of a finished request once more (its delivery state starts over)."""
@@ -230,6 +290,24 @@ class Operator:
         if entry is None:
             raise NotFound(f"api {name} is not deployed (see `cortex get` for the deployed APIs)")
         return entry
+
+
+async def _of_replica(lines: AsyncIterator[str], replica: str) -> AsyncIterator[str]:
+    """The lines of one replica: the runtime prefixes each ``[<replica> <container>]``."""
+    prefix = f"[{replica} "
+    async for line in lines:
+        if line.startswith(prefix):
+            yield line
+
+
+def replica_counts(requested: int, replicas: list[ReplicaStatus]) -> dict[str, int]:
+    """Cortex's ``replica_counts``: every key, each replica counted under its state (``unknown`` if unnamed)."""
+    counts = dict.fromkeys(REPLICA_COUNT_KEYS, 0)
+    counts["requested"] = requested
+    for replica in replicas:
+        key = replica.state.value
+        counts[key if key in counts and key != "requested" else "unknown"] += 1
+    return counts
 
 
 def _replica_json(replica: ReplicaStatus) -> dict[str, Any]:

@@ -80,6 +80,15 @@ class Runtime(abc.ABC):
         With ``request_id``, only the lines that mention it, the gateway's included where the runtime has them.
         """
 
+    def notes(self, spec: ApiSpec) -> list[str]:
+        """What this runtime leaves out of ``spec``, in words for ``cortex deploy``'s output (none: all of it).
+
+        Only Kubernetes schedules pods, so every other runtime ignores the ``kubernetes`` section.
+        """
+        if spec.kubernetes.is_default():
+            return []
+        return ["its kubernetes section (scheduling, GPU resource names) applies only on Kubernetes: ignored here"]
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Drain and stop everything this runtime started; leave no process behind."""

@@ -8,8 +8,8 @@ A pure function of :class:`InstallSettings`, applied once per cluster (each API'
   ``cortex-client``: the replicas' ``cli.yaml`` and chaining key; ``cortex-gateway``: the keys'
   digests; ``cortex-operator``: the operator's token). The checked-in manifest has none: users
   create them (:func:`manifest_header` says how), so no secret ever sits in a repository;
-- the operator's ServiceAccount, Role and RoleBinding (Deployments, their scale, pods and their
-  logs, ConfigMaps: all it needs, in its own namespace only);
+- the operator's ServiceAccount, Role and RoleBinding (the verbs its code calls on Deployments,
+  their scale, pods and their logs, in its own namespace only: :data:`OPERATOR_GRANTS`);
 - the operator: one replica (one autoscaler at a time) and its Service;
 - the gateway: a Deployment, its Service and a HorizontalPodAutoscaler on CPU.
 
@@ -28,6 +28,7 @@ import yaml
 from cortex.auth import DIGEST_PREFIX, key_digest, normalize_key
 from cortex.errors import CortexError
 from cortex.runtime.kubeobjects import KubeSettings
+from cortex.spec.kubernetes import check_qualified_name
 
 #: the value of ``app.kubernetes.io/name`` and ``app.kubernetes.io/part-of`` on every object
 APP = "cortex-async"
@@ -37,7 +38,7 @@ GATEWAY_SECRET, OPERATOR_SECRET = "cortex-gateway", "cortex-operator"
 #: the names of the operator's and the gateway's objects (and so of their Services' hosts)
 OPERATOR, GATEWAY = "operator", "gateway"
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
-#: seconds a removed gateway pod keeps serving before its SIGTERM (Kubernetes ≥ 1.30: the ``sleep`` hook)
+#: seconds a removed gateway pod keeps serving before its SIGTERM (a ``preStop`` exec of ``sleep``)
 GATEWAY_DRAIN_SECONDS = 5
 #: the gateway's HorizontalPodAutoscaler target: average CPU use over requests, in percent
 GATEWAY_CPU_TARGET = 70
@@ -60,6 +61,9 @@ class InstallSettings:
         api_key_digests: ``sha256:<hex>`` digests of the keys every API accepts (and then requires).
         chain_key: The clear key replicas call the gateway with (chaining); the gateway accepts it
             for every API without making a key necessary.
+        replica_token: With an ``operator_token``, the token the API pods' ``cli.yaml`` holds instead:
+            the operator lets it read (``GET``) but not deploy or delete, so a user container never
+            holds the operator token.
         gateway_replicas: The gateway's fewest replicas (its autoscaler's minimum).
         gateway_max_replicas: The gateway's most replicas.
         service_type: ``ClusterIP``, ``NodePort`` or ``LoadBalancer``, for both Services. A
@@ -67,6 +71,12 @@ class InstallSettings:
         operator_port: The operator's port (its container's and its Service's).
         gateway_port: The gateway's port.
         image_pull_secrets: Secrets the platform's pods and the APIs' pods pull private images with.
+        grace_period: Seconds an API's pod has to drain when removed (the operator's ``--grace-period``).
+        lease_seconds: The dequeuers' lease on a request (the operator's ``--lease-seconds``).
+        autoscaler_tick: Seconds between two autoscaler ticks (the operator's ``--autoscaler-tick``).
+        refuse_private_webhooks: Refuse webhooks to private, loopback and link-local addresses (both the
+            gateway, which checks them at submission, and the operator, which delivers them).
+        node_group_label: The node label ``node_groups`` match (EKS's by default).
 
     Raises:
         CortexError: a setting is not valid (the message never repeats a token or key).
@@ -80,12 +90,18 @@ class InstallSettings:
     operator_token: str | None = dataclasses.field(default=None, repr=False)
     api_key_digests: frozenset[str] = frozenset()
     chain_key: str | None = dataclasses.field(default=None, repr=False)
+    replica_token: str | None = dataclasses.field(default=None, repr=False)
     gateway_replicas: int = 2
     gateway_max_replicas: int = 10
     service_type: str = "ClusterIP"
     operator_port: int = 8889
     gateway_port: int = 8888
     image_pull_secrets: tuple[str, ...] = ()
+    grace_period: int = KubeSettings().grace_period
+    lease_seconds: float = KubeSettings().lease_seconds
+    autoscaler_tick: float = 10.0
+    refuse_private_webhooks: bool = False
+    node_group_label: str = KubeSettings().node_group_label
 
     def __post_init__(self) -> None:
         if not _DNS_LABEL.match(self.namespace):
@@ -100,6 +116,15 @@ class InstallSettings:
         for name, port in (("operator_port", self.operator_port), ("gateway_port", self.gateway_port)):
             if not 1 <= port <= 65535:
                 raise CortexError(f"{name} {port}: must be a port number (1-65535)")
+        if self.grace_period < 1:
+            raise CortexError(f"grace_period {self.grace_period}: must be at least 1 second")
+        for name, seconds in (("lease_seconds", self.lease_seconds), ("autoscaler_tick", self.autoscaler_tick)):
+            if not seconds > 0:
+                raise CortexError(f"{name} {seconds:g}: must be more than 0 seconds")
+        try:
+            check_qualified_name(self.node_group_label)
+        except ValueError as exc:
+            raise CortexError(f"node_group_label: {exc}") from None
         self._check_secrets()
 
     def _check_secrets(self) -> None:
@@ -109,7 +134,10 @@ class InstallSettings:
         for digest in self.api_key_digests:
             if not digest.startswith(DIGEST_PREFIX) or _checked(digest, "api_key_digests") != digest:
                 raise CortexError(f"api_key_digests: each must be {DIGEST_PREFIX} and 64 lower-case hex digits")
-        for name, value in (("operator_token", self.operator_token), ("chain_key", self.chain_key)):
+        if self.replica_token is not None and self.replica_token == self.operator_token:
+            raise CortexError("replica_token: must differ from operator_token (it may only read)")
+        tokens = (("operator_token", self.operator_token), ("chain_key", self.chain_key))
+        for name, value in (*tokens, ("replica_token", self.replica_token)):
             if value is None:
                 continue
             if value.startswith(DIGEST_PREFIX):
@@ -142,17 +170,21 @@ def kube_settings(settings: InstallSettings) -> KubeSettings:
         image=settings.image,
         gateway_url=settings.gateway_url,
         image_pull_secrets=settings.image_pull_secrets,
+        grace_period=settings.grace_period,
+        lease_seconds=settings.lease_seconds,
+        node_group_label=settings.node_group_label,
     )
 
 
 def client_config(settings: InstallSettings) -> str:
     """The ``cli.yaml`` every API container finds in ``/cortex/client`` (:mod:`cortex.env`'s format).
 
-    One environment, ``default``: the operator's in-cluster URL, its token and the chaining key when set.
+    One environment, ``default``: the operator's in-cluster URL, the replicas' read-only token (never
+    the operator token) and the chaining key when set.
     """
     environment = {"name": "default", "operator_endpoint": settings.operator_url}
-    if settings.operator_token is not None:
-        environment["operator_token"] = settings.operator_token
+    if settings.operator_token is not None and settings.replica_token is not None:
+        environment["operator_token"] = settings.replica_token
     if settings.chain_key is not None:
         environment["api_key"] = settings.chain_key
     return yaml.safe_dump({"default_environment": "default", "environments": [environment]}, sort_keys=False)
@@ -189,6 +221,8 @@ def secret_objects(settings: InstallSettings) -> list[dict[str, Any]]:
         gateway["CORTEX_GATEWAY_INTERNAL_KEYS"] = key_digest(settings.chain_key)
     if settings.operator_token is not None:
         operator["CORTEX_OPERATOR_TOKEN"] = settings.operator_token
+        if settings.replica_token is not None:
+            operator["CORTEX_OPERATOR_READ_TOKEN"] = settings.replica_token
     return [
         _secret(settings, BACKENDS_SECRET, None, backends),
         _secret(settings, CLIENT_SECRET, None, client),
@@ -197,19 +231,25 @@ def secret_objects(settings: InstallSettings) -> list[dict[str, Any]]:
     ]
 
 
-def rbac_objects(settings: InstallSettings) -> list[dict[str, Any]]:
-    """The operator's ServiceAccount, its Role in the namespace, and the RoleBinding between them.
+#: every call the in-cluster operator makes (its Kubernetes runtime), as (API group, resource, verbs):
+#: the Role grants these and nothing else (tests/kube/test_rbac.py records the calls and compares)
+OPERATOR_GRANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # list and watch: the runtime's informer; create: a server-side apply of a new API; patch: of a changed
+    # one; delete: `cortex delete`
+    ("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
+    # the autoscaler's replica count
+    ("apps", "deployments/scale", ("patch",)),
+    # list and watch: replicas' states; patch: controller.kubernetes.io/pod-deletion-cost (idle go first)
+    ("", "pods", ("list", "watch", "patch")),
+    ("", "pods/log", ("get",)),
+)
 
-    ``deployments/scale`` is how the autoscaler sets replicas; ``patch`` on pods is how it sets
-    ``controller.kubernetes.io/pod-deletion-cost`` (idle replicas go first); ConfigMaps hold its state.
-    """
-    every = ["get", "list", "watch", "create", "update", "patch", "delete"]
+
+def rbac_objects(settings: InstallSettings) -> list[dict[str, Any]]:
+    """The operator's ServiceAccount, its Role in the namespace (:data:`OPERATOR_GRANTS`), and their RoleBinding."""
     rules = [
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": list(every)},
-        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
-        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": list(every)},
+        {"apiGroups": [group], "resources": [resource], "verbs": list(verbs)}
+        for group, resource, verbs in OPERATOR_GRANTS
     ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(settings, OPERATOR, OPERATOR)},
@@ -235,6 +275,9 @@ def operator_deployment(settings: InstallSettings) -> dict[str, Any]:
     args += ["--namespace", settings.namespace, "--image", settings.image]
     args += ["--gateway-url", settings.gateway_url, "--operator-url", settings.operator_url]
     args += [option for name in settings.image_pull_secrets for option in ("--image-pull-secret", name)]
+    args += ["--grace-period", str(settings.grace_period), "--lease-seconds", f"{settings.lease_seconds:g}"]
+    args += ["--autoscaler-tick", f"{settings.autoscaler_tick:g}", "--node-group-label", settings.node_group_label]
+    args.append(_webhooks_flag(settings))
     container = _container(settings, OPERATOR, args, settings.operator_port, OPERATOR_SECRET, cpu="200m")
     pod = {"serviceAccountName": OPERATOR, "containers": [container]}
     return _deployment(settings, OPERATOR, pod, replicas=1, strategy={"type": "Recreate"})
@@ -246,14 +289,21 @@ def gateway_deployment(settings: InstallSettings) -> dict[str, Any]:
     It has no ``replicas``: its HorizontalPodAutoscaler owns the count, and a re-apply must not reset it.
     """
     args = ["--host", "0.0.0.0", "--port", str(settings.gateway_port), "--operator-url", settings.operator_url]
+    args.append(_webhooks_flag(settings))
     # the autoscaler's target is a share of the cpu request, so there must be one
     container = _container(settings, GATEWAY, args, settings.gateway_port, GATEWAY_SECRET, cpu="500m")
-    # a removed gateway keeps answering while its Service stops routing to it (endpoints lag behind)
-    container["lifecycle"] = {"preStop": {"sleep": {"seconds": GATEWAY_DRAIN_SECONDS}}}
+    # a removed gateway keeps answering while its Service stops routing to it (endpoints lag behind). An exec of
+    # the image's own sleep, not the `sleep` action, which needs Kubernetes 1.30 (docs/kubernetes.md: 1.23+)
+    container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(GATEWAY_DRAIN_SECONDS)]}}}
     # the gateway never calls the Kubernetes API
     pod = {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 30, "containers": [container]}
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     return _deployment(settings, GATEWAY, pod, replicas=None, strategy=strategy)
+
+
+def _webhooks_flag(settings: InstallSettings) -> str:
+    # always written out, so the manifest says which it is
+    return "--refuse-private-webhooks" if settings.refuse_private_webhooks else "--allow-private-webhooks"
 
 
 def service(settings: InstallSettings, component: str, port: int) -> dict[str, Any]:
@@ -407,7 +457,8 @@ def manifest_header(settings: InstallSettings, *, secrets: bool) -> str:
         f"    --from-literal=CORTEX_QUEUE_URL=redis://redis.{ns}.svc:6379/0 \\",
         f"    --from-literal=CORTEX_STORE_URL=postgresql://cortex:PASSWORD@postgres.{ns}.svc:5432/cortex \\",
         "    --from-literal=CORTEX_BLOBS_URL=s3://BUCKET/PREFIX",
-        "  # the replicas' cli.yaml (add operator_token: TOKEN and api_key: CHAIN_KEY to the environment if set):",
+        "  # the replicas' cli.yaml (with an operator token, add operator_token: READ_TOKEN, the read-only one",
+        "  # below, never the operator token; and api_key: CHAIN_KEY if set):",
         "  printf 'default_environment: default\\nenvironments:\\n- name: default\\n  operator_endpoint: %s\\n' \\",
         f"    {settings.operator_url} > cli.yaml",
         f"  kubectl -n {ns} create secret generic {CLIENT_SECRET} --from-file=cli.yaml",
@@ -416,8 +467,10 @@ def manifest_header(settings: InstallSettings, *, secrets: bool) -> str:
         f"  kubectl -n {ns} create secret generic {GATEWAY_SECRET} \\",
         "    --from-literal=CORTEX_API_KEYS='sha256:HEX sha256:HEX' \\",
         "    --from-literal=CORTEX_GATEWAY_INTERNAL_KEYS=sha256:HEX_OF_CHAIN_KEY",
-        "  # optional: the token the operator requires (the CLI sends it from its own cli.yaml):",
-        f"  kubectl -n {ns} create secret generic {OPERATOR_SECRET} --from-literal=CORTEX_OPERATOR_TOKEN=TOKEN",
+        "  # optional: the token the operator requires (the CLI sends it from its own cli.yaml), and the",
+        "  # read-only one the replicas' cli.yaml holds:",
+        f"  kubectl -n {ns} create secret generic {OPERATOR_SECRET} --from-literal=CORTEX_OPERATOR_TOKEN=TOKEN \\",
+        "    --from-literal=CORTEX_OPERATOR_READ_TOKEN=READ_TOKEN",
         "  kubectl apply -f deploy/kubernetes/cortex-async.yaml",
         "",
         "Or let the CLI create the Secrets and apply everything (--dry-run prints it, Secrets included):",

@@ -21,7 +21,12 @@ from typing import Any
 from cortex import __version__
 from cortex.errors import CortexError
 from cortex.spec import ApiSpec, Container, PreStop, Probe
+from cortex.spec.kubernetes import DEFAULT_GPU_RESOURCE
 
+#: the taint GPU nodes carry (EKS, GKE), tolerated by every API that asks for a GPU
+GPU_TAINT = "nvidia.com/gpu"
+#: Inferentia chips, as a resource and as the taint of their nodes
+INF_RESOURCE = "aws.amazon.com/neuron"
 #: labels every API's Deployment and pods carry (Cortex's names)
 API_NAME, API_KIND, API_ID, SPEC_ID, DEPLOYMENT_ID = "apiName", "apiKind", "apiID", "specID", "deploymentID"
 #: the label that marks a Kubernetes object as one of cortex's APIs
@@ -187,20 +192,33 @@ def _number(value: Any) -> str:
 
 
 def _pod_spec(spec: ApiSpec, settings: KubeSettings) -> dict[str, Any]:
-    # one /dev/shm per pod, as large as the largest a container asks for
-    shm = max((c.compute for c in spec.pod.containers if c.compute.shm), key=lambda c: c.shm_bytes or 0, default=None)
     volumes: list[dict[str, Any]] = [
         {"name": "mnt", "emptyDir": {}},
         {"name": "client-config", "secret": {"secretName": settings.client_secret, "items": [_CLI_YAML]}},
     ]
-    if shm is not None:
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm.shm}})
+    # each container its own /dev/shm of the size it asks for (as Cortex did): a pod-wide one sized to
+    # the largest request would let every container fill it, and all of it counts as the pod's memory
+    for index, container in enumerate(spec.pod.containers):
+        if container.compute.shm:
+            volumes.append(
+                {"name": shm_volume(index), "emptyDir": {"medium": "Memory", "sizeLimit": container.compute.shm}}
+            )
+    containers = [_user_container(spec, index, settings) for index in range(len(spec.pod.containers))]
     pod: dict[str, Any] = {
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": settings.grace_period,
-        "containers": [*(_user_container(spec, c, settings) for c in spec.pod.containers), _dequeuer(spec, settings)],
+        # no container of an API calls the Kubernetes API: no token to steal
+        "automountServiceAccountToken": False,
+        "containers": [*containers, _dequeuer(spec, settings)],
         "volumes": volumes,
     }
+    scheduling = spec.kubernetes
+    if scheduling.runtime_class_name is not None:
+        pod["runtimeClassName"] = scheduling.runtime_class_name
+    if scheduling.priority_class_name is not None:
+        pod["priorityClassName"] = scheduling.priority_class_name
+    if scheduling.node_selector:
+        pod["nodeSelector"] = dict(sorted(scheduling.node_selector.items()))
     if settings.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
     tolerations = _tolerations(spec)
@@ -211,16 +229,24 @@ def _pod_spec(spec: ApiSpec, settings: KubeSettings) -> dict[str, Any]:
     return pod
 
 
+def shm_volume(index: int) -> str:
+    """The name of the ``/dev/shm`` volume of the container at ``index``."""
+    return f"dshm-{index}"
+
+
 _CLI_YAML = {"key": "cli.yaml", "path": "cli.yaml"}
 
 
-def _tolerations(spec: ApiSpec) -> list[dict[str, str]]:
+def _tolerations(spec: ApiSpec) -> list[dict[str, Any]]:
+    """Cortex's (GPU and Inferentia nodes are tainted on EKS and GKE), then the API's own."""
     keys = []
     if any(c.compute.gpu for c in spec.pod.containers):
-        keys.append("nvidia.com/gpu")
+        keys.append(GPU_TAINT)
     if any(c.compute.inf for c in spec.pod.containers):
-        keys.append("aws.amazon.com/neuron")
-    return [{"key": key, "operator": "Exists", "effect": "NoSchedule"} for key in keys]
+        keys.append(INF_RESOURCE)
+    implied: list[dict[str, Any]] = [{"key": key, "operator": "Exists", "effect": "NoSchedule"} for key in keys]
+    own = [toleration.to_kubernetes() for toleration in spec.kubernetes.tolerations]
+    return implied + [toleration for toleration in own if toleration not in implied]
 
 
 def _node_affinity(groups: list[str], label: str) -> dict[str, Any]:
@@ -243,14 +269,16 @@ def _in(key: str, values: list[str]) -> dict[str, Any]:
     return {"key": key, "operator": "In", "values": list(values)}
 
 
-def _user_container(spec: ApiSpec, container: Container, settings: KubeSettings) -> dict[str, Any]:
-    env = [{"name": key, "value": value} for key, value in container.env.items()]
+def _user_container(spec: ApiSpec, index: int, settings: KubeSettings) -> dict[str, Any]:
+    container = spec.pod.containers[index]
+    # sorted, as Cortex did: writing the same variables in another order must not roll the pods
+    env = [{"name": key, "value": value} for key, value in sorted(container.env.items())]
     env += [{"name": key, "value": value} for key, value in _cortex_env(spec, settings).items()]
     # chaining through the gateway: the replicas' own key, when the cluster has one
     env.append(_from_secret("CORTEX_API_KEY", settings.client_secret, "api_key"))
     mounts = [{"name": "mnt", "mountPath": MNT}, {"name": "client-config", "mountPath": CLIENT_DIR, "readOnly": True}]
     if container.compute.shm:
-        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        mounts.append({"name": shm_volume(index), "mountPath": "/dev/shm"})
     out: dict[str, Any] = {"name": container.name, "image": container.image}
     if settings.user_image_pull_policy is not None:
         out["imagePullPolicy"] = settings.user_image_pull_policy
@@ -258,7 +286,7 @@ def _user_container(spec: ApiSpec, container: Container, settings: KubeSettings)
         out["command"] = list(container.command)
     if container.args:
         out["args"] = list(container.args)
-    out |= {"env": env, "resources": resources(container), "volumeMounts": mounts}
+    out |= {"env": env, "resources": resources(container, spec.kubernetes.gpu_resource), "volumeMounts": mounts}
     if container.liveness_probe is not None:
         out["livenessProbe"] = probe(container.liveness_probe)
     # without a hook of its own, a container's SIGTERM waits until the dequeuer has drained (see
@@ -285,8 +313,11 @@ def _from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
 
 
-def resources(container: Container) -> dict[str, Any]:
-    """``compute`` as requests; GPUs and Inferentia chips as limits too (Kubernetes requires equal ones)."""
+def resources(container: Container, gpu_resource: str = DEFAULT_GPU_RESOURCE) -> dict[str, Any]:
+    """``compute`` as requests; GPUs (as ``gpu_resource``) and Inferentia chips as limits too.
+
+    Kubernetes requires an extended resource's limit, equal to its request.
+    """
     compute = container.compute
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
@@ -294,7 +325,7 @@ def resources(container: Container) -> dict[str, Any]:
         requests["cpu"] = compute.cpu
     if compute.mem is not None:
         requests["memory"] = compute.mem
-    for key, count in (("nvidia.com/gpu", compute.gpu), ("aws.amazon.com/neuron", compute.inf)):
+    for key, count in ((gpu_resource, compute.gpu), (INF_RESOURCE, compute.inf)):
         if count:
             requests[key] = limits[key] = str(count)
     out: dict[str, Any] = {}

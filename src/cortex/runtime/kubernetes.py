@@ -201,6 +201,10 @@ class KubernetesRuntime(Runtime):
         """The replicas last set, by this runtime or anyone else (``kubectl scale``)."""
         return self._requested.get(api, 0)
 
+    def notes(self, spec: ApiSpec) -> list[str]:
+        """Nothing: Kubernetes applies the whole spec, its ``kubernetes`` section included."""
+        return []
+
     def metrics_urls(self) -> dict[str, str]:
         """Each running pod's dequeuer ``/metrics`` URL, by pod name (every API's)."""
         return {

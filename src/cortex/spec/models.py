@@ -42,6 +42,7 @@ from cortex.spec.fields import (
     show,
     spec_error,
 )
+from cortex.spec.kubernetes import KubernetesOptions
 from cortex.spec.messages import describe_errors
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -150,6 +151,9 @@ class UpdateStrategy(BaseModel):
     def _can_progress(self) -> UpdateStrategy:
         if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
             raise ValueError("max_surge and max_unavailable can't both be 0: the rollout could never progress")
+        # kube-apiserver's rule (a surge above 100% is allowed there, so it is here)
+        if isinstance(self.max_unavailable, str) and int(self.max_unavailable[:-1]) > 100:
+            raise spec_error(f'must not be greater than 100% (got "{self.max_unavailable}")', "max_unavailable")
         return self
 
 
@@ -257,6 +261,7 @@ class ApiSpec(BaseModel):
     update_strategy: Annotated[UpdateStrategy, Section] = UpdateStrategy()
     networking: Annotated[Networking, Section]
     async_: Annotated[AsyncOptions, Section] = Field(default=AsyncOptions(), alias="async")
+    kubernetes: Annotated[KubernetesOptions, Section] = KubernetesOptions()
 
     @model_validator(mode="before")
     @classmethod
@@ -283,8 +288,14 @@ class ApiSpec(BaseModel):
         return data
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON-compatible data under its YAML names; :meth:`from_dict` reads it back."""
-        return self.model_dump(mode="json", by_alias=True)
+        """The spec as JSON-compatible data under its YAML names; :meth:`from_dict` reads it back.
+
+        An empty ``kubernetes`` section is left out, so specs written before it existed keep their id.
+        """
+        data = self.model_dump(mode="json", by_alias=True)
+        if self.kubernetes.is_default():
+            del data["kubernetes"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<stored spec>") -> ApiSpec:

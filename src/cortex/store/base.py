@@ -124,6 +124,14 @@ class Catalog(_Closable, abc.ABC):
         """Remove ``name``; False if it was not deployed."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SizedBlob:
+    """A blob's length, known before its bytes are read, and the stream of its bytes."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
+
+
 class BlobStore(_Closable, abc.ABC):
     """Large payloads, stored by key and streamed in and out."""
 
@@ -137,6 +145,14 @@ class BlobStore(_Closable, abc.ABC):
     @abc.abstractmethod
     def open(self, key: str) -> AsyncIterator[bytes]:
         """Stream the bytes under ``key``; raises :class:`cortex.errors.NotFound` if missing."""
+
+    @abc.abstractmethod
+    async def open_sized(self, key: str) -> SizedBlob:
+        """The length of the bytes under ``key`` and a stream of them, in one look-up.
+
+        Raises :class:`cortex.errors.NotFound` here, not on the first chunk, if ``key`` is missing;
+        the length is what a ``Content-Length`` announces (blobs are written once, never appended to).
+        """
 
     @abc.abstractmethod
     async def delete(self, key: str) -> None:

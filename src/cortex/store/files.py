@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from cortex.backends import Resources, local_path
 from cortex.errors import BackendError, NotFound
-from cortex.store.base import BlobStore
+from cortex.store.base import BlobStore, SizedBlob
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _CHUNK = 256 * 1024
@@ -34,17 +34,21 @@ class FileBlobStore(BlobStore):
     async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         path = self._path(key)
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-        await asyncio.to_thread(path.parent.mkdir, exist_ok=True)
-        handle: BinaryIO = await asyncio.to_thread(open, tmp, "wb")
+        with _disk_errors(key):
+            await asyncio.to_thread(path.parent.mkdir, exist_ok=True)
+            handle: BinaryIO = await asyncio.to_thread(open, tmp, "wb")
         size = 0
         try:
-            async for chunk in chunks:
+            async for chunk in chunks:  # the stream's own errors pass through as they are
                 size += len(chunk)
-                await asyncio.to_thread(handle.write, chunk)
-            await asyncio.to_thread(handle.close)
-            await asyncio.to_thread(os.replace, tmp, path)
+                with _disk_errors(key):
+                    await asyncio.to_thread(handle.write, chunk)
+            with _disk_errors(key):
+                await asyncio.to_thread(handle.close)
+                await asyncio.to_thread(os.replace, tmp, path)
         except BaseException:
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
@@ -62,9 +66,26 @@ class FileBlobStore(BlobStore):
         finally:
             handle.close()
 
+    async def open_sized(self, key: str) -> SizedBlob:
+        try:
+            stat = await asyncio.to_thread(os.stat, self._path(key))
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {key} not found") from exc
+        # open() opens the file on the first read, so a stream never read leaves no handle open
+        return SizedBlob(stat.st_size, self.open(key))
+
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self._path(key).unlink)
+
+
+@contextlib.contextmanager
+def _disk_errors(key: str) -> Iterator[None]:
+    """A failed write (a full disk, a read-only or missing folder) as :class:`BackendError`, the OS error its cause."""
+    try:
+        yield
+    except OSError as exc:
+        raise BackendError(f"could not write blob {key}: {exc.strerror or exc}") from exc
 
 
 async def open_blobs(url: str, resources: Resources) -> FileBlobStore:

@@ -15,13 +15,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from cortex.backends import Resources
 from cortex.errors import BackendError, NotFound
-from cortex.store.base import BlobStore
+from cortex.store.base import BlobStore, SizedBlob
 
 if TYPE_CHECKING:
+    from obstore import GetResult
     from obstore.store import ClientConfig
 
 #: query parameters passed on to obstore's S3Store
 _OPTIONS = ("region", "access_key_id", "secret_access_key", "session_token")
+#: the least a chunk read from S3 holds (the last one may be shorter)
+_CHUNK = 256 * 1024
 
 
 class S3BlobStore(BlobStore):
@@ -52,6 +55,11 @@ class S3BlobStore(BlobStore):
         return size
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
+        blob = await self.open_sized(key)
+        async for chunk in blob.chunks:
+            yield chunk
+
+    async def open_sized(self, key: str) -> SizedBlob:
         import obstore
 
         try:
@@ -60,8 +68,7 @@ class S3BlobStore(BlobStore):
             raise NotFound(f"blob {key} not found") from exc
         except OSError as exc:
             raise BackendError(f"could not read blob {key} from S3: {exc}") from exc
-        async for chunk in result.stream():
-            yield bytes(chunk)
+        return SizedBlob(result.meta["size"], _chunks(result))
 
     async def delete(self, key: str) -> None:
         import obstore
@@ -72,6 +79,12 @@ class S3BlobStore(BlobStore):
             pass
         except OSError as exc:
             raise BackendError(f"could not delete blob {key} from S3: {exc}") from exc
+
+
+async def _chunks(result: GetResult) -> AsyncIterator[bytes]:
+    # obstore's default chunk is 10 MB: smaller ones keep a body from being held in memory whole
+    async for chunk in result.stream(min_chunk_size=_CHUNK):
+        yield bytes(chunk)
 
 
 async def open_blobs(url: str, resources: Resources) -> S3BlobStore:
