@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, state)")
     parser.add_argument("--render", action="store_true", help="only rewrite the report from the results file")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the figures of the results file that this run does not measure"
+    )
     args = parser.parse_args(argv)
     if args.render:
         write_report(json.loads(args.results.read_text()), args.doc)
@@ -81,9 +84,24 @@ def main(argv: list[str] | None = None) -> None:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if args.merge and args.results.exists():
+        results = merged(json.loads(args.results.read_text()), results, only)
     args.results.write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.doc)
     print(f"wrote {args.doc} and {args.results}", file=sys.stderr)
+
+
+def merged(old: dict[str, Any], new: dict[str, Any], only: set[str]) -> dict[str, Any]:
+    """``old`` with the figures ``new`` measured; the machine table says when the rerun was, and how loaded."""
+    figures = {key: value for key, value in new.items() if key not in ("machine", "settings", "commands")}
+    out = old | figures
+    rerun = f"{new['machine']['date']}, load average (1 min) {new['machine']['load average (1 min) at start']} at start"
+    out["machine"] = old["machine"] | {f"({','.join(sorted(only))}) rerun": rerun}
+    out["commands"] = [
+        *old.get("commands", []),
+        *(c for c in new.get("commands", []) if c not in old.get("commands", [])),
+    ]
+    return out
 
 
 def write_report(results: dict[str, Any], doc: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from cortex.dataplane.base import DataPlane
 from cortex.errors import BackendError, BackendUnavailable
 from cortex.queue.base import Queue
 from cortex.store.base import BlobStore, Catalog, RecordStore
@@ -36,6 +37,15 @@ STORES: dict[str, str] = {
     "rediss": "cortex.store.redis:open_store",
     "postgresql": "cortex.store.postgres:open_store",
     "postgres": "cortex.store.postgres:open_store",
+}
+#: data planes (the steps that touch queue and records together): scheme -> "module:factory"
+#: (factory(url, resources) -> DataPlane); the queue and the store share its URL
+PLANES: dict[str, str] = {
+    "sqlite": "cortex.dataplane.sqlite:open_plane",
+    "redis": "cortex.dataplane.redis:open_plane",
+    "rediss": "cortex.dataplane.redis:open_plane",
+    "postgresql": "cortex.dataplane.postgres:open_plane",
+    "postgres": "cortex.dataplane.postgres:open_plane",
 }
 #: blob backends: scheme -> "module:factory" (factory(url, resources) -> BlobStore)
 BLOBS: dict[str, str] = {
@@ -110,11 +120,13 @@ class Backends:
     records: RecordStore
     catalog: Catalog
     blobs: BlobStore
+    #: submit, take and finish: the steps of a request that touch its record and its queue entry
+    plane: DataPlane
     resources: Resources = dataclasses.field(default_factory=Resources)
 
     async def aclose(self) -> None:
         """Close every backend, then the connections they shared."""
-        for backend in (self.queue, self.records, self.catalog, self.blobs):
+        for backend in (self.plane, self.queue, self.records, self.catalog, self.blobs):
             await backend.aclose()
         await self.resources.aclose()
 
@@ -122,19 +134,57 @@ class Backends:
 async def open_backends(urls: BackendUrls) -> Backends:
     """Open the backends named by ``urls``.
 
+    The queue and the store must be one server (one URL): each step of a request is then one
+    transaction or script there, and nothing acknowledged can be half written (a reconciler
+    between two servers would need a log of its own, and could still answer 200 for a request
+    whose queue entry was never written).
+
     Raises:
-        BackendError: a URL's scheme is not known, or its server cannot be reached.
+        BackendError: a URL's scheme is not known, its server cannot be reached, or the queue and
+            the store are on two servers.
         BackendUnavailable: the backend's driver is not installed (the message says what to install).
     """
+    check_one_server(urls)
     resources = Resources()
     try:
         queue = await _factory(QUEUES, urls.queue, "queue")(urls.queue, resources)
         records, catalog = await _factory(STORES, urls.store, "store")(urls.store, resources)
+        plane = await _factory(PLANES, urls.store, "store")(urls.store, resources)
         blobs = await _factory(BLOBS, urls.blobs, "blobs")(urls.blobs, resources)
     except BaseException:
         await resources.aclose()
         raise
-    return Backends(queue=queue, records=records, catalog=catalog, blobs=blobs, resources=resources)
+    return Backends(queue=queue, records=records, catalog=catalog, blobs=blobs, plane=plane, resources=resources)
+
+
+def check_one_server(urls: BackendUrls) -> None:
+    """Refuse a queue and a store on two servers (or two SQLite files, or two key prefixes / schemas).
+
+    Raises:
+        BackendError: they differ; the message says what to pass.
+    """
+    if _server_of(urls.queue) != _server_of(urls.store):
+        raise BackendError(
+            f"the queue ({_shown(urls.queue)}) and the store ({_shown(urls.store)}) must be the same server:"
+            " a request's record and its queue entry are written in one step, so that nothing acknowledged"
+            " can be lost; pass the same URL as --queue and --store"
+        )
+
+
+def _server_of(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return f"sqlite:{local_path(url).expanduser().resolve()}"
+    # rediss/redis and postgres/postgresql name the same servers
+    scheme = {"rediss": "redis", "postgres": "postgresql"}.get(parts.scheme, parts.scheme)
+    return scheme + "://" + url.partition("://")[2]
+
+
+def _shown(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@")
 
 
 def _factory(table: dict[str, str], url: str, role: str) -> Callable[[str, Resources], Awaitable[Any]]:

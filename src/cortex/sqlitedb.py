@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from cortex.backends import Resources, local_path
 from cortex.errors import BackendError
+from cortex.sqlitetables import migrate
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 
 class _Checkpoint:
     """Asks the writer thread to checkpoint the WAL (the event loop's connection never does)."""
+
+    def __init__(self, *, truncate: bool = False) -> None:
+        #: empty the WAL file too (after a retention sweep: deleted data must not stay readable there)
+        self.truncate = truncate
 
 
 class _Job:
@@ -84,7 +89,7 @@ def _settle(batch: list[_Job], results: list[Result]) -> None:
 class SqliteDatabase:
     """A SQLite file opened for one process: batches committed on the event loop, a writer thread when busy."""
 
-    def __init__(self, path: Path, schema: str, *, readers: int = 2) -> None:
+    def __init__(self, path: Path, migrate: Callable[[sqlite3.Connection], None], *, readers: int = 2) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._jobs: queue.SimpleQueue[list[_Job] | _Checkpoint | None] = queue.SimpleQueue()
@@ -96,7 +101,13 @@ class SqliteDatabase:
         writer = self._connect()
         with _wrap("create the schema"):
             writer.execute("PRAGMA journal_mode=WAL")
-            writer.executescript(f"BEGIN IMMEDIATE;\n{schema}\nCOMMIT;")
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                migrate(writer)
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            writer.execute("COMMIT")
             # from now on the writer thread waits for the lock itself (see _begin)
             writer.execute("PRAGMA busy_timeout=0")
         self._writer = threading.Thread(
@@ -122,6 +133,9 @@ class SqliteDatabase:
             raise BackendError(f"cannot open the SQLite database {self.path}: {exc}") from exc
         # NORMAL in WAL mode survives a killed process (not a power loss) and costs 5x less than FULL
         conn.execute("PRAGMA synchronous=NORMAL")
+        # what a delete or an update frees is overwritten with zeros: a swept payload, result or
+        # header cannot be read back from the file (the WAL's copies go with scrub's checkpoint)
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._connections.append(conn)
@@ -229,13 +243,14 @@ class SqliteDatabase:
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         while True:
             batch: list[_Job] = []
-            stop = checkpoint = False
+            stop = checkpoint = truncate = False
             item = self._jobs.get()
             while True:
                 if item is None:
                     stop = True
                 elif isinstance(item, _Checkpoint):
                     checkpoint = True
+                    truncate = truncate or item.truncate
                 else:
                     batch += item
                 if stop or len(batch) >= _MAX_BATCH:
@@ -247,17 +262,25 @@ class SqliteDatabase:
             if batch:
                 self._run_batch(conn, batch)
             if checkpoint:
-                self._checkpoint(conn)
+                self._checkpoint(conn, truncate=truncate)
             if stop:
                 return
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def scrub(self) -> None:
+        """Checkpoint and empty the WAL file soon (on the writer thread), so that deleted rows leave no copy there.
+
+        With ``secure_delete`` on, SQLite zeroes what a delete frees in the database file; the WAL
+        keeps the older page images until it is truncated.
+        """
+        self._jobs.put(_Checkpoint(truncate=True))
+
+    def _checkpoint(self, conn: sqlite3.Connection, *, truncate: bool = False) -> None:
         try:
             wal_size = os.stat(f"{self.path}-wal").st_size
         except OSError:
             wal_size = 0
         try:
-            if wal_size > _WAL_LIMIT:  # this one waits (a little) for the readers and writers of the moment
+            if truncate or wal_size > _WAL_LIMIT:  # this one waits (a little) for the readers and writers of the moment
                 conn.execute(f"PRAGMA busy_timeout={int(_TRUNCATE_WAIT_S * 1000)}")
                 try:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -351,13 +374,10 @@ def _wrap(action: str) -> Any:
 
 async def open_database(url: str, resources: Resources) -> SqliteDatabase:
     """The process's one handle on the SQLite file of ``sqlite:///path``, with every embedded table."""
-    from cortex.queue.sqlite import SCHEMA as QUEUE_SCHEMA
-    from cortex.store.sqlite import SCHEMA as STORE_SCHEMA
-
     path = local_path(url).resolve()
 
     async def create() -> SqliteDatabase:
-        return SqliteDatabase(path, QUEUE_SCHEMA + STORE_SCHEMA)
+        return SqliteDatabase(path, migrate)
 
     async def close(db: SqliteDatabase) -> None:
         db.close()

@@ -20,6 +20,7 @@ import aiohttp
 
 from cortex.auth import without_sensitive
 from cortex.backends import Backends
+from cortex.dataplane.base import Finished, Taken
 from cortex.dequeuer.forward import forward
 from cortex.dequeuer.metrics import DequeuerMetrics
 from cortex.dequeuer.probes import Prober
@@ -29,7 +30,6 @@ from cortex.queue.base import Lease
 from cortex.requests import ErrorKind, Outcome, RequestRecord, Status, now
 from cortex.spec import ApiSpec, Retry
 from cortex.store.base import SizedBlob
-from cortex.store.sqlite import StartedLease, joint
 from cortex.webhooks.events import schedule
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ class Dequeuer:
         self.url = f"http://{settings.user_host}:{settings.user_port}/"
         self._running: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
-        #: the embedded backends lease and start, and finish and ack, in one transaction each
-        self._joint = joint(backends.records, backends.queue)
 
     @property
     def in_flight(self) -> int:
@@ -108,28 +106,23 @@ class Dequeuer:
                     log.error("could not take work from the queue (retrying in 1s): %s", exc)
                     await _first(stopping, asyncio.sleep(1.0))
                     continue
-                for lease, started in taken:
-                    task = asyncio.create_task(self._handle(session, lease, started))
+                for item in taken:
+                    task = asyncio.create_task(self._handle(session, item))
                     self._running.add(task)
                     task.add_done_callback(self._done)
         finally:
             stopping.cancel()
 
-    async def _take(self, limit: int) -> list[tuple[Lease, StartedLease | None]]:
-        """Leases (waiting up to a second for work), each with its request already started if the backend can."""
-        name, visibility, poll = self.spec.name, self.settings.lease_seconds, self.settings.poll_interval
-        if self._joint is not None:
-            started = await self._joint.wait_lease_started(
-                name,
-                visibility=visibility,
-                limit=limit,
-                timeout=1.0,
-                poll=poll,
-                max_attempts=self.spec.async_.max_attempts,
-            )
-            return [(item.lease, item) for item in started]
-        leases = await self.backends.queue.wait_lease(name, visibility=visibility, limit=limit, timeout=1.0, poll=poll)
-        return [(lease, None) for lease in leases]
+    async def _take(self, limit: int) -> list[Taken]:
+        """Leases (waiting up to a second for work), each with its request started in the same step."""
+        return await self.backends.plane.take(
+            self.spec.name,
+            visibility=self.settings.lease_seconds,
+            limit=limit,
+            max_attempts=self.spec.async_.max_attempts,
+            timeout=1.0,
+            poll=self.settings.poll_interval,
+        )
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -147,10 +140,11 @@ class Dequeuer:
         if late:
             await asyncio.wait(late)
 
-    async def _handle(self, session: aiohttp.ClientSession, lease: Lease, started: StartedLease | None) -> None:
+    async def _handle(self, session: aiohttp.ClientSession, taken: Taken) -> None:
+        lease = taken.lease
         renewer = asyncio.create_task(self._renew(lease))
         try:
-            await self._process(session, lease, started)
+            await self._process(session, taken)
         except asyncio.CancelledError:
             # the grace period ran out: hand the request back for another replica, uncounted
             with contextlib.suppress(BackendError):
@@ -170,21 +164,18 @@ class Dequeuer:
         finally:
             renewer.cancel()
 
-    async def _process(self, session: aiohttp.ClientSession, lease: Lease, started: StartedLease | None) -> None:
-        api, records = self.spec.name, self.backends.records
+    async def _process(self, session: aiohttp.ClientSession, taken: Taken) -> None:
+        api, lease, record = self.spec.name, taken.lease, taken.record
         max_attempts = self.spec.async_.max_attempts
-        if lease.attempts > max_attempts:
+        if taken.exhausted:
             message = f"the request was attempted {max_attempts} times and its worker stopped each time"
-            held = await records.get(api, lease.id, now=now())
-            await self._notify(lease.id, held.webhook_url if held else None, "failed")
-            await self._finish(lease, Outcome.failed(ErrorKind.MAX_ATTEMPTS, message))
-            self.metrics.ended(api, Status.FAILED.value)
+            await self._notify(lease.id, record.webhook_url if record else None, "failed")
+            if await self._finish(lease, Outcome.failed(ErrorKind.MAX_ATTEMPTS, message)):
+                self.metrics.ended(api, Status.FAILED.value)
+                if record is not None and record.payload_ref is not None:  # terminal: the payload goes
+                    await self.backends.blobs.delete(record.payload_ref)
             return
-        if started is not None:  # the lease started it
-            record = started.record
-        else:
-            record = await records.start(api, lease.id, attempts=lease.attempts, now=now())
-        if record is None:  # finished, expired or removed: nothing to run
+        if record is None or not taken.started:  # finished, expired or removed: nothing to run
             await self.backends.queue.ack(lease)
             return
         if lease.attempts == 1:
@@ -209,7 +200,8 @@ class Dequeuer:
             await self.backends.queue.release(lease, delay=delay, attempted=True)
             return
         await self._notify(lease.id, record.webhook_url, outcome.status.value)
-        await self._finish(lease, outcome)
+        if not await self._finish(lease, outcome):
+            return
         self.metrics.ended(api, outcome.status.value)
         if record.payload_ref is not None:
             await self.backends.blobs.delete(record.payload_ref)
@@ -227,13 +219,17 @@ class Dequeuer:
         """
         await schedule(self.backends.queue, self.spec, self.spec.name, request_id, url, event)
 
-    async def _finish(self, lease: Lease, outcome: Outcome) -> None:
-        """Record the outcome, then ack the lease (in one transaction where the backends allow)."""
-        if self._joint is not None:
-            await self._joint.finish_and_ack(lease, outcome, now=now())
-            return
-        await self.backends.records.finish(self.spec.name, lease.id, outcome, now=now())
-        await self.backends.queue.ack(lease)
+    async def _finish(self, lease: Lease, outcome: Outcome) -> bool:
+        """Record the outcome and ack the lease in one step; False if the lease was lost meanwhile."""
+        finished = await self.backends.plane.finish(lease, outcome, now=now())
+        if finished is Finished.LEASE_LOST:
+            log.warning(
+                "request %s: lease lost (another replica holds it now); its outcome here is dropped",
+                lease.id,
+                extra=self._ctx(lease, "lease_lost"),
+            )
+            return False
+        return True
 
     async def _run_unless_cancelled(self, session: aiohttp.ClientSession, record: RequestRecord) -> Outcome | None:
         """Run ``record``; None if it was cancelled meanwhile (the call to the user server is aborted)."""

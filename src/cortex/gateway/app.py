@@ -1,7 +1,8 @@
 """The gateway's routes (DESIGN §2): submit, status and result, health.
 
 ``POST /<endpoint>`` streams the body into the store (small bodies stay in the record, larger
-ones go to a blob), stores the record, queues the id, and only then answers ``200 {"id"}``.
+ones go to a blob), stores the record and queues the id in one step of the data plane
+(:mod:`cortex.dataplane`), and only then answers ``200 {"id"}``.
 ``GET /<endpoint>/<id>`` answers from the record, splicing in the stored result bytes as they
 are, without parsing them again.
 """
@@ -40,8 +41,7 @@ from cortex.gateway.openapi import (
     openapi_document,
 )
 from cortex.ids import is_valid_id, new_id
-from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, Status, now
-from cortex.store.sqlite import joint
+from cortex.requests import Duplicate, NewRequest, Outcome, Status, now
 from cortex.webhooks.events import URL_HEADER, schedule
 from cortex.webhooks.targets import url_problem
 
@@ -108,8 +108,6 @@ class Gateway:
         self.backends = backends
         self.settings = settings
         self.directory = ApiDirectory(backends.catalog, ttl=settings.catalog_ttl)
-        #: the embedded backends store the record and queue it in one commit
-        self._joint = joint(backends.records, backends.queue)
 
     async def route(self, request: Request) -> Response:
         """Dispatch ``/<endpoint>`` and ``/<endpoint>/<id>`` by method."""
@@ -229,33 +227,28 @@ class Gateway:
         return Response(b'{"id":"' + request_id.encode() + b'"}', media_type="application/json")
 
     async def _store(self, record: NewRequest) -> Response | Duplicate | None:
-        """Store the record and queue its id: None once both are durable, the :class:`Duplicate` holding
-        its idempotency key (nothing stored), or the error to answer."""
-        request_id, name = record.id, record.api
+        """Store the record and queue its id in one step: None once both are durable, the
+        :class:`Duplicate` holding its idempotency key (nothing stored), or the error to answer.
+
+        A failed step may still have happened (a timeout cannot tell), and then both halves did:
+        so the payload blob stays (the record may name it), and the answer says to send again with
+        the same ``Idempotency-Key``, which finds the request queued or queues it.
+        """
         try:
-            if self._joint is not None:
-                return await self._joint.submit(record)  # one commit for both: nothing to undo on failure
-            duplicate = await self.backends.records.create(record)
-            if duplicate is not None:
-                return duplicate
+            return await self.backends.plane.submit(record)
         except BackendError as exc:
             log.error(
-                "could not store request %s of %s: %s", request_id, name, exc, extra=_ctx(name, request_id, "store")
+                "could not store request %s of %s: %s",
+                record.id,
+                record.api,
+                exc,
+                extra=_ctx(record.api, record.id, "store"),
             )
-            if record.payload_ref is not None:
-                await self.backends.blobs.delete(record.payload_ref)
-            return error_response(503, "the request could not be stored; nothing was queued, send it again")
-        try:
-            await self.backends.queue.enqueue(name, request_id)
-        except BackendError as exc:
-            log.error(
-                "could not queue request %s of %s: %s", request_id, name, exc, extra=_ctx(name, request_id, "enqueue")
+            return error_response(
+                503,
+                "the request could not be stored and queued; send it again (with the same Idempotency-Key,"
+                " it is never queued twice)",
             )
-            with contextlib.suppress(BackendError):
-                outcome = Outcome.failed(ErrorKind.INTERNAL, "the gateway could not queue the request")
-                await self.backends.records.finish(name, request_id, outcome, now=now())
-            return error_response(503, "the request could not be queued; send it again")
-        return None
 
     async def status(self, api: RoutedApi, request_id: str) -> Response:
         """``GET /<endpoint>/<id>``: the record as JSON, with the result bytes spliced in."""
@@ -342,15 +335,25 @@ class Gateway:
         """Remove expired records and their blobs, every ``sweep_interval`` seconds."""
         while True:
             try:
-                while True:
-                    swept = await self.backends.records.sweep(now=now(), limit=SWEEP_BATCH)
-                    for key in swept.blob_keys:
-                        await self.backends.blobs.delete(key)
-                    if swept.deleted < SWEEP_BATCH:
-                        break
+                await self.sweep_once()
             except BackendError as exc:
                 log.warning("retention sweep failed (will retry): %s", exc)
             await asyncio.sleep(self.settings.sweep_interval)
+
+    async def sweep_once(self) -> int:
+        """Sweep until nothing expired is left, deleting the blobs each batch hands over; the records removed.
+
+        A batch hands over the blobs of expired records and of terminal ones; it is repeated while
+        either is full, so no rate of requests outgrows the sweep.
+        """
+        removed = 0
+        while True:
+            swept = await self.backends.records.sweep(now=now(), limit=SWEEP_BATCH)
+            for key in swept.blob_keys:
+                await self.backends.blobs.delete(key)
+            removed += swept.deleted
+            if swept.deleted < SWEEP_BATCH and len(swept.blob_keys) < SWEEP_BATCH:
+                return removed
 
 
 def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:

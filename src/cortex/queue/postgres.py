@@ -27,7 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -36,6 +37,8 @@ from cortex.postgresdb import CONNECT_TIMEOUT_S, PostgresServer, open_server, wr
 from cortex.queue.base import Depth, Lease, Queue
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: longest sleep of a waiter: lapses of leases taken after it looked show by then
 _SAFETY_POLL_S = 1.0
@@ -193,16 +196,24 @@ class PostgresQueue(Queue):
 
         ``poll`` is used only when the LISTEN connection cannot be opened (the wait then polls).
         """
+        return await self.wait_take(
+            api, lambda: self.lease(api, visibility=visibility, limit=limit), timeout=timeout, poll=poll
+        )
+
+    async def wait_take(
+        self, api: str, take: Callable[[], Awaitable[list[T]]], *, timeout: float, poll: float
+    ) -> list[T]:
+        """:meth:`wait_lease` with ``take`` doing the lease (it leases, and may do more in its statement)."""
         deadline = time.monotonic() + timeout
         listening = await self._wakeups.listening()
         while True:
             # wait for notifications sent after this point: a commit before it shows in the lease below
             woken = self._wakeups.waiter(api)
             try:
-                leases = await self.lease(api, visibility=visibility, limit=limit)
+                taken = await take()
                 remaining = deadline - time.monotonic()
-                if leases or remaining <= 0:
-                    return leases
+                if taken or remaining <= 0:
+                    return taken
                 pause = min(remaining, _SAFETY_POLL_S if listening else poll)
                 (row,) = await self._fetch("next_lapse", api)
                 if row[0] is not None:
@@ -211,6 +222,11 @@ class PostgresQueue(Queue):
             finally:
                 self._wakeups.forget(api, woken)
                 woken.cancel()
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel that wakes the waiters of this queue (the payload is the API's name)."""
+        return self._channel
 
     async def aclose(self) -> None:
         await self._wakeups.aclose()

@@ -28,15 +28,22 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from cortex.backends import Resources
 from cortex.queue.base import Depth, Lease, Queue
 from cortex.redisdb import RedisServer, open_server, wrap_errors
 
+T = TypeVar("T")
+#: one look at the queue: what was taken, and the seconds until the next lease lapses (None if none is held)
+Take = Callable[[], Awaitable[tuple[list[T], float | None]]]
+
 #: longest blocking read while waiting: lapses of leases taken after the wait began show by then
 _SAFETY_POLL_S = 1.0
 
-_NOW = """
+#: the server's time in µs, as ``now`` (every script that needs a time starts with it)
+NOW = _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
@@ -53,7 +60,7 @@ return 1
 )
 
 # keep the wake-up tokens no more than the visible requests, so a waiter that wakes finds work
-_TRIM_WAKE = """
+TRIM_WAKE = _TRIM_WAKE = """
 local visible = redis.call('ZCOUNT', KEYS[1], '-inf', now)
 if redis.call('LLEN', KEYS[4]) > visible then
   if visible == 0 then redis.call('DEL', KEYS[4]) else redis.call('LTRIM', KEYS[4], 0, visible - 1) end
@@ -225,17 +232,29 @@ class RedisQueue(Queue):
         nobody: a waiter sleeps at most until the earliest lapse it knew of, and at most 1 s
         (``poll`` is not used: nothing here polls an empty queue).
         """
+        return await self.wait_take(api, lambda: self._take(api, visibility, limit), timeout=timeout)
+
+    async def wait_take(self, api: str, take: Take[T], *, timeout: float) -> list[T]:
+        """:meth:`wait_lease` with ``take`` doing the lease (it leases, and may do more in its script).
+
+        ``take`` returns what it took and the seconds until the next lease of ``api`` lapses
+        (None if none is held), as the lease script reports them.
+        """
         deadline = time.monotonic() + timeout
         (wake,) = self._keys(api, "wake")
         while True:
-            leases, next_lapse = await self._take(api, visibility, limit)
+            taken, next_lapse = await take()
             remaining = deadline - time.monotonic()
-            if leases or remaining <= 0:
-                return leases
+            if taken or remaining <= 0:
+                return taken
             pause = min(remaining, _SAFETY_POLL_S, next_lapse if next_lapse is not None else remaining)
             with wrap_errors("BLPOP", self._server.url):
                 # a zero timeout would block forever
                 await self._server.client.blpop([wake], timeout=max(pause, 0.001))
+
+    def keys(self, api: str, *names: str) -> list[str]:
+        """The keys of ``api``'s queue (``due``, ``attempts``, ``tokens``, ``wake``), for scripts that join it."""
+        return self._keys(api, *names)
 
 
 async def open_queue(url: str, resources: Resources) -> RedisQueue:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -21,25 +20,13 @@ from cortex.backends import Resources
 from cortex.queue.base import Depth, Lease, Queue
 from cortex.queue.wake import WakeListener, wake
 from cortex.sqlitedb import SqliteDatabase, open_database
+from cortex.sqlitetables import delete_leased, insert_row, take_leases
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: what a lease does in its transaction: (connection, now) -> what was taken
 Take = Callable[[sqlite3.Connection, float], list[T]]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY,
-    api TEXT NOT NULL,
-    id TEXT NOT NULL UNIQUE,
-    lease_until REAL NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    token INTEGER NOT NULL DEFAULT 0,
-    visible_since REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS queue_ready ON queue(api, lease_until, seq);
-"""
 
 
 class SqliteQueue(Queue):
@@ -187,46 +174,6 @@ def _has_visible(conn: sqlite3.Connection, api: str, now: float) -> bool:
         (api, api, now),
     ).fetchone()
     return bool(row[0])
-
-
-def insert_row(conn: sqlite3.Connection, api: str, request_id: str) -> None:
-    """Queue ``request_id`` (a no-op if it is queued already)."""
-    conn.execute("INSERT OR IGNORE INTO queue(api, id, visible_since) VALUES (?, ?, ?)", (api, request_id, time.time()))
-
-
-def delete_leased(conn: sqlite3.Connection, lease: Lease) -> bool:
-    """Ack: remove the row ``lease`` holds; False if the lease is no longer held."""
-    return conn.execute("DELETE FROM queue WHERE id = ? AND token = ?", (lease.id, lease.token)).rowcount == 1
-
-
-def take_leases(conn: sqlite3.Connection, api: str, now: float, visibility: float, limit: int) -> list[Lease]:
-    """Lease up to ``limit`` visible rows of ``api`` (oldest lapsed leases first, then in order)."""
-    # two index range scans (lapsed leases first, then never-leased rows in order) keep a lease
-    # O(log n) however deep the queue is; one "lease_until <= now ORDER BY seq" would sort it all
-    seqs = [
-        row[0]
-        for row in conn.execute(
-            "SELECT seq FROM queue WHERE api = ? AND lease_until > 0 AND lease_until <= ? ORDER BY lease_until LIMIT ?",
-            (api, now, limit),
-        )
-    ]
-    if len(seqs) < limit:
-        seqs += [
-            row[0]
-            for row in conn.execute(
-                "SELECT seq FROM queue WHERE api = ? AND lease_until = 0 ORDER BY seq LIMIT ?",
-                (api, limit - len(seqs)),
-            )
-        ]
-    leases = []
-    for seq in seqs:
-        token = secrets.randbits(62) + 1
-        row = conn.execute(
-            "UPDATE queue SET lease_until = ?, attempts = attempts + 1, token = ? WHERE seq = ? RETURNING id, attempts",
-            (now + visibility, token, seq),
-        ).fetchone()
-        leases.append(Lease(api=api, id=row[0], attempts=row[1], token=token))
-    return leases
 
 
 def _depth(conn: sqlite3.Connection, api: str, now: float) -> Depth:

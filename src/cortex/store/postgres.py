@@ -18,14 +18,16 @@ from typing import Any
 
 import asyncpg
 
+from cortex import recordfields as fields
 from cortex.backends import Resources
 from cortex.errors import BackendError
 from cortex.postgresdb import PostgresServer, open_server, wrap_errors
+from cortex.recordfields import columns, record_from
 from cortex.requests import (
+    TERMINAL,
     Duplicate,
     NewRequest,
     Outcome,
-    RequestError,
     RequestRecord,
     Status,
     sources_of,
@@ -77,11 +79,18 @@ CREATE TABLE IF NOT EXISTS {s}.apis (
 );
 """
 
-_LIGHT = (
-    "id, api, status, created_at, expires_at, attempts, started_at, finished_at, result, error_kind, error_message,"
-    " webhook_url, webhook"
+#: the schema's versions, in order (``{s}.store_version`` says how many were applied). The first is
+#: the schema of the releases before versioning (``IF NOT EXISTS``: their schemas skip it). Never
+#: edit one that shipped; add the next.
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA,
+    # 2: the sweep finds terminal records that still name a payload blob
+    "CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL",
 )
-_FULL = _LIGHT + ", headers, payload, payload_ref"
+
+_LIGHT = columns(fields.LIGHT)
+_FULL = columns(fields.FULL)
+LIGHT, FULL = _LIGHT, _FULL
 
 _CREATE = """
 INSERT INTO {s}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
@@ -111,11 +120,27 @@ UPDATE {s}.requests SET status = $3, finished_at = $4, result = $5, error_kind =
     headers = NULL, payload = NULL
 WHERE id = $1 AND api = $2 AND status = ANY($8::text[])
 """
+# $1 now, $2 limit, $3 terminal statuses. Rows (1, blob key or NULL) per expired record deleted (with its
+# queue row), (2, blob key) per terminal record whose payload blob is handed over.
 _SWEEP = """
-DELETE FROM {s}.requests WHERE id IN (
-    SELECT id FROM {s}.requests WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
-) RETURNING payload_ref
+WITH gone AS (
+    DELETE FROM {s}.requests WHERE id IN (
+        SELECT id FROM {s}.requests WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) RETURNING id, payload_ref
+), unqueued AS (
+    DELETE FROM {s}.queue WHERE id IN (SELECT id FROM gone)
+), done AS (
+    UPDATE {s}.requests AS r SET payload_ref = NULL
+    FROM (
+        SELECT id, payload_ref FROM {s}.requests
+        WHERE payload_ref IS NOT NULL AND status = ANY($3::text[]) AND expires_at > $1
+        LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) AS old
+    WHERE r.id = old.id RETURNING old.payload_ref
+)
+SELECT 1, payload_ref FROM gone UNION ALL SELECT 2, payload_ref FROM done
 """
+_TERMINAL = list(status_values(sorted(TERMINAL)))
 
 
 class PostgresRecordStore(RecordStore):
@@ -203,30 +228,18 @@ class PostgresRecordStore(RecordStore):
 
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         with wrap_errors("sweep", self._server.url):
-            rows = await self._pool.fetch(self._server.sql(_SWEEP), now, limit)
-        return Swept(deleted=len(rows), blob_keys=[row[0] for row in rows if row[0] is not None])
+            rows = await self._pool.fetch(self._server.sql(_SWEEP), now, limit, _TERMINAL)
+        return Swept(deleted=sum(row[0] == 1 for row in rows), blob_keys=[row[1] for row in rows if row[1] is not None])
 
 
-def _record(row: asyncpg.Record) -> RequestRecord:
-    error = None if row[9] is None else RequestError(kind=row[9], message=row[10] or "")
-    full = len(row) > 13
-    return RequestRecord(
-        id=row[0],
-        api=row[1],
-        status=Status(row[2]),
-        created_at=row[3],
-        expires_at=row[4],
-        attempts=row[5],
-        started_at=row[6],
-        finished_at=row[7],
-        result=row[8],
-        error=error,
-        webhook_url=row[11],
-        webhook=None if row[12] is None else json.loads(row[12]),
-        headers=tuple((k, v) for k, v in json.loads(row[13] or "[]")) if full else (),
-        payload=row[14] if full else None,
-        payload_ref=row[15] if full else None,
-    )
+def row_record(row: asyncpg.Record | tuple[Any, ...]) -> RequestRecord:
+    """A record from a row of :data:`LIGHT` (or :data:`FULL`) columns."""
+    return _record(row)
+
+
+def _record(row: asyncpg.Record | tuple[Any, ...]) -> RequestRecord:
+    names = fields.FULL if len(row) == len(fields.FULL) else fields.LIGHT
+    return record_from(dict(zip(names, tuple(row), strict=True)))
 
 
 _API_COLUMNS = "name, spec, spec_id, created_at, updated_at, meta"
@@ -287,5 +300,5 @@ def _entry(row: asyncpg.Record) -> ApiEntry:
 
 async def open_store(url: str, resources: Resources) -> tuple[PostgresRecordStore, PostgresCatalog]:
     """The record store and catalog in the PostgreSQL database of ``postgresql://...?schema=cortex``."""
-    server = await open_server(url, resources, SCHEMA)
+    server = await open_server(url, resources, "", migrations=MIGRATIONS, versions="store_version")
     return PostgresRecordStore(server), PostgresCatalog(server)

@@ -6,12 +6,14 @@ from the moment the record is stored (the same instant as ``expires_at`` when th
 agrees with the server's, and no dependence on clock sync when it does not). Reads hide a record
 from ``expires_at`` on whatever the TTL says, so the contract holds to the second.
 
-Blobs: Redis cannot tell anyone that a key expired, so the payload blob keys live apart from the
-records, in ``<prefix>:blobs:expiry`` (sorted set: id -> expires_at) and ``<prefix>:blobs:refs``
-(hash: id -> blob key), which have no TTL. :meth:`RedisRecordStore.sweep` returns the blob keys
-of records expired at ``now`` from there (and deletes those records if Redis has not yet), so no
-blob is orphaned even when the record itself expired long before the sweep. Records without a
-blob need no sweep at all.
+The sweep's index: Redis cannot tell anyone that a key expired, so every request not yet terminal
+is indexed apart from its record, in ``<prefix>:blobs:expiry`` (sorted set: id -> expires_at),
+``<prefix>:expiry:api`` (hash: id -> API, whose queue holds it) and ``<prefix>:blobs:refs`` (hash:
+id -> payload blob key), which have no TTL. :meth:`RedisRecordStore.sweep` takes the requests
+expired at ``now`` from there: it deletes the record (if Redis has not yet) and its queue entry, and
+returns its blob key, so no blob is orphaned even when the record itself expired long before the
+sweep. At a terminal status a request leaves the index (:data:`HAND_OVER`), its blob key going to
+``<prefix>:blobs:done``, which the sweep drains: the index is as large as the backlog.
 
 Idempotency keys: ``<prefix>:idem:<api>:<key>``, a hash (id, body_digest, expires_at of the
 holder) written by the same script as the record, with the same TTL, so the key expires with its
@@ -37,33 +39,27 @@ import json
 import math
 from typing import Any
 
+from cortex import recordfields as fields
 from cortex.backends import Resources
 from cortex.errors import BackendError
+from cortex.recordfields import decoded, record_from
 from cortex.redisdb import RedisServer, open_server, wrap_errors
-from cortex.requests import Duplicate, NewRequest, Outcome, RequestError, RequestRecord, Status, sources_of
+from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status, sources_of
 from cortex.store.base import RECENT_KEPT, ApiEntry, Catalog, RecordStore, Swept
 
-_LIGHT = (
-    "api",
-    "status",
-    "created_at",
-    "expires_at",
-    "attempts",
-    "started_at",
-    "finished_at",
-    "result",
-    "error_kind",
-    "error_message",
-    "webhook_url",
-    "webhook",
-)
-_FULL = (*_LIGHT, "headers", "payload", "payload_ref")
+#: a record's hash holds the declared fields (:mod:`cortex.recordfields`) but its id, which is in its key
+_LIGHT = tuple(name for name in fields.LIGHT if name != "id")
+_FULL = (*_LIGHT, *fields.FULL[len(fields.LIGHT) :])
+#: the fields of a record as :func:`values_record` reads them (a listing, a status read)
+LIGHT, FULL = _LIGHT, _FULL
 
-# KEYS: record, expiry, refs, idempotency key (or the record again when there is none), recent ids.
+# KEYS: record, expiry, refs, idempotency key (or the record again when there is none), recent ids,
+# the API of each indexed record (the sweep removes the queue entries of the records it sweeps).
 # ARGV: ttl (ms), expires_at, id, blob key or '', created_at, body digest or '' (unused without an
 # idempotency key), then field/value pairs. Returns {id, body digest or false} of the holder of
-# the idempotency key (nothing stored), or 1 when stored.
-_CREATE = """
+# the idempotency key (nothing stored); goes on (stored) otherwise. The data plane's submit adds
+# the queue entry after it.
+CREATE_BODY = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('request id ' .. ARGV[3] .. ' already exists') end
 local keyed = KEYS[4] ~= KEYS[1]
 if keyed then
@@ -78,14 +74,13 @@ if keyed then
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'body_digest', ARGV[6]) end
   redis.call('PEXPIRE', KEYS[4], ARGV[1])
 end
-if ARGV[4] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[6], ARGV[3], ARGV[8])  -- ARGV[7], ARGV[8]: 'api', the API
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
 redis.call('ZADD', KEYS[5], 0, ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(KEPT + 1))
-return 1
 """.replace("KEPT", str(RECENT_KEPT))
+_CREATE = CREATE_BODY + "return 1\n"
 
 #: the fields a listing reads: the light ones but the result
 _LISTED = tuple(field for field in _LIGHT if field != "result")
@@ -97,7 +92,28 @@ redis.call('HSET', KEYS[1], 'webhook', ARGV[2])
 return 1
 """
 
-# KEYS: record. ARGV: api, return the record (1|0), S, S allowed current statuses, F, F field/value
+# At a terminal status, the record's payload blob is handed to the sweep: its key moves from the
+# record to the list of blobs to delete. Nothing of the request is left for the sweep then (its
+# queue entry was acked or removed; its TTL deletes the record and idempotency key), so it leaves
+# the sweep's index: that holds only the requests not yet terminal, and the memory it takes stays
+# that of the backlog. KEYS: record, blobs to delete, expiry, refs, record key prefix (a key name
+# only, never read), API of each indexed record.
+HAND_OVER = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'completed' or st == 'failed' or st == 'cancelled' then
+  local ref = redis.call('HGET', KEYS[1], 'payload_ref')
+  if ref then
+    redis.call('HDEL', KEYS[1], 'payload_ref')
+    redis.call('RPUSH', KEYS[2], ref)
+  end
+  local id = string.sub(KEYS[1], string.len(KEYS[5]) + 1)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('HDEL', KEYS[6], id)
+end
+"""
+
+# KEYS: record, then HAND_OVER's. ARGV: api, return the record (1|0), S, S allowed current statuses, F, F field/value
 # pairs to set, then fields to delete. False when the record is missing, another API's, or the
 # transition is not allowed.
 _TRANSITION = """
@@ -115,20 +131,35 @@ if f > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, at, at + 2 * f - 1)) end
 at = at + 2 * f
 if at <= #ARGV then redis.call('HDEL', KEYS[1], unpack(ARGV, at)) end
 if ARGV[2] == '1' then return redis.call('HMGET', KEYS[1], FIELDS) end
+HAND_OVER
 return 1
-""".replace("FIELDS", ", ".join(f"'{field}'" for field in _FULL))
+""".replace("FIELDS", ", ".join(f"'{field}'" for field in _FULL)).replace("HAND_OVER", HAND_OVER)
 
-# KEYS: expiry, refs. ARGV: now, limit, record key prefix. Returns {records it deleted, blob keys...}
-# (records that Redis already expired by their TTL are not counted).
+# KEYS: expiry, refs, blobs to delete, API of each record. ARGV: now, limit, record key prefix, queue
+# key prefix. Returns {expired records swept (whether Redis had already expired them by their TTL or
+# not), blob keys...}: the blobs of those records, then up to ``limit`` of the terminal records'.
+# Each swept record's queue entry goes too (the queue's keys of its API, :mod:`cortex.queue.redis`).
 _SWEEP = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {0}
+local out = {#ids}
 for _, id in ipairs(ids) do
   local ref = redis.call('HGET', KEYS[2], id)
   if ref then out[#out + 1] = ref end
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[1], id)
-  out[1] = out[1] + redis.call('UNLINK', ARGV[3] .. id)
+  redis.call('UNLINK', ARGV[3] .. id)
+  local api = redis.call('HGET', KEYS[4], id)
+  if api then
+    redis.call('HDEL', KEYS[4], id)
+    local q = ARGV[4] .. '{' .. api .. '}:'
+    redis.call('ZREM', q .. 'due', id)
+    redis.call('HDEL', q .. 'attempts', id)
+    redis.call('HDEL', q .. 'tokens', id)
+  end
+end
+local done = redis.call('LPOP', KEYS[3], tonumber(ARGV[2]))
+if done then
+  for _, ref in ipairs(done) do out[#out + 1] = ref end
 end
 return out
 """
@@ -137,6 +168,9 @@ return out
 def _text(value: float) -> str:
     # repr round-trips a float exactly
     return repr(float(value))
+
+
+text_of = _text
 
 
 class RedisRecordStore(RecordStore):
@@ -149,6 +183,12 @@ class RedisRecordStore(RecordStore):
         self._sweep = server.client.register_script(_SWEEP)
         self._set_webhook = server.client.register_script(_SET_WEBHOOK)
         self._expiry, self._refs = server.key("blobs", "expiry"), server.key("blobs", "refs")
+        self._doomed = server.key("blobs", "done")
+        self._apis_of = server.key("expiry", "api")
+
+    def record_key(self, request_id: str) -> str:
+        """The key of a request's hash (the empty id gives the prefix of them all)."""
+        return self._record_key(request_id)
 
     def _record_key(self, request_id: str) -> str:
         return self._server.key("r", request_id)
@@ -160,6 +200,13 @@ class RedisRecordStore(RecordStore):
         return self._server.key("recent", api)
 
     async def create(self, request: NewRequest) -> Duplicate | None:
+        keys, args = self.create_arguments(request)
+        with wrap_errors("create", self._server.url):
+            held = await self._create(keys=keys, args=args)
+        return duplicate_of(held)
+
+    def create_arguments(self, request: NewRequest) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of :data:`CREATE_BODY` for ``request``."""
         ttl_ms = max(1, math.ceil((request.expires_at - request.created_at) * 1000))
         fields: list[str | bytes] = ["api", request.api, "status", Status.IN_QUEUE.value, "attempts", "0"]
         fields += ["created_at", _text(request.created_at), "expires_at", _text(request.expires_at)]
@@ -187,13 +234,7 @@ class RedisRecordStore(RecordStore):
             request.body_digest or "",
             *fields,
         ]
-        with wrap_errors("create", self._server.url):
-            held = await self._create(
-                keys=[record_key, self._expiry, self._refs, idem_key, self._recent_key(request.api)], args=args
-            )
-        if isinstance(held, list):
-            return Duplicate(id=held[0].decode(), body_digest=None if held[1] is None else held[1].decode())
-        return None
+        return [record_key, self._expiry, self._refs, idem_key, self._recent_key(request.api), self._apis_of], args
 
     async def get(self, api: str, request_id: str, *, now: float) -> RequestRecord | None:
         with wrap_errors("get", self._server.url):
@@ -260,7 +301,11 @@ class RedisRecordStore(RecordStore):
         pairs = [item for pair in changes.items() for item in pair]
         args = [api, int(full), len(sources), *sources, len(changes), *pairs, *dropped]
         with wrap_errors("status change", self._server.url):
-            return await self._transition(keys=[self._record_key(request_id)], args=args)
+            return await self._transition(keys=[self._record_key(request_id), *self.hand_over_keys()], args=args)
+
+    def hand_over_keys(self) -> list[str]:
+        """The keys after the record's that :data:`HAND_OVER` names."""
+        return [self._doomed, self._expiry, self._refs, self._record_key(""), self._apis_of]
 
     async def set_webhook(self, api: str, request_id: str, state: dict[str, Any]) -> bool:
         text = json.dumps(state, separators=(",", ":"))
@@ -270,44 +315,29 @@ class RedisRecordStore(RecordStore):
 
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         with wrap_errors("sweep", self._server.url):
-            out = await self._sweep(keys=[self._expiry, self._refs], args=[_text(now), limit, self._record_key("")])
+            keys = [self._expiry, self._refs, self._doomed, self._apis_of]
+            args: list[str | int] = [_text(now), limit, self._record_key(""), self._server.key("q", "")]
+            out = await self._sweep(keys=keys, args=args)
         return Swept(deleted=int(out[0]), blob_keys=[ref.decode() for ref in out[1:]])
 
 
+def duplicate_of(reply: Any) -> Duplicate | None:
+    """The :class:`Duplicate` a create script answered with, or None when it stored the record."""
+    if isinstance(reply, list):
+        return Duplicate(id=reply[0].decode(), body_digest=None if reply[1] is None else reply[1].decode())
+    return None
+
+
+def values_record(request_id: str, values: list[Any]) -> RequestRecord:
+    """A record from the values of :data:`LIGHT` (then, if present, the rest of :data:`FULL`)."""
+    return _record(request_id, values)
+
+
 def _record(request_id: str, values: list[Any]) -> RequestRecord:
-    """A record from the values of ``_LIGHT`` (then, if present, the rest of ``_FULL``)."""
-    fields: dict[str, bytes | None] = dict(zip(_FULL, values, strict=False))
-
-    def number(name: str) -> float | None:
-        value = fields.get(name)
-        return None if value is None else float(value)
-
-    def text(name: str) -> str | None:
-        value = fields.get(name)
-        return None if value is None else value.decode()
-
-    kind, status = text("error_kind"), text("status")
-    headers, webhook = fields.get("headers"), fields.get("webhook")
-    created_at, expires_at = number("created_at"), number("expires_at")
-    if status is None or created_at is None or expires_at is None:  # pragma: no cover - written by create
-        raise BackendError(f"request {request_id} has a damaged record in Redis")
-    return RequestRecord(
-        id=request_id,
-        api=text("api") or "",
-        status=Status(status),
-        created_at=created_at,
-        expires_at=expires_at,
-        attempts=int(fields.get("attempts") or 0),
-        started_at=number("started_at"),
-        finished_at=number("finished_at"),
-        result=fields.get("result"),
-        error=None if kind is None else RequestError(kind=kind, message=text("error_message") or ""),
-        headers=tuple((k, v) for k, v in json.loads(headers)) if len(values) > len(_LIGHT) and headers else (),
-        payload=fields.get("payload"),
-        payload_ref=text("payload_ref"),
-        webhook_url=text("webhook_url"),
-        webhook=None if webhook is None else json.loads(webhook),
-    )
+    stored = {name: decoded(name, value) for name, value in zip(_FULL, values, strict=False)}
+    if any(stored.get(name) is None for name in ("api", "status", "created_at", "expires_at")):
+        raise BackendError(f"request {request_id} has a damaged record in Redis")  # pragma: no cover
+    return record_from({**stored, "id": request_id})
 
 
 class RedisCatalog(Catalog):

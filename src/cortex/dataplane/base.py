@@ -1,0 +1,102 @@
+"""The data plane: the three steps of a request, each atomic and one round trip on every backend.
+
+The gateway and the dequeuer see only this interface (DESIGN §1):
+
+- :meth:`DataPlane.submit`: the record, its queue entry and its idempotency key, all or nothing;
+- :meth:`DataPlane.take`: leases, and the start of each leased request (``attempts`` counted,
+  ``max_attempts`` applied), returned together with the record and where its payload is;
+- :meth:`DataPlane.finish`: the outcome and the ack, fenced by the lease.
+
+Each backend does each step its own best way: SQLite in one commit (its group commit), Redis in
+one Lua script, PostgreSQL in one statement. That is why the queue and the records of a cluster
+must live on one server (:func:`cortex.backends.open_backends` refuses two).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from types import TracebackType
+
+from cortex.queue.base import Lease
+from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Taken:
+    """A lease taken together with the start of its request."""
+
+    lease: Lease
+    #: the request: started (``in_progress``, with payload and headers) when ``started``; else as
+    #: it stood (with its payload, when past ``max_attempts``), or None when it is missing, expired or already terminal
+    record: RequestRecord | None
+    #: False when the lease is past ``max_attempts`` (not started: it is to be failed) or the
+    #: record could not be started (missing or terminal: the lease is only to be acked)
+    started: bool
+
+    @property
+    def exhausted(self) -> bool:
+        """The lease is past ``max_attempts``: the request is to be failed, not run."""
+        return not self.started and self.record is not None
+
+
+class Finished(enum.Enum):
+    """What :meth:`DataPlane.finish` did."""
+
+    #: the outcome is recorded and the lease acked
+    FINISHED = "finished"
+    #: the record was already terminal (cancelled meanwhile, say) or gone: only the lease was acked
+    ALREADY_TERMINAL = "already_terminal"
+    #: the lease is no longer held (it lapsed and another worker took the request, or it was
+    #: removed): nothing was written
+    LEASE_LOST = "lease_lost"
+
+
+class DataPlane(abc.ABC):
+    """The steps of a request that touch both its record and its queue entry."""
+
+    @abc.abstractmethod
+    async def submit(self, request: NewRequest) -> Duplicate | None:
+        """Store ``request`` as an ``in_queue`` record and queue it, atomically; durable once this returns.
+
+        If ``request.idempotency_key`` is held by an unexpired request of the same API, nothing is
+        stored and that request is returned as a :class:`~cortex.requests.Duplicate`; an expired
+        holder frees the key. Should this raise :class:`~cortex.errors.BackendError`, the request
+        may or may not be stored (a timeout cannot tell): either both the record and its queue
+        entry exist or neither does, so a retry with the same idempotency key finds it queued or
+        queues it.
+        """
+
+    @abc.abstractmethod
+    async def take(
+        self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
+    ) -> list[Taken]:
+        """Lease up to ``limit`` requests of ``api``, waiting up to ``timeout`` seconds for one.
+
+        Each lease hides its request for ``visibility`` seconds and counts an attempt; in the same
+        step each request whose lease is within ``max_attempts`` moves to ``in_progress`` with
+        that attempt count and comes back with its payload and headers. ``poll`` bounds the pause
+        between two looks where the backend cannot be woken.
+        """
+
+    @abc.abstractmethod
+    async def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> Finished:
+        """Record ``outcome`` (dropping the payload and headers) and ack ``lease``, atomically.
+
+        Fenced by the lease: when another worker holds a newer lease on the request (or the
+        entry is gone), nothing is written and :attr:`Finished.LEASE_LOST` says so. A terminal
+        status never changes: a record already terminal is left as it is and only the lease
+        is acked.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - a backend without resources of its own has nothing to close
+        """Release what the data plane holds beyond the shared connections (wake-up sockets, listeners)."""
+
+    async def __aenter__(self) -> DataPlane:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

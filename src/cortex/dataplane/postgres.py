@@ -1,0 +1,211 @@
+"""The PostgreSQL data plane: each step one statement (submit calls a PL/pgSQL function).
+
+Submit is a function because the idempotency key needs a loop (an expired holder gives up its
+key, a concurrent one may take it meanwhile); it runs server-side in the statement's transaction,
+so the record, its queue row and the NOTIFY that wakes a worker commit together. Take and
+finish are one statement each, with data-modifying CTEs on the two tables.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cortex.backends import Resources
+from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.batching import TurnBatcher
+from cortex.postgresdb import PostgresServer, open_server, wrap_errors
+from cortex.queue.base import Lease
+from cortex.queue.postgres import PostgresQueue
+from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
+from cortex.store.postgres import FULL, row_record
+
+#: attempts at the idempotency key before a submit gives up (each follows a holder that expired or vanished)
+_SUBMIT_TRIES = 5
+
+SCHEMA = f"""
+CREATE OR REPLACE FUNCTION {{s}}.submit(
+    p_id TEXT, p_api TEXT, p_created DOUBLE PRECISION, p_expires DOUBLE PRECISION, p_headers TEXT,
+    p_payload BYTEA, p_ref TEXT, p_key TEXT, p_digest TEXT, p_webhook TEXT, p_channel TEXT
+) RETURNS TABLE (held_id TEXT, held_digest TEXT) LANGUAGE plpgsql AS $$
+DECLARE
+    h RECORD;
+BEGIN
+    FOR i IN 1..{_SUBMIT_TRIES} LOOP
+        INSERT INTO {{s}}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
+            idempotency_key, body_digest, webhook_url)
+        VALUES (p_id, p_api, '{Status.IN_QUEUE.value}', p_created, p_expires, p_headers, p_payload, p_ref,
+            p_key, p_digest, p_webhook)
+        ON CONFLICT (api, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
+        IF FOUND THEN
+            INSERT INTO {{s}}.queue (api, id) VALUES (p_api, p_id) ON CONFLICT (id) DO NOTHING;
+            PERFORM pg_notify(p_channel, p_api);
+            RETURN;
+        END IF;
+        SELECT r.id, r.body_digest, r.expires_at INTO h FROM {{s}}.requests AS r
+            WHERE r.api = p_api AND r.idempotency_key = p_key FOR UPDATE;
+        IF FOUND THEN
+            IF h.expires_at > p_created THEN
+                held_id := h.id;
+                held_digest := h.body_digest;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            -- expired but not swept yet: it no longer holds the key
+            UPDATE {{s}}.requests SET idempotency_key = NULL WHERE id = h.id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'the idempotency key of request % is still contended after % tries', p_id, {_SUBMIT_TRIES};
+END $$;
+"""
+
+_SUBMIT = "SELECT held_id, held_digest FROM {s}.submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+
+
+def _columns(alias: str, names: str) -> str:
+    return ", ".join(f"{alias}.{name.strip()}" for name in names.split(","))
+
+
+_FULL_N = len(FULL.split(","))
+# $1 api, $2 limit, $3 visibility (s), $4 max_attempts, $5 in_progress, $6 started_at, $7 start sources.
+# Per lease: id, attempts, token, since, seq, then FULL of the started record (NULLs if not started),
+# then FULL of the record as it stood when the lease is past max_attempts (NULLs otherwise).
+_TAKE = f"""
+WITH picked AS (
+    SELECT seq, visible_at FROM {{s}}.queue WHERE api = $1 AND visible_at <= now()
+    ORDER BY visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE {{s}}.queue AS q
+    SET visible_at = now() + make_interval(secs => $3), attempts = q.attempts + 1, token = nextval('{{s}}.queue_token')
+    FROM picked WHERE q.seq = picked.seq
+    RETURNING q.id, q.attempts, q.token, picked.visible_at AS since, picked.seq
+), started AS (
+    UPDATE {{s}}.requests AS r SET status = $5, started_at = $6, attempts = l.attempts
+    FROM leased AS l
+    WHERE r.id = l.id AND r.api = $1 AND l.attempts <= $4 AND r.status = ANY($7::text[])
+    RETURNING {_columns("r", FULL)}
+)
+SELECT l.id, l.attempts, l.token, l.since, l.seq, {_columns("st", FULL)}, {_columns("pre", FULL)}
+FROM leased AS l
+LEFT JOIN started AS st ON st.id = l.id
+LEFT JOIN {{s}}.requests AS pre ON pre.id = l.id AND pre.api = $1 AND l.attempts > $4
+"""
+
+# One row per finish, as arrays: $1 ids, $2 tokens, $3 apis, $4 statuses, $5 finished_at, $6 results,
+# $7 error kinds, $8 error messages, $9 the statuses each may leave (comma-joined). Per finish, in
+# order: (acked, finished): (false, false) the lease was lost, (true, false) the record was terminal.
+_FINISH = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::float8[], $6::bytea[],
+        $7::text[], $8::text[], $9::text[]) WITH ORDINALITY
+        AS t(id, token, api, status, finished_at, result, error_kind, error_message, sources, n)
+), held AS (
+    DELETE FROM {s}.queue AS q USING input WHERE q.id = input.id AND q.token = input.token RETURNING q.id
+), finished AS (
+    UPDATE {s}.requests AS r SET status = input.status, finished_at = input.finished_at, result = input.result,
+        error_kind = input.error_kind, error_message = input.error_message, headers = NULL, payload = NULL
+    FROM input
+    WHERE r.id = input.id AND r.id IN (SELECT id FROM held) AND r.api = input.api
+        AND r.status = ANY(string_to_array(input.sources, ','))
+    RETURNING r.id
+)
+SELECT input.n, held.id IS NOT NULL, finished.id IS NOT NULL
+FROM input LEFT JOIN held ON held.id = input.id LEFT JOIN finished ON finished.id = input.id
+ORDER BY input.n
+"""
+
+_START_SOURCES = list(status_values(sources_of(Status.IN_PROGRESS)))
+
+
+class PostgresDataPlane(DataPlane):
+    """Submit, take and finish on the requests and queue tables of one PostgreSQL schema."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._pool = server.pool
+        self._queue = PostgresQueue(server)
+        self._submit, self._take, self._finish = (server.sql(text) for text in (_SUBMIT, _TAKE, _FINISH))
+        self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
+
+    async def submit(self, request: NewRequest) -> Duplicate | None:
+        args = (
+            request.id,
+            request.api,
+            request.created_at,
+            request.expires_at,
+            json.dumps(request.headers, separators=(",", ":")),
+            request.payload,
+            request.payload_ref,
+            request.idempotency_key,
+            request.body_digest,
+            request.webhook_url,
+            self._queue.channel,
+        )
+        with wrap_errors("submit", self._server.url):
+            row = await self._pool.fetchrow(self._submit, *args)
+        return None if row is None else Duplicate(id=row[0], body_digest=row[1])
+
+    async def take(
+        self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
+    ) -> list[Taken]:
+        async def once() -> list[Taken]:
+            with wrap_errors("take", self._server.url):
+                rows = await self._pool.fetch(
+                    self._take,
+                    api,
+                    limit,
+                    float(visibility),
+                    max_attempts,
+                    Status.IN_PROGRESS.value,
+                    now(),
+                    _START_SOURCES,
+                )
+            rows.sort(key=lambda row: (row[3], row[4]))  # RETURNING keeps no order: longest visible first
+            taken = []
+            for row in rows:
+                lease = Lease(api=api, id=row[0], attempts=row[1], token=row[2])
+                full, light = tuple(row[5 : 5 + _FULL_N]), tuple(row[5 + _FULL_N : 5 + 2 * _FULL_N])
+                if full[0] is not None:
+                    taken.append(Taken(lease, row_record(full), started=True))
+                else:
+                    taken.append(Taken(lease, row_record(light) if light[0] is not None else None, started=False))
+            return taken
+
+        return await self._queue.wait_take(api, once, timeout=timeout, poll=poll)
+
+    async def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> Finished:
+        """One statement, shared by the finishes of one turn of the event loop (one commit for all)."""
+        return await self._finishes((lease, outcome, now))
+
+    async def _finish_all(self, items: list[tuple[Lease, Outcome, float]]) -> list[Finished]:
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        for lease, outcome, finished_at in items:
+            error = outcome.error
+            row = (
+                lease.id,
+                lease.token,
+                lease.api,
+                outcome.status.value,
+                finished_at,
+                outcome.result,
+                None if error is None else error.kind,
+                None if error is None else error.message,
+                ",".join(status_values(sources_of(outcome.status))),
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        with wrap_errors("finish", self._server.url):
+            rows = await self._pool.fetch(self._finish, *columns)
+        return [
+            Finished.LEASE_LOST if not acked else Finished.FINISHED if finished else Finished.ALREADY_TERMINAL
+            for _, acked, finished in rows
+        ]
+
+    async def aclose(self) -> None:
+        await self._finishes.aclose()
+        await self._queue.aclose()
+
+
+async def open_plane(url: str, resources: Resources) -> PostgresDataPlane:
+    """The data plane in the PostgreSQL database of ``postgresql://...?schema=cortex``."""
+    return PostgresDataPlane(await open_server(url, resources, SCHEMA))

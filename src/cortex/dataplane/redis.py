@@ -1,0 +1,219 @@
+"""The Redis data plane: each step one Lua script, loaded once (``EVALSHA`` after the first call).
+
+The scripts join the record store's keys (:mod:`cortex.store.redis`) and the queue's
+(:mod:`cortex.queue.redis`), so they name keys of two hash tags and derive record keys inside the
+take script: like the sweep, they need one Redis primary, not a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from cortex.backends import Resources
+from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.batching import TurnBatcher
+from cortex.queue.base import Lease
+from cortex.queue.redis import NOW, TRIM_WAKE, RedisQueue
+from cortex.redisdb import RedisServer, open_server, wrap_errors
+from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
+from cortex.store.redis import CREATE_BODY, FULL, RedisRecordStore, duplicate_of, text_of, values_record
+
+
+def _fields(names: tuple[str, ...]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+# KEYS: the record store's create keys (6), then the queue's due, attempts, wake. ARGV: as the create's.
+_SUBMIT = (
+    CREATE_BODY
+    + """
+if redis.call('HSETNX', KEYS[8], ARGV[3], 0) == 1 then
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[7], tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[3])
+  redis.call('RPUSH', KEYS[9], 1)
+end
+return 1
+"""
+)
+
+# KEYS: due, attempts, tokens, wake. ARGV: visibility (µs), limit, max_attempts, record key prefix,
+# api, started_at, S, S statuses a start may leave, then one token per lease.
+# Returns {µs until the next lease lapses or -1, then per lease: id, attempts, token, kind, values}
+# where kind is 1 (started: values of FULL), 2 (past max_attempts: values of FULL, not started) or 0 (missing
+# or terminal: no values).
+_TAKE = (
+    (
+        NOW
+        + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {-1}
+local hidden_until = now + tonumber(ARGV[1])
+local max_attempts = tonumber(ARGV[3])
+local s = tonumber(ARGV[7])
+for i, id in ipairs(ids) do
+  local token = ARGV[7 + s + i]
+  redis.call('ZADD', KEYS[1], hidden_until, id)
+  local attempts = redis.call('HINCRBY', KEYS[2], id, 1)
+  redis.call('HSET', KEYS[3], id, token)
+  out[#out + 1] = id
+  out[#out + 1] = attempts
+  out[#out + 1] = token
+  local record = ARGV[4] .. id
+  local current = redis.call('HMGET', record, 'api', 'status')
+  local kind = 0
+  if current[1] == ARGV[5] then
+    if attempts > max_attempts then
+      kind = 2
+    else
+      for j = 8, 7 + s do
+        if ARGV[j] == current[2] then kind = 1 end
+      end
+    end
+  end
+  out[#out + 1] = kind
+  if kind == 1 then
+    redis.call('HSET', record, 'status', 'STARTED', 'started_at', ARGV[6], 'attempts', attempts)
+    out[#out + 1] = redis.call('HMGET', record, FULL)
+  elseif kind == 2 then
+    out[#out + 1] = redis.call('HMGET', record, FULL)
+  else
+    out[#out + 1] = {}
+  end
+end
+"""
+        + TRIM_WAKE
+        + """
+local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if nxt[2] then out[1] = tonumber(nxt[2]) - now end
+return out
+"""
+    )
+    .replace("STARTED", Status.IN_PROGRESS.value)
+    .replace("FULL", _fields(FULL))
+)
+
+# Several finishes in one script (those of one turn of the event loop). KEYS: HAND_OVER's (blobs to
+# delete, expiry, refs, record key prefix, API of each indexed record), then per finish: record,
+# due, attempts, tokens. ARGV per finish: id, token, api, S, S statuses the outcome may leave, F, F
+# field/value pairs to set, D, D fields to delete. Returns per finish 0 (lease lost: nothing
+# written), 1 (finished and acked; its blob key handed over, :data:`HAND_OVER`) or 2 (the record
+# was terminal or gone: only acked).
+_FINISH = """
+local out = {}
+local a = 1
+for n = 0, (#KEYS - 5) / 4 - 1 do
+  local record, due, attempts, tokens = KEYS[6 + 4 * n], KEYS[7 + 4 * n], KEYS[8 + 4 * n], KEYS[9 + 4 * n]
+  local id, token, api = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local s = tonumber(ARGV[a + 3])
+  local sources_at = a + 4
+  local f = tonumber(ARGV[sources_at + s])
+  local pairs_at = sources_at + s + 1
+  local d = tonumber(ARGV[pairs_at + 2 * f])
+  local drops_at = pairs_at + 2 * f + 1
+  a = drops_at + d
+  local code = 0
+  if redis.call('HGET', tokens, id) == token then
+    redis.call('ZREM', due, id)
+    redis.call('HDEL', attempts, id)
+    redis.call('HDEL', tokens, id)
+    code = 2
+    local current = redis.call('HMGET', record, 'api', 'status')
+    local allowed = false
+    if current[1] == api then
+      for i = sources_at, sources_at + s - 1 do
+        if ARGV[i] == current[2] then allowed = true end
+      end
+    end
+    if allowed then
+      if f > 0 then redis.call('HSET', record, unpack(ARGV, pairs_at, pairs_at + 2 * f - 1)) end
+      if d > 0 then redis.call('HDEL', record, unpack(ARGV, drops_at, drops_at + d - 1)) end
+      local ref = redis.call('HGET', record, 'payload_ref')
+      if ref then
+        redis.call('HDEL', record, 'payload_ref')
+        redis.call('RPUSH', KEYS[1], ref)
+      end
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('HDEL', KEYS[3], id)
+      redis.call('HDEL', KEYS[5], id)
+      code = 1
+    end
+  end
+  out[#out + 1] = code
+end
+return out
+"""
+
+_FINISHED = {0: Finished.LEASE_LOST, 1: Finished.FINISHED, 2: Finished.ALREADY_TERMINAL}
+_START_SOURCES = status_values(sources_of(Status.IN_PROGRESS))
+
+
+def _us(seconds: float) -> int:
+    return max(0, round(seconds * 1_000_000))
+
+
+class RedisDataPlane(DataPlane):
+    """Submit, take and finish on the record hashes and the queue's sorted sets of one Redis server."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self._server = server
+        self._queue = RedisQueue(server)
+        self._records = RedisRecordStore(server)
+        register = server.client.register_script
+        self._submit, self._take, self._finish = register(_SUBMIT), register(_TAKE), register(_FINISH)
+        self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
+
+    async def submit(self, request: NewRequest) -> Duplicate | None:
+        keys, args = self._records.create_arguments(request)
+        keys += self._queue.keys(request.api, "due", "attempts", "wake")
+        with wrap_errors("submit", self._server.url):
+            return duplicate_of(await self._submit(keys=keys, args=args))
+
+    async def take(
+        self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
+    ) -> list[Taken]:
+        async def once() -> tuple[list[Taken], float | None]:
+            tokens = [secrets.randbits(62) + 1 for _ in range(limit)]
+            args: list[Any] = [_us(visibility), limit, max_attempts, self._records.record_key(""), api]
+            args += [text_of(now()), len(_START_SOURCES), *_START_SOURCES, *tokens]
+            with wrap_errors("take", self._server.url):
+                reply = await self._take(keys=self._queue.keys(api, "due", "attempts", "tokens", "wake"), args=args)
+            taken = []
+            for i in range(1, len(reply), 5):
+                request_id = reply[i].decode()
+                lease = Lease(api=api, id=request_id, attempts=int(reply[i + 1]), token=int(reply[i + 2]))
+                kind, values = int(reply[i + 3]), reply[i + 4]
+                record = values_record(request_id, values) if kind else None
+                taken.append(Taken(lease, record, started=kind == 1))
+            return taken, None if reply[0] < 0 else reply[0] / 1_000_000
+
+        return await self._queue.wait_take(api, once, timeout=timeout)
+
+    async def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> Finished:
+        """One script, shared by the finishes of one turn of the event loop."""
+        return await self._finishes((lease, outcome, now))
+
+    async def _finish_all(self, items: list[tuple[Lease, Outcome, float]]) -> list[Finished]:
+        keys = self._records.hand_over_keys()
+        args: list[Any] = []
+        for lease, outcome, finished_at in items:
+            changes: list[str | bytes] = ["status", outcome.status.value, "finished_at", text_of(finished_at)]
+            if outcome.result is not None:
+                changes += ["result", outcome.result]
+            if outcome.error is not None:
+                changes += ["error_kind", outcome.error.kind, "error_message", outcome.error.message]
+            sources = status_values(sources_of(outcome.status))
+            args += [lease.id, lease.token, lease.api, len(sources), *sources, len(changes) // 2, *changes]
+            args += [2, "headers", "payload"]
+            keys += [self._records.record_key(lease.id), *self._queue.keys(lease.api, "due", "attempts", "tokens")]
+        with wrap_errors("finish", self._server.url):
+            codes = await self._finish(keys=keys, args=args)
+        return [_FINISHED[int(code)] for code in codes]
+
+    async def aclose(self) -> None:
+        await self._finishes.aclose()
+
+
+async def open_plane(url: str, resources: Resources) -> RedisDataPlane:
+    """The data plane on the Redis server of ``redis://host:port/db?prefix=cortex``."""
+    return RedisDataPlane(await open_server(url, resources))

@@ -1,0 +1,76 @@
+"""The embedded data plane: each step one transaction of the SQLite database, in its group commit."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from cortex.backends import Resources
+from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.queue.base import Lease
+from cortex.queue.sqlite import SqliteQueue
+from cortex.requests import Duplicate, NewRequest, Outcome
+from cortex.sqlitedb import SqliteDatabase, open_database
+from cortex.sqlitetables import (
+    delete_leased,
+    finish_record,
+    insert_record,
+    insert_row,
+    read_record,
+    start_record,
+    take_leases,
+)
+
+
+class SqliteDataPlane(DataPlane):
+    """Submit, take and finish on the queue and requests tables of one SQLite file."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        #: the waits and wake-ups of the queue (Unix sockets beside the database)
+        self._queue = SqliteQueue(db)
+
+    async def submit(self, request: NewRequest) -> Duplicate | None:
+        def both(conn: sqlite3.Connection) -> Duplicate | None:
+            duplicate = insert_record(conn, request)
+            if duplicate is None:
+                insert_row(conn, request.api, request.id)
+            return duplicate
+
+        duplicate = await self._db.write(both)
+        if duplicate is None:
+            self._queue.wake(request.api)
+        return duplicate
+
+    async def take(
+        self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
+    ) -> list[Taken]:
+        def take(conn: sqlite3.Connection, now: float) -> list[Taken]:
+            taken = []
+            for lease in take_leases(conn, api, now, visibility, limit):
+                if lease.attempts > max_attempts:
+                    taken.append(Taken(lease, read_record(conn, api, lease.id, now=now, full=True), started=False))
+                    continue
+                record = start_record(conn, api, lease.id, attempts=lease.attempts, now=now)
+                taken.append(Taken(lease, record, started=record is not None))
+            return taken
+
+        return await self._queue.wait_take(api, take, timeout=timeout, poll=poll)
+
+    async def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> Finished:
+        def both(conn: sqlite3.Connection) -> Finished:
+            held = conn.execute("SELECT 1 FROM queue WHERE id = ? AND token = ?", (lease.id, lease.token)).fetchone()
+            if held is None:
+                return Finished.LEASE_LOST
+            finished = finish_record(conn, lease.api, lease.id, outcome, now=now)
+            delete_leased(conn, lease)
+            return Finished.FINISHED if finished else Finished.ALREADY_TERMINAL
+
+        return await self._db.write(both)
+
+    async def aclose(self) -> None:
+        await self._queue.aclose()
+
+
+async def open_plane(url: str, resources: Resources) -> SqliteDataPlane:
+    """The data plane of the SQLite file of ``sqlite:///path``."""
+    return SqliteDataPlane(await open_database(url, resources))
