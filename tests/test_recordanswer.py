@@ -10,7 +10,8 @@ import dataclasses
 import json
 
 from cortex.gateway.openapi import openapi_document
-from cortex.recordanswer import answer_schema, render_record, renderer
+from cortex.operator.status_page import detail
+from cortex.recordanswer import added_values, answer_schema, render_record, renderer
 from cortex.recordfields import ANSWER, FIELDS, Field, Kind, Render, Shown, answer_of
 from cortex.requests import RequestError, RequestRecord, Status
 
@@ -106,3 +107,12 @@ def test_a_timestamp_field_renders_as_rfc3339_and_always_shows() -> None:
     assert json.loads(renderer(answer)(WithDeadline(**base, deadline=T)))["deadline"] == "2023-11-14T22:13:20.250Z"
     assert json.loads(renderer(answer)(WithDeadline(**base)))["deadline"] is None
     assert "deadline" in answer_schema(answer)["required"]
+
+
+def test_the_status_page_lists_a_field_added_to_the_declaration() -> None:
+    added = Field("priority", Kind.INTEGER, shown=(Shown({"type": "integer"}),))
+    answer = answer_of((*FIELDS, added))
+    record = _WithPriority(**dataclasses.asdict(_record(Status.IN_QUEUE)), priority=3)
+    assert detail(record, answer)["more"] == {"priority": 3}
+    assert detail(record)["more"] == {}  # the fields served so far are laid out by the page itself
+    assert added_values(dataclasses.replace(record, priority=None), answer) == {}

@@ -18,7 +18,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cortex.recordfields import ANSWER, Render, Shown
+from cortex.recordfields import ANSWER, ANSWER_ORDER, Render, Shown
 from cortex.requests import RequestRecord, Status, rfc3339
 
 #: the same timestamps are formatted again at every poll of a request: keep the recent ones
@@ -96,6 +96,21 @@ def renderer(answer: Sequence[Shown] = ANSWER) -> Callable[[RequestRecord], byte
         return before.encode() + spliced + after.encode()
 
     return render
+
+
+def added_values(record: RequestRecord, answer: Sequence[Shown] = ANSWER) -> dict[str, Any]:
+    """The shown fields added since :data:`~cortex.recordfields.ANSWER_ORDER`, rendered as the answer does.
+
+    What a view that lays out the long-served fields by hand (the status page) shows after them.
+    """
+    completed = record.status == Status.COMPLETED
+    added = [shown for shown in answer if shown.key not in ANSWER_ORDER and shown.render is not Render.JSON_BYTES]
+    steps = tuple(
+        (shown.key, operator.attrgetter(shown.attr), _CONVERT[shown.render], shown.always)
+        for shown in added
+        if completed or not shown.completed_only
+    )
+    return _values(steps, record)
 
 
 #: the JSON body of ``GET /<endpoint>/<id>`` (and of a webhook's POST)

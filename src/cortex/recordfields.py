@@ -6,8 +6,8 @@ Adding a field to the record is one :class:`Field` here (and the attribute on
 any field. ``tests/backends/test_migrations.py`` fails while a declared column has no migration.
 
 A field given ``shown=(Shown(schema),)`` is also in the record's JSON (the GET answer and webhooks,
-:mod:`cortex.recordanswer`) and in the OpenAPI document's ``Request`` schema, both derived from
-:data:`ANSWER`; ``tests/test_recordanswer.py`` checks that they agree.
+:mod:`cortex.recordanswer`), in the OpenAPI document's ``Request`` schema and in the status page's
+request view, all derived from :data:`ANSWER`; ``tests/test_recordanswer.py`` checks that they agree.
 """
 
 from __future__ import annotations
