@@ -227,7 +227,8 @@ _PLAIN_JSON = tuple(name for name in _PLAIN if BY_NAME[name].kind is Kind.JSON)
 
 def record_from(values: Mapping[str, Any]) -> RequestRecord:
     """The record of ``values`` (field name -> value as the backend typed it; missing fields are unset)."""
-    plain: dict[str, Any] = {name: values.get(name) for name in _PLAIN}
+    get = values.get
+    plain: dict[str, Any] = {name: get(name) for name in _PLAIN}
     for name in _PLAIN_JSON:
         if plain[name] is not None:
             plain[name] = json.loads(plain[name])
