@@ -86,6 +86,7 @@ class Supervised:
             await before()
         code = await terminate(process, grace, name=f"{self._where}: {self.label}")
         self._gone(process)
+        await written(self.plan.log_path)  # its last lines in the log, and no stamper left when stop returns
         log.debug("%s: %s (pid %d) stopped: %s", self._where, self.label, process.pid, describe_exit(code))
 
     async def _run(self) -> None:
