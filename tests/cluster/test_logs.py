@@ -89,6 +89,11 @@ def test_logs_merge_two_replicas_in_time_order_and_tail_counts_overall(local_clu
     last3 = local_cluster.cortex("logs", "talk", "--tail", "3", "--no-follow").stdout.splitlines()
     assert last3 == talk[3:] == every[-3:], (last3, every)
 
+    # one replica's (Cortex's --random-pod): the tail counts that replica's lines only
+    one = local_cluster.cortex("logs", "talk", "--random-pod", "--tail", "2", "--no-follow").stdout.splitlines()
+    replica = one[0].split(" ", 1)[0] if one else "(none)"
+    assert one == [line for line in every if line.startswith(replica + " ")][-2:], (one, every)
+
     # following starts with the same three lines overall
     with subprocess.Popen(
         [sys.executable, "-m", "cortex", "logs", "talk", "--tail", "3"],

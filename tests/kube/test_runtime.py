@@ -236,6 +236,8 @@ async def test_logs_of_every_container_prefixed_and_filtered(kube: Emulator, run
     assert only == lines[2:]
     tail = [line async for line in runtime.logs("worker", follow=False, tail=2)]
     assert tail == lines[-2:]  # two lines overall
+    assert [line async for line in runtime.logs("worker", follow=False, tail=1, replica=pod)] == lines[-1:]
+    assert [line async for line in runtime.logs("worker", follow=False, replica="another-pod")] == []
 
 
 async def test_logs_follow_streams_new_lines(kube: Emulator, runtime: KubernetesRuntime) -> None:

@@ -138,3 +138,6 @@ async def test_stamped_files_merge_in_time_order_and_tail_overall(tmp_path: Path
     assert got == ["[r1 dequeuer] between", "[r1 dequeuer] its continuation", "[r1 api] at 5", "[r2 api] at 6"]
     everything = [line async for line in read_logs(tmp_path, follow=False, tail=None)]
     assert everything[:4] == ["[r1 api] at 1", "[r2 api] at 2", "[r1 api] at 3", "[r2 api] at 4"]
+    # one replica's (--random-pod): the tail counts its lines only
+    one = [line async for line in read_logs(tmp_path, follow=False, tail=2, replica="r2")]
+    assert one == ["[r2 api] at 4", "[r2 api] at 6"]

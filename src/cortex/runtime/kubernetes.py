@@ -213,14 +213,24 @@ class KubernetesRuntime(Runtime):
         }
 
     def logs(
-        self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
+        self,
+        api: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        request_id: str | None = None,
+        replica: str | None = None,
     ) -> AsyncGenerator[str, None]:
         """Every container's lines, ``[<pod> <container>] `` first, merged in time order (:mod:`.kubelogs`).
 
         With ``follow``, lines are merged as they come, and the containers of pods that start later
         (scale-out, a rolling update) are followed from their first line, until the consumer stops.
         """
-        logs = ApiLogs(self.client, self.settings.namespace, lambda: self._api_pods(api))
+
+        def pods() -> list[dict[str, Any]]:
+            return [pod for pod in self._api_pods(api) if replica is None or _name(pod) == replica]
+
+        logs = ApiLogs(self.client, self.settings.namespace, pods)
         return only_mentioning(logs.follow(tail) if follow else logs.read(tail), request_id)
 
     async def aclose(self) -> None:

@@ -91,8 +91,8 @@ def _read(path: Path, offset: int) -> bytes:
         return b""
 
 
-def _log_files(root: Path) -> list[Path]:
-    return sorted(root.glob("*/*.log"))
+def _log_files(root: Path, replica: str | None = None) -> list[Path]:
+    return sorted(root.glob("*/*.log" if replica is None else f"{replica}/*.log"))
 
 
 class _File:
@@ -129,7 +129,13 @@ def _text(line: bytes) -> str:
 
 
 def read_logs(
-    root: Path, *, follow: bool, tail: int | None, also: Sequence[Path] = (), mentioning: str | None = None
+    root: Path,
+    *,
+    follow: bool,
+    tail: int | None,
+    also: Sequence[Path] = (),
+    mentioning: str | None = None,
+    replica: str | None = None,
 ) -> AsyncGenerator[str, None]:
     """Lines of every log file under ``root``, in the order they were written.
 
@@ -140,11 +146,12 @@ def read_logs(
         tail: At most this many last lines, of all files together (None: all of them).
         also: Log files of cluster processes (the gateway's) read first, if they exist, as ``[<name>]``.
         mentioning: Only the lines that contain this text (one request's lines, by its id).
+        replica: Only the files of this replica (its folder under ``root``).
 
     Yields:
         ``"[<replica-id> <name>] <line>"``, without the line ending.
     """
-    return only_mentioning(_read_logs(root, follow=follow, tail=tail, also=also), mentioning)
+    return only_mentioning(_read_logs(root, follow=follow, tail=tail, also=also, replica=replica), mentioning)
 
 
 async def only_mentioning(lines: AsyncGenerator[str, None], text: str | None) -> AsyncGenerator[str, None]:
@@ -157,10 +164,12 @@ async def only_mentioning(lines: AsyncGenerator[str, None], text: str | None) ->
         await lines.aclose()
 
 
-async def _read_logs(root: Path, *, follow: bool, tail: int | None, also: Sequence[Path]) -> AsyncGenerator[str, None]:
+async def _read_logs(
+    root: Path, *, follow: bool, tail: int | None, also: Sequence[Path], replica: str | None
+) -> AsyncGenerator[str, None]:
     files: dict[Path, _File] = {}
     sources: list[list[Line]] = []
-    for path in [p for p in also if p.is_file()] + await asyncio.to_thread(_log_files, root):
+    for path in [p for p in also if p.is_file()] + await asyncio.to_thread(_log_files, root, replica):
         # the last ``tail`` lines overall are among the last ``tail`` of each file
         offset = 0 if tail is None else await asyncio.to_thread(tail_offset, path, tail)
         files[path] = _File(path, offset, own=path in also)
@@ -170,7 +179,7 @@ async def _read_logs(root: Path, *, follow: bool, tail: int | None, also: Sequen
     while follow:
         await asyncio.sleep(POLL_INTERVAL)
         sources = []
-        for path in await asyncio.to_thread(_log_files, root):
+        for path in await asyncio.to_thread(_log_files, root, replica):
             file = files.setdefault(path, _File(path, 0))  # a new replica's file: from its start
             sources.append(await file.read_lines(final=False))
         for line in merge(sources):
