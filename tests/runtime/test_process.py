@@ -61,6 +61,13 @@ async def test_output_is_stamped_with_when_it_came_and_its_stamper_ends_with_the
     assert one_at is not None and two_at is not None and before - 1 <= one_at < two_at <= time.time() + 1
 
 
+async def test_a_log_file_that_cannot_be_written_fails_the_start(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder.log"
+    folder.mkdir()
+    with pytest.raises(OSError, match="cannot write its log file"):
+        await spawn(ProcessPlan("x", (sys.executable, "-c", "print('lost')"), {}, tmp_path, folder))
+
+
 async def test_terminate_ends_the_whole_group(tmp_path: Path) -> None:
     log = tmp_path / "family.log"
     process = await spawn(ProcessPlan("family", (sys.executable, "-c", FAMILY), {}, tmp_path, log))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import signal
@@ -54,7 +55,8 @@ async def spawn(plan: ProcessPlan) -> asyncio.subprocess.Process:
     line came, for ``cortex logs`` to merge replicas by time; it ends once the whole group is gone.
 
     Raises:
-        OSError: The program could not be started (not found, not executable, no such cwd).
+        OSError: The program could not be started (not found, not executable, no such cwd), or
+            its log file cannot be written.
     """
     plan.log_path.parent.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
@@ -63,7 +65,9 @@ async def spawn(plan: ProcessPlan) -> asyncio.subprocess.Process:
             sys.executable, "-I", "-S", stamp.__file__, str(plan.log_path),
             stdin=read_end, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        await stamper.wait()  # it has forked: the stamper proper holds the read end from now on
+        # it has forked: the stamper proper holds the read end from now on
+        if await stamper.wait() != 0:  # no one would read what the process writes
+            raise OSError(errno.EIO, f"cannot write its log file {plan.log_path}")
         return await asyncio.create_subprocess_exec(
             *plan.argv,
             env=dict(plan.env),

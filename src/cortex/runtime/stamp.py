@@ -24,8 +24,6 @@ import signal
 import sys
 import time
 
-#: ``2026-12-06T20:57:38.123456Z ``: fixed width, so stamped lines sort by their text too
-STAMP_LENGTH = 28
 #: a stamp as this module writes it, or Kubernetes' RFC 3339 (nano) one, and the space after it
 STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z ")
 _READ = 64 * 1024
