@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from bench.profile import RATE
 from bench.stats import latency_summary, median
 
 
@@ -154,3 +155,98 @@ def _backends(raw: dict[str, Any]) -> list[Row]:
                     baseline, None if baseline is None else values[key] / baseline)
             )  # fmt: skip
     return out
+
+
+#: the kinds of process whose CPU (f) accounts for, in the order shown
+_PROCESSES = ("gateway", "dequeuers", "user servers", "database server", "harness")
+
+
+def drain_profile(results: dict[str, Any]) -> list[str]:
+    """The (f) drains' accounting and the sampled dequeuer, as Markdown (empty without profiles)."""
+    raw = results.get("backends", {}).get("backends", {})
+    names = [name for name, backend in raw.items() if "profile" in backend["runs"][0]]
+    if not names:
+        return []
+    facts = profile_facts(results)
+    counters = sorted(
+        {key for name in names for r in raw[name]["runs"] for key in r["profile"]["server_per_completion"]}
+    )
+    lines = [
+        "## Where a drain's time goes (scenario f)",
+        "",
+        "Medians over the measured drains of (f), per completion; the database server's CPU and counters are",
+        "the whole server's (other sessions on the shared machine included). The sampled drain is an extra one",
+        f"(a quarter of the requests) with py-spy attached to one dequeuer at {RATE} samples/s; its rate is not",
+        "in the table above.",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+        "| dispatch, completions/s | " + " | ".join(facts[f"{n}.rate"] for n in names) + " |",
+        "| preload, submits/s (32 clients at once) | " + " | ".join(facts[f"{n}.submits"] for n in names) + " |",
+        "| machine busy, cores | " + " | ".join(f"{facts[f'{n}.busy']} of {facts[f'{n}.cores']}" for n in names) + " |",
+        *(
+            f"| CPU ms per completion: {proc} | " + " | ".join(facts[f"{n}.cpu.{proc}"] for n in names) + " |"
+            for proc in (*_PROCESSES, "all of these")
+        ),
+        *(
+            f"| server {key} per completion | " + " | ".join(facts.get(f"{n}.server.{key}", "") for n in names) + " |"
+            for key in counters
+        ),
+        "| sampled drain, completions/s | " + " | ".join(facts[f"{n}.sampled.rate"] for n in names) + " |",
+        "| sampled dequeuer: busy (samples / rate / time) | "
+        + " | ".join(facts.get(f"{n}.sampled.busy", "") for n in names)
+        + " |",
+    ]
+    categories: list[str] = []
+    for n in names:
+        for key in raw[n]["sampled"]["profile"].get("one_dequeuer_sampled", {}).get("categories", {}):
+            if key not in categories:
+                categories.append(key)
+    lines += [
+        f"| sampled dequeuer: {key} | " + " | ".join(facts.get(f"{n}.sampled.{key}", "") for n in names) + " |"
+        for key in categories
+    ]
+    lines += ["", "Functions with the most samples of their own in the sampled dequeuer:", ""]
+    for n in names:
+        top = raw[n]["sampled"]["profile"].get("one_dequeuer_sampled", {}).get("top_functions", [])
+        lines.append(f"- {n}: " + "; ".join(f"`{func}` {share:.0%}" for func, share in top[:6]))
+    return [*lines, ""]
+
+
+def profile_facts(results: dict[str, Any]) -> dict[str, str]:
+    """Named, formatted figures of (f), for the tables and for ``{{name}}`` in bench/notes.md."""
+    raw = results.get("backends", {}).get("backends", {})
+    facts: dict[str, str] = {}
+    rates = {}
+    for n, backend in raw.items():
+        runs = backend["runs"]
+        rates[n] = median([r["completions_per_s"] for r in runs])
+        facts[f"{n}.rate"] = f"{rates[n]:,.0f}"
+        facts[f"{n}.p50"] = f"{median([r['one']['overhead_p50_ms'] for r in runs]):.2f}"
+        facts[f"{n}.submits"] = f"{median([r['preload_submits_per_s'] for r in runs]):,.0f}"
+        if "profile" not in runs[0]:
+            continue
+        profiles = [r["profile"] for r in runs]
+        facts[f"{n}.busy"] = f"{median([p['machine_busy_cores'] for p in profiles]):.2f}"
+        facts[f"{n}.cores"] = f"{median([p['machine_cores'] for p in profiles]):.1f}"
+        total = []
+        for proc in _PROCESSES:
+            facts[f"{n}.cpu.{proc}"] = f"{median([p['cpu_ms_per_completion'][proc] for p in profiles]):.3f}"
+        total = [sum(p["cpu_ms_per_completion"][proc] for proc in _PROCESSES) for p in profiles]
+        facts[f"{n}.cpu.all of these"] = f"{median(total):.3f}"
+        for key in {k for p in profiles for k in p["server_per_completion"]}:
+            facts[f"{n}.server.{key}"] = f"{median([p['server_per_completion'].get(key, 0.0) for p in profiles]):.3f}"
+        sampled = backend.get("sampled")
+        if sampled:
+            facts[f"{n}.sampled.rate"] = f"{sampled['completions_per_s']:,.0f}"
+            spy = sampled["profile"].get("one_dequeuer_sampled", {})
+            if "busy_fraction" in spy:
+                facts[f"{n}.sampled.busy"] = f"{spy['busy_fraction']:.0%}"
+                for key, share in spy["categories"].items():
+                    facts[f"{n}.sampled.{key}"] = f"{share:.0%}"
+    for n in rates:
+        if "sqlite" in rates and n != "sqlite":
+            facts[f"{n}.ratio"] = f"{rates[n] / rates['sqlite']:.2f}x"
+    machine = results.get("machine", {})
+    facts["f.load"] = str(machine.get("(f) rerun", machine.get("load average (1 min) at start", "?")))
+    return facts
