@@ -217,11 +217,13 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
     """Named, formatted figures of (f), for the tables and for ``{{name}}`` in bench/notes.md."""
     raw = results.get("backends", {}).get("backends", {})
     facts: dict[str, str] = {}
-    rates = {}
+    rates: dict[str, float] = {}
+    totals: dict[str, float] = {}
     for n, backend in raw.items():
         runs = backend["runs"]
         rates[n] = median([r["completions_per_s"] for r in runs])
         facts[f"{n}.rate"] = f"{rates[n]:,.0f}"
+        facts[f"{n}.runs"] = ", ".join(f"{r['completions_per_s']:,.0f}" for r in runs)
         facts[f"{n}.p50"] = f"{median([r['one']['overhead_p50_ms'] for r in runs]):.2f}"
         facts[f"{n}.submits"] = f"{median([r['preload_submits_per_s'] for r in runs]):,.0f}"
         if "profile" not in runs[0]:
@@ -229,11 +231,13 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
         profiles = [r["profile"] for r in runs]
         facts[f"{n}.busy"] = f"{median([p['machine_busy_cores'] for p in profiles]):.2f}"
         facts[f"{n}.cores"] = f"{median([p['machine_cores'] for p in profiles]):.1f}"
-        total = []
         for proc in _PROCESSES:
             facts[f"{n}.cpu.{proc}"] = f"{median([p['cpu_ms_per_completion'][proc] for p in profiles]):.3f}"
         total = [sum(p["cpu_ms_per_completion"][proc] for proc in _PROCESSES) for p in profiles]
         facts[f"{n}.cpu.all of these"] = f"{median(total):.3f}"
+        cores = [r["completions_per_s"] * spent / 1000 for r, spent in zip(runs, total, strict=True)]
+        facts[f"{n}.ours"] = f"{median(cores):.2f}"  # cores that cortex, its user servers and the server kept busy
+        totals[n] = median(total)
         for key in {k for p in profiles for k in p["server_per_completion"]}:
             facts[f"{n}.server.{key}"] = f"{median([p['server_per_completion'].get(key, 0.0) for p in profiles]):.3f}"
         sampled = backend.get("sampled")
@@ -247,6 +251,12 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
     for n in rates:
         if "sqlite" in rates and n != "sqlite":
             facts[f"{n}.ratio"] = f"{rates[n] / rates['sqlite']:.2f}x"
+            if "sqlite" in totals and n in totals:
+                # the ratio the rates would have if only CPU limited them: SQLite's CPU per completion over this one's
+                facts[f"{n}.cpu_ratio"] = f"{totals['sqlite'] / totals[n]:.2f}x"
     machine = results.get("machine", {})
     facts["f.load"] = str(machine.get("(f) rerun", machine.get("load average (1 min) at start", "?")))
+    previous = results.get("previous", {})
+    if "backends" in previous:
+        facts |= {f"previous.{key}": value for key, value in profile_facts(previous).items()}
     return facts
