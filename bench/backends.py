@@ -55,6 +55,9 @@ def measure(
             cluster.up()
             try:
                 out[name] = _one_backend(cluster, work, name, runs, sequential, requests, replicas, concurrency)
+                if name == "postgres" and url is not None:
+                    # the price of a flush, apart from everything else: what each take and finish waits for
+                    out[name]["server_round_trips"] = profile.postgres_round_trips(url)
             finally:
                 cluster.down()
     return {"backends": out, "replicas": replicas, "max_concurrency": concurrency, "requests": requests}

@@ -192,6 +192,12 @@ def drain_profile(results: dict[str, Any]) -> list[str]:
             f"| server {key} per completion | " + " | ".join(facts.get(f"{n}.server.{key}", "") for n in names) + " |"
             for key in counters
         ),
+        "| round trip alone, writing nothing / committing one row, ms | "
+        + " | ".join(
+            f"{facts[f'{n}.rt.read_ms']} / {facts[f'{n}.rt.commit_ms']}" if f"{n}.rt.read_ms" in facts else ""
+            for n in names
+        )
+        + " |",
         "| sampled drain, completions/s | " + " | ".join(facts[f"{n}.sampled.rate"] for n in names) + " |",
         "| sampled dequeuer: busy (samples / rate / time) | "
         + " | ".join(facts.get(f"{n}.sampled.busy", "") for n in names)
@@ -240,14 +246,7 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
         totals[n] = median(total)
         for key in {k for p in profiles for k in p["server_per_completion"]}:
             facts[f"{n}.server.{key}"] = f"{median([p['server_per_completion'].get(key, 0.0) for p in profiles]):.3f}"
-        sampled = backend.get("sampled")
-        if sampled:
-            facts[f"{n}.sampled.rate"] = f"{sampled['completions_per_s']:,.0f}"
-            spy = sampled["profile"].get("one_dequeuer_sampled", {})
-            if "busy_fraction" in spy:
-                facts[f"{n}.sampled.busy"] = f"{spy['busy_fraction']:.0%}"
-                for key, share in spy["categories"].items():
-                    facts[f"{n}.sampled.{key}"] = f"{share:.0%}"
+        facts |= _server_and_sampled(n, backend)
     for n in rates:
         if "sqlite" in rates and n != "sqlite":
             facts[f"{n}.ratio"] = f"{rates[n] / rates['sqlite']:.2f}x"
@@ -259,4 +258,20 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
     previous = results.get("previous", {})
     if "backends" in previous:
         facts |= {f"previous.{key}": value for key, value in profile_facts(previous).items()}
+    return facts
+
+
+def _server_and_sampled(n: str, backend: dict[str, Any]) -> dict[str, str]:
+    """The facts of a backend's server round trips and of its sampled drain."""
+    facts: dict[str, str] = {}
+    for key, value in backend.get("server_round_trips", {}).items():
+        facts[f"{n}.rt.{key}"] = f"{value:.2f}"
+    sampled = backend.get("sampled")
+    if sampled:
+        facts[f"{n}.sampled.rate"] = f"{sampled['completions_per_s']:,.0f}"
+        spy = sampled["profile"].get("one_dequeuer_sampled", {})
+        if "busy_fraction" in spy:
+            facts[f"{n}.sampled.busy"] = f"{spy['busy_fraction']:.0%}"
+            for key, share in spy["categories"].items():
+                facts[f"{n}.sampled.{key}"] = f"{share:.0%}"
     return facts

@@ -216,3 +216,37 @@ def _short(frame: str) -> str:
     path = where.rstrip(")").rpartition(":")[0]
     parts = Path(path).parts
     return f"{name} ({'/'.join(parts[-2:])})"
+
+
+def postgres_round_trips(url: str, count: int = 200) -> dict[str, float]:
+    """Median milliseconds, on one connection to the server of ``url``: a round trip that writes nothing
+    (``SELECT 1``), and a one-row insert in its own transaction (its commit waits for the log's flush).
+
+    The table goes in the schema ``url`` names, which the harness drops afterwards.
+    """
+
+    async def run() -> dict[str, float]:
+        import asyncpg
+
+        base, _, query = url.partition("?")
+        schema = dict(part.split("=", 1) for part in query.split("&") if "=" in part).get("schema", "cortex")
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(f'CREATE TABLE IF NOT EXISTS "{schema}".bench_commit_probe (n INTEGER)')
+            insert = f'INSERT INTO "{schema}".bench_commit_probe (n) VALUES ($1)'
+            reads, commits = [], []
+            for n in range(count):
+                began = time.perf_counter()
+                await conn.fetchval("SELECT 1")
+                reads.append(time.perf_counter() - began)
+                began = time.perf_counter()
+                await conn.execute(insert, n)
+                commits.append(time.perf_counter() - began)
+        finally:
+            await conn.close()
+        reads.sort()
+        commits.sort()
+        return {"read_ms": 1000 * reads[len(reads) // 2], "commit_ms": 1000 * commits[len(commits) // 2]}
+
+    return uvloop.run(run())
