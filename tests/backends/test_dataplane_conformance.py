@@ -60,7 +60,13 @@ async def test_concurrent_submissions_each_get_their_own_answer(backends: Backen
         backends.plane.submit(new("r4", key="k", digest="d4")),
         backends.plane.submit(new("r5", key="a")),
     )
-    assert answers == [None, None, Duplicate(id="r0", body_digest="d0"), Duplicate(id="r1", body_digest="d1"), None]
+    assert list(answers) == [
+        None,
+        None,
+        Duplicate(id="r0", body_digest="d0"),
+        Duplicate(id="r1", body_digest="d1"),
+        None,
+    ]
     for rid in ("r1", "r2", "r5"):
         record = await backends.records.get("api", rid, now=now())
         assert record is not None and record.status == Status.IN_QUEUE
