@@ -157,6 +157,8 @@ def _backends(raw: dict[str, Any]) -> list[Row]:
     return out
 
 
+#: issue 15's targets for (f): each backend's dispatch rate at least this times SQLite's, in the same run
+TARGETS = {"redis": 1.0, "postgres": 0.6}
 #: the kinds of process whose CPU (f) accounts for, in the order shown
 _PROCESSES = ("gateway", "dequeuers", "user servers", "database server", "harness")
 
@@ -250,14 +252,20 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
     for n in rates:
         if "sqlite" in rates and n != "sqlite":
             facts[f"{n}.ratio"] = f"{rates[n] / rates['sqlite']:.2f}x"
+            if n in TARGETS:
+                met = rates[n] / rates["sqlite"] >= TARGETS[n]
+                facts[f"{n}.target"] = f"{'reached' if met else 'missed'} its target of {TARGETS[n]:.1f}x"
             if "sqlite" in totals and n in totals:
                 # the ratio the rates would have if only CPU limited them: SQLite's CPU per completion over this one's
                 facts[f"{n}.cpu_ratio"] = f"{totals['sqlite'] / totals[n]:.2f}x"
     machine = results.get("machine", {})
     facts["f.load"] = str(machine.get("(f) rerun", machine.get("load average (1 min) at start", "?")))
-    previous = results.get("previous", {})
-    if "backends" in previous:
-        facts |= {f"previous.{key}": value for key, value in profile_facts(previous).items()}
+    # the figures a rerun replaced, and snapshots kept by name (``baseline:<what>``: merges carry them along)
+    earlier = {"previous": results.get("previous", {})}
+    earlier |= {key: value for key, value in results.items() if key.startswith("baseline:")}
+    for label, figures in earlier.items():
+        if "backends" in figures:
+            facts |= {f"{label}.{key}": value for key, value in profile_facts(figures).items()}
     return facts
 
 
