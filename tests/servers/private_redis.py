@@ -1,4 +1,8 @@
-"""A redis-server of one test's own, on a free loopback port: a server the test may freeze (SIGSTOP).
+"""A redis-server of one test's own, on a free loopback port: a server the test may freeze or kill.
+
+With ``durable=True`` it keeps an append-only file fsynced on every write (``appendfsync always``:
+an acknowledged write is on disk), so it can be killed with SIGKILL and restarted on the same port
+and folder without losing what it answered.
 
 Never the shared server at 6379: other tests (and other people) use it.
 """
@@ -27,6 +31,7 @@ class PrivateRedis:
 
     process: subprocess.Popen[bytes]
     port: int
+    argv: list[str]
 
     @property
     def url(self) -> str:
@@ -39,6 +44,16 @@ class PrivateRedis:
     def thaw(self) -> None:
         self.process.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL the server and reap it: its port is free, its append-only file as it was."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    async def restart(self) -> None:
+        """Start the server again on the same port and folder (it replays its append-only file)."""
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await _wait_up(self)
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -47,9 +62,23 @@ def _free_port() -> int:
         return port
 
 
+async def _wait_up(server: PrivateRedis) -> None:
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        for _ in range(200):  # up within 10 s (a durable one replays its file first)
+            try:
+                await client.ping()
+                return
+            except (RedisError, OSError):
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"the private redis-server on port {server.port} did not start")
+    finally:
+        await client.aclose()
+
+
 @contextlib.asynccontextmanager
-async def private_redis(folder: Path) -> AsyncIterator[PrivateRedis]:
-    """Start ``redis-server`` (no persistence) in ``folder``; stop it afterwards, thawed first."""
+async def private_redis(folder: Path, *, durable: bool = False) -> AsyncIterator[PrivateRedis]:
+    """Start ``redis-server`` in ``folder`` (AOF fsynced always if ``durable``); stop it afterwards, thawed first."""
     binary = shutil.which("redis-server")
     if binary is None:
         unreachable("redis", "a private redis-server", FileNotFoundError("redis-server is not on PATH"))
@@ -62,28 +91,17 @@ async def private_redis(folder: Path) -> AsyncIterator[PrivateRedis]:
         "127.0.0.1",
         "--save",
         "",
-        "--appendonly",
-        "no",
+        *(("--appendonly", "yes", "--appendfsync", "always") if durable else ("--appendonly", "no")),
         "--dir",
         str(folder),
     ]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = PrivateRedis(process, port)
+    server = PrivateRedis(process, port, argv)
     try:
-        client = aioredis.Redis.from_url(server.url)
-        try:
-            for _ in range(100):  # up within 5 s
-                try:
-                    await client.ping()
-                    break
-                except (RedisError, OSError):
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(f"the private redis-server on port {port} did not start")
-        finally:
-            await client.aclose()
+        await _wait_up(server)
         yield server
     finally:
-        server.thaw()
-        process.terminate()
-        process.wait(timeout=10)
+        if server.process.poll() is None:
+            server.thaw()
+            server.process.terminate()
+            server.process.wait(timeout=10)
