@@ -1,94 +1,109 @@
-"""The fault suite writes its own figures: one row per test and backend in ``docs/reliability-figures.md``.
+"""The fault suite writes its own figures: ``docs/reliability-figures.json``, and the page made from it.
 
-Each run of a fault test replaces its row (the other rows stay), so the table always holds the
-last run of every test on the machine that ran it; ``docs/reliability.md`` points there instead of
-holding figures copied by hand.
+Each run of a fault test replaces its entry (keyed by test and backend; the others stay) in the
+JSON file, then ``docs/reliability-figures.md`` is written again from the whole file. So the page
+always holds the last run of every test on the machine that ran it, and ``docs/reliability.md``
+points there instead of holding figures copied by hand.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
-FIGURES = Path(__file__).resolve().parents[2] / "docs" / "reliability-figures.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+FIGURES = DOCS / "reliability-figures.json"
+PAGE = DOCS / "reliability-figures.md"
 
-COLUMNS = [
-    "test",
-    "backend",
-    "machine",
-    "capacity/s",
-    "load/s",
-    "submitted",
-    "acknowledged",
-    "503",
-    "500",
-    "no answer",
-    "faults",
-    "outage s",
-    "recovery s",
-    "completed",
-    "lost",
-    "ran twice",
-    "run at",
+#: (column, key in a run's figures, format)
+RUN_COLUMNS = [
+    ("test", "test", "{}"),
+    ("backend", "backend", "{}"),
+    ("capacity/s", "capacity", "{:.0f}"),
+    ("load/s", "rate", "{:.0f}"),
+    ("load s", "loaded", "{:.0f}"),
+    ("submitted", "submitted", "{:,}"),
+    ("acknowledged", "acknowledged", "{:,}"),
+    ("503", "503", "{:,}"),
+    ("500", "500", "{:,}"),
+    ("no answer", "unanswered", "{:,}"),
+    ("faults", "faults", "{}"),
+    ("completed", "completed", "{:,}"),
+    ("lost", "lost", "**{}**"),
+    ("ran twice", "ran_twice", "{:,}"),
+    ("machine", "machine", "{}"),
+    ("run at", "at", "{}"),
 ]
 
 INTRO = """\
 # Fault suite figures
 
-<!-- Written by tests/faults (figures.py) on every run of a fault test; do not edit by hand. -->
+<!-- Written by tests/faults/figures.py from reliability-figures.json on every run of a fault test.
+     Do not edit by hand: rerun the suite (.venv/bin/pytest tests/faults). -->
 
-The last run of each fault test ([reliability.md](reliability.md#how-it-is-tested) says what each
-one does), as the suite wrote it. *capacity* is what the test measured in its own warm-up
-(requests completed per second by the whole cluster); the load then submits at 80% of it, with a
-status read after every fourth submission. *503* and *no answer* count answers to submissions and
-status reads alike, and each fell inside an outage window (from the fault until a submission was
-acknowledged again: *outage*, the sum over the test's faults; *recovery*, the longest time from
-healing to the next acknowledgement). *lost* counts acknowledged requests that never completed
-with their own payload; *ran twice*, those the user server started more than once (at-least-once
-delivery at work).
+The last run of each fault test, as the suite wrote it; [reliability.md](reliability.md#how-it-is-tested)
+says what each one does.
+
+## Runs
+
+*capacity* is what the test measured in its own warm-up (requests completed per second by the
+whole cluster); the load then submitted at 80% of it for *load s* seconds, with a status read after
+every fourth submission. *503*, *500* and *no answer* count answers to submissions and status reads
+alike; every 503 and every missing answer fell inside an outage window (below). *lost* counts
+acknowledged requests that did not complete with their own id and payload; *ran twice*, those the
+user server started more than once (at-least-once delivery at work).
 
 """
 
+WINDOWS = """
+## Outage windows
 
-def _row(test: str, backend: str, f: dict[str, Any]) -> str:
-    machine = f"{os.cpu_count()} cpu {platform.machine()}"
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cells = [
-        test,
-        backend,
-        machine,
-        f"{f['capacity']:.0f}",
-        f"{f['rate']:.0f}",
-        f"{f['submitted']:,}",
-        f"{f['acknowledged']:,}",
-        f"{f['503']:,}",
-        f"{f['500']:,}",
-        f"{f['unanswered']:,}",
-        str(f["faults"]),
-        f"{f['outage']:.1f}",
-        f"{f['recovery']:.1f}",
-        f"{f['completed']:,}",
-        f"**{f['lost']}**",
-        f"{f['ran_twice']:,}",
-        when,
-    ]
-    return "| " + " | ".join(cells) + " |"
+Each fault's window runs from its injection until a submission was acknowledged again after it
+healed (for a killed cortex process: until the cluster had restarted it and every replica was
+ready again). *recovery* is the part after healing: from the restarted server (or the freed disk)
+to the next acknowledgement.
+
+| test | backend | fault | window s | recovery s | 503 | no answer |
+|---|---|---|---|---|---|---|
+"""
+
+
+def _table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|---" * len(columns) + "|"]
+    lines += ["| " + " | ".join(fmt.format(row[key]) for _, key, fmt in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render(runs: list[dict[str, Any]]) -> str:
+    """The page for ``runs`` (each a test's figures with its outage windows)."""
+    windows = "".join(
+        f"| {run['test']} | {run['backend']} | {w['name']} | {w['seconds']:.1f} | {w['recovery']:.2f} "
+        f"| {w['503']:,} | {w['unanswered']:,} |\n"
+        for run in runs
+        for w in run["windows"]
+    )
+    return INTRO + _table(RUN_COLUMNS, runs) + WINDOWS + windows
 
 
 def record(test: str, backend: str, figures: dict[str, Any]) -> None:
-    """Replace the row of ``test`` on ``backend`` with ``figures`` (rows sorted, the rest kept)."""
-    rows: dict[tuple[str, str], str] = {}
-    if FIGURES.exists():
-        for line in FIGURES.read_text().splitlines():
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if line.startswith("| ") and len(cells) > 2 and cells[0] not in ("test", "---"):
-                rows[(cells[0], cells[1])] = line
-    rows[(test, backend)] = _row(test, backend, figures)
-    header = "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|\n"
-    text = INTRO + header + "".join(rows[key] + "\n" for key in sorted(rows))
-    partial = FIGURES.with_suffix(".md.partial")
-    partial.write_text(text)
-    partial.replace(FIGURES)
+    """Replace the entry of ``test`` on ``backend`` with ``figures``, then write the page again."""
+    runs = json.loads(FIGURES.read_text()) if FIGURES.exists() else []
+    runs = [run for run in runs if (run["test"], run["backend"]) != (test, backend)]
+    runs.append(
+        {
+            "test": test,
+            "backend": backend,
+            "machine": f"{os.cpu_count()} cpu {platform.machine()}",
+            "at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            **figures,
+        }
+    )
+    runs.sort(key=lambda run: (run["test"], run["backend"]))
+    for path, text in ((FIGURES, json.dumps(runs, indent=1) + "\n"), (PAGE, render(runs))):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text)
+        partial.replace(path)

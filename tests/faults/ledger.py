@@ -176,13 +176,14 @@ class Ledger:
             rid = random.choice(list(self.acknowledged))
             await self._call(client, limit, "status", "GET", f"{self.endpoint}/{rid}")
 
+    @staticmethod
+    def inside(answer: Answer, window: Window) -> bool:
+        """Whether ``answer`` was pending while ``window`` was open (or sent just as it closed)."""
+        return answer.answered >= window.start and answer.sent <= window.end + SLACK
+
     def misplaced(self) -> list[Answer]:
-        """Error answers outside every outage window, and every 500 wherever it falls."""
-
-        def inside(answer: Answer) -> bool:
-            return any(answer.answered >= w.start and answer.sent <= w.end + SLACK for w in self.windows)
-
-        return [a for a in self.errors if a.status == 500 or a.status not in (0, 503) or not inside(a)]
+        """Error answers outside every outage window, and every 500 (or other error) wherever it falls."""
+        return [a for a in self.errors if a.status not in (0, 503) or not any(self.inside(a, w) for w in self.windows)]
 
     async def outcomes(self, timeout: float) -> dict[str, dict[str, Any]]:
         """The final status of every acknowledged request, once each has one (polled, at most ``timeout`` s)."""
@@ -253,8 +254,16 @@ class Verdict:
             "500": ledger.answers[500],
             "unanswered": ledger.answers[0],
             "faults": len(ledger.windows),
-            "outage": sum(w.end - w.start for w in ledger.windows),
-            "recovery": max((w.recovery for w in ledger.windows), default=0.0),
+            "windows": [
+                {
+                    "name": w.name,
+                    "seconds": w.end - w.start,
+                    "recovery": w.recovery,
+                    "503": sum(a.status == 503 and ledger.inside(a, w) for a in ledger.errors),
+                    "unanswered": sum(a.status == 0 and ledger.inside(a, w) for a in ledger.errors),
+                }
+                for w in ledger.windows
+            ],
             "completed": self.statuses["completed"],
             "lost": len(self.lost),
             "ran_twice": self.ran_twice,
