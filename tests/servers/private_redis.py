@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tests.servers.databases import unreachable
+from tests.servers.netns import Host
 
 
 @dataclasses.dataclass
@@ -32,10 +33,11 @@ class PrivateRedis:
     process: subprocess.Popen[bytes]
     port: int
     argv: list[str]
+    address: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.address}:{self.port}/0"
 
     def freeze(self) -> None:
         """Stop the server process (it keeps its sockets; clients' commands wait in its buffers)."""
@@ -77,18 +79,27 @@ async def _wait_up(server: PrivateRedis) -> None:
 
 
 @contextlib.asynccontextmanager
-async def private_redis(folder: Path, *, durable: bool = False) -> AsyncIterator[PrivateRedis]:
-    """Start ``redis-server`` in ``folder`` (AOF fsynced always if ``durable``); stop it afterwards, thawed first."""
+async def private_redis(
+    folder: Path, *, durable: bool = False, netns: Host | None = None
+) -> AsyncIterator[PrivateRedis]:
+    """Start ``redis-server`` in ``folder`` (AOF fsynced always if ``durable``); stop it afterwards, thawed first.
+
+    With ``netns`` it runs inside that namespace, listening on its address only.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         unreachable("redis", "a private redis-server", FileNotFoundError("redis-server is not on PATH"))
     port = _free_port()
+    address = "127.0.0.1" if netns is None else netns.address
     argv = [
+        *(netns.argv() if netns else ()),
         binary,
         "--port",
         str(port),
         "--bind",
-        "127.0.0.1",
+        address,
+        # reached from this namespace, not its own loopback: only the test's namespaces can reach it
+        *(("--protected-mode", "no") if netns else ()),
         "--save",
         "",
         *(("--appendonly", "yes", "--appendfsync", "always") if durable else ("--appendonly", "no")),
@@ -96,7 +107,7 @@ async def private_redis(folder: Path, *, durable: bool = False) -> AsyncIterator
         str(folder),
     ]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = PrivateRedis(process, port, argv)
+    server = PrivateRedis(process, port, argv, address)
     try:
         await _wait_up(server)
         yield server
