@@ -43,22 +43,27 @@ def require_root_and_ip() -> None:
 
 @dataclasses.dataclass
 class Host:
-    """A namespace reachable at :attr:`address` from this one."""
+    """A namespace reachable from this one at each of :attr:`addresses`, one per veth pair (link)."""
 
     name: str
-    address: str
-    #: the pair's end inside the namespace
-    inner: str
+    addresses: list[str]
+    #: each pair's end inside the namespace
+    inner: list[str]
+
+    @property
+    def address(self) -> str:
+        """The address of the first link."""
+        return self.addresses[0]
 
     def argv(self, *command: str) -> list[str]:
         """``command`` run inside the namespace."""
         return ["ip", "netns", "exec", self.name, *command]
 
-    def cut(self) -> None:
-        _ip("-n", self.name, "link", "set", self.inner, "down")
+    def cut(self, link: int = 0) -> None:
+        _ip("-n", self.name, "link", "set", self.inner[link], "down")
 
-    def heal(self) -> None:
-        _ip("-n", self.name, "link", "set", self.inner, "up")
+    def heal(self, link: int = 0) -> None:
+        _ip("-n", self.name, "link", "set", self.inner[link], "up")
 
 
 def _free_subnet() -> int:
@@ -72,22 +77,29 @@ def _free_subnet() -> int:
 
 
 @contextlib.contextmanager
-def host() -> Iterator[Host]:
-    """A namespace joined to this one by a veth pair on a /30 of its own; removed afterwards."""
+def host(links: int = 1) -> Iterator[Host]:
+    """A namespace joined to this one by ``links`` veth pairs, each on a /30 of its own; removed afterwards."""
     require_root_and_ip()
     tag = secrets.token_hex(3)
-    name, outer, inner = f"cortex-test-{tag}", f"cxo{tag}", f"cxi{tag}"
-    base = _free_subnet()
-    third, fourth = divmod(base, 256)
+    name = f"cortex-test-{tag}"
+    made = Host(name, [], [])
+    outer: list[str] = []
     _ip("netns", "add", name)
     try:
-        _ip("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", name)
-        _ip("addr", "add", f"10.213.{third}.{fourth + 1}/30", "dev", outer)
-        _ip("link", "set", outer, "up")
-        _ip("-n", name, "addr", "add", f"10.213.{third}.{fourth + 2}/30", "dev", inner)
-        _ip("-n", name, "link", "set", inner, "up")
         _ip("-n", name, "link", "set", "lo", "up")
-        yield Host(name, f"10.213.{third}.{fourth + 2}", inner)
+        for link in range(links):
+            out, inner = f"cxo{tag}{link}", f"cxi{tag}{link}"
+            third, fourth = divmod(_free_subnet(), 256)
+            _ip("link", "add", out, "type", "veth", "peer", "name", inner, "netns", name)
+            outer.append(out)
+            _ip("addr", "add", f"10.213.{third}.{fourth + 1}/30", "dev", out)
+            _ip("link", "set", out, "up")
+            _ip("-n", name, "addr", "add", f"10.213.{third}.{fourth + 2}/30", "dev", inner)
+            _ip("-n", name, "link", "set", inner, "up")
+            made.addresses.append(f"10.213.{third}.{fourth + 2}")
+            made.inner.append(inner)
+        yield made
     finally:
-        _ip("link", "del", outer, check=False)  # removes both ends
+        for out in outer:
+            _ip("link", "del", out, check=False)  # removes both ends
         _ip("netns", "del", name, check=False)

@@ -84,7 +84,7 @@ async def private_redis(
 ) -> AsyncIterator[PrivateRedis]:
     """Start ``redis-server`` in ``folder`` (AOF fsynced always if ``durable``); stop it afterwards, thawed first.
 
-    With ``netns`` it runs inside that namespace, listening on its address only.
+    With ``netns`` it runs inside that namespace, listening on its addresses only.
     """
     binary = shutil.which("redis-server")
     if binary is None:
@@ -97,7 +97,7 @@ async def private_redis(
         "--port",
         str(port),
         "--bind",
-        address,
+        *(netns.addresses if netns else [address]),
         # reached from this namespace, not its own loopback: only the test's namespaces can reach it
         *(("--protected-mode", "no") if netns else ()),
         "--save",
