@@ -13,21 +13,22 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import secrets
 import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from cortex.backends import BackendUrls
 from tests.cluster.conftest import ClusterFactory, LocalCluster, make_cluster
 from tests.conftest import BACKENDS
+from tests.faults.figures import record
+from tests.faults.ledger import Verdict
 from tests.servers.databases import urls_for
 
 __all__ = ["make_cluster"]  # the cluster tests' fixture, shared
@@ -35,12 +36,9 @@ __all__ = ["make_cluster"]  # the cluster tests' fixture, shared
 API = "echo"
 REPLICAS = 2
 USER_SERVER = str(Path(__file__).with_name("user_server.py"))
-#: seconds the user server takes per request: a kill finds some running
-WORK_SECONDS = 0.2
 #: short enough that a killed dequeuer's requests run again within the test, long enough for a loaded machine
 LEASE_SECONDS = 3.0
 GRACE_PERIOD = 3.0
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 def role(argv: list[str]) -> str | None:
@@ -146,89 +144,43 @@ class FaultCluster:
         await asyncio.to_thread(self.local.wait_live, API, REPLICAS, max(1.0, deadline - time.monotonic()))
 
 
+def cluster_options(backend: str, urls: BackendUrls) -> tuple[str, ...]:
+    """``cortex cluster up``'s options for the fault tests on ``backend`` at ``urls``."""
+    options: tuple[str, ...] = ("--grace-period", str(GRACE_PERIOD), "--lease-seconds", str(LEASE_SECONDS))
+    if backend != "sqlite":  # the embedded backends are the state directory's by default
+        options += ("--queue", urls.queue, "--store", urls.store, "--blobs", urls.blobs)
+    return options
+
+
+@contextlib.asynccontextmanager
+async def serving(make_cluster: ClusterFactory, backend: str, options: tuple[str, ...]) -> AsyncIterator[FaultCluster]:
+    """A cluster started with ``options``, serving the echo API at two replicas; stopped afterwards."""
+    local = await asyncio.to_thread(make_cluster, *options)
+    cluster = FaultCluster(backend, local, options)
+    try:
+        await asyncio.to_thread(cluster.deploy)
+        await cluster.wait_serving()
+        yield cluster
+    finally:
+        await asyncio.to_thread(local.cortex, "cluster", "down", check=False)
+        for pid in local.processes():
+            kill9(pid)
+
+
 @pytest.fixture(params=BACKENDS)
 async def fault_cluster(
     request: pytest.FixtureRequest, make_cluster: ClusterFactory, tmp_path: Path
 ) -> AsyncIterator[FaultCluster]:
     """A cluster serving the echo API at two replicas, on each backend; stopped before its namespace is dropped."""
-    async with urls_for(request.param, tmp_path) as urls:
-        options: tuple[str, ...] = ("--grace-period", str(GRACE_PERIOD), "--lease-seconds", str(LEASE_SECONDS))
-        if request.param != "sqlite":  # the embedded backends are the state directory's by default
-            options += ("--queue", urls.queue, "--store", urls.store, "--blobs", urls.blobs)
-        local = await asyncio.to_thread(make_cluster, *options)
-        cluster = FaultCluster(request.param, local, options)
-        try:
-            await asyncio.to_thread(cluster.deploy)
-            await cluster.wait_serving()
-            yield cluster
-        finally:
-            await asyncio.to_thread(local.cortex, "cluster", "down", check=False)
-            for pid in local.processes():
-                kill9(pid)
+    async with (
+        urls_for(request.param, tmp_path) as urls,
+        serving(make_cluster, request.param, cluster_options(request.param, urls)) as cluster,
+    ):
+        yield cluster
 
 
-@dataclasses.dataclass
-class Load:
-    """Submits requests at a steady rate until stopped, whatever happens to the cluster meanwhile.
-
-    Only a request answered ``200 {"id"}`` counts as acknowledged; one refused or left unanswered
-    (its gateway was down or died) never was, and is only counted.
-    """
-
-    endpoint: str
-    rate: float
-    #: every acknowledged id, with the payload it was sent with
-    acknowledged: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    refused: int = 0
-    submitted: int = 0
-
-    async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        pending: set[asyncio.Task[None]] = set()
-        limit = asyncio.Semaphore(32)  # a hung gateway must not pile up unbounded submissions
-        async with httpx.AsyncClient(timeout=5) as client:
-            while not stop.is_set():
-                self.submitted += 1
-                task = asyncio.create_task(self._submit(client, limit, self.submitted))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, started + self.submitted / self.rate - loop.time()))
-            await asyncio.gather(*pending)
-
-    async def _submit(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, n: int) -> None:
-        payload = {"n": n, "token": secrets.token_hex(8), "sleep": WORK_SECONDS}
-        async with limit:
-            try:
-                response = await client.post(self.endpoint, json=payload)
-            except httpx.TransportError:
-                self.refused += 1
-                return
-        if response.status_code != 200:
-            self.refused += 1
-            return
-        self.acknowledged[response.json()["id"]] = payload
-
-    async def outcomes(self, timeout: float) -> dict[str, dict[str, Any]]:
-        """The final status of every acknowledged request, once each has one (polled, at most ``timeout`` s)."""
-        final: dict[str, dict[str, Any]] = {}
-        waiting = list(self.acknowledged)
-        deadline = time.monotonic() + timeout
-        limit = asyncio.Semaphore(16)
-        async with httpx.AsyncClient(timeout=5) as client:
-
-            async def look(rid: str) -> None:
-                async with limit:
-                    response = await client.get(f"{self.endpoint}/{rid}")
-                data: dict[str, Any] = response.json()
-                if response.status_code == 404 or data.get("status") in TERMINAL:
-                    final[rid] = {"http": response.status_code, **data}
-
-            while waiting:
-                await asyncio.gather(*(look(rid) for rid in waiting))
-                waiting = [rid for rid in waiting if rid not in final]
-                if waiting and time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-        return final
+def report(test: str, backend: str, verdict: Verdict) -> None:
+    """Print the test's line of figures and write its row of ``docs/reliability-figures.md``."""
+    figures = verdict.figures()
+    print(f"\nfaults[{test}, {backend}]: {figures}; outcomes {dict(verdict.statuses)}")
+    record(test, backend, figures)

@@ -4,27 +4,24 @@ Under a steady load, the gateway, a dequeuer, a user container and the cluster p
 killed in turn. The cluster restarts the first three itself; the last is restarted with ``cortex
 cluster up``, which must first stop what the killed cluster left running. Then every request the
 gateway acknowledged must end, and each completed one must hold the user server's answer to it:
-its own id and its own payload. Requests refused while the gateway was down were never
-acknowledged and are only counted.
+its own id and its own payload (:mod:`tests.faults.ledger`). Requests refused while the gateway
+was down were never acknowledged and are only counted, within the fault's outage window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import REPLICAS, FaultCluster, Load, kill9
+from tests.faults.conftest import REPLICAS, FaultCluster, kill9, report
+from tests.faults.ledger import Ledger, Verdict
 
 pytestmark = pytest.mark.slow
 
-#: submissions per second, steady through every fault
-RATE = 25.0
 #: seconds of load before the first fault, between two, and after the last
 SETTLE = 2.0
 
@@ -79,52 +76,22 @@ FAULTS: list[tuple[str, Callable[[FaultCluster], Awaitable[None]]]] = [
 
 @pytest.mark.timeout(180)
 async def test_every_acknowledged_request_ends_with_its_own_answer_under_kill_9(fault_cluster: FaultCluster) -> None:
-    load = Load(fault_cluster.endpoint, RATE)
-    stop = asyncio.Event()
-    began = time.monotonic()
-    submitting = asyncio.create_task(load.run(stop))
+    ledger = await Ledger.sized(fault_cluster.endpoint)
     acknowledged = [0]  # before each fault, then at the end
-    recovery: dict[str, str] = {}
-    try:
+    async with ledger.running():
         await asyncio.sleep(SETTLE)
         for name, fault in FAULTS:
-            acknowledged.append(len(load.acknowledged))
-            start, refused = time.monotonic(), load.refused
-            await fault(fault_cluster)
-            recovery[name] = f"{time.monotonic() - start:.1f}s, {load.refused - refused} refused"
+            acknowledged.append(len(ledger.acknowledged))
+            async with ledger.outage(name):
+                await fault(fault_cluster)
             await asyncio.sleep(SETTLE)
-    finally:
-        stop.set()
-        await submitting
-    acknowledged.append(len(load.acknowledged))
-    loaded = time.monotonic() - began
-    outcomes = await load.outcomes(timeout=60)
+    acknowledged.append(len(ledger.acknowledged))
+    verdict = Verdict(ledger, await ledger.outcomes(timeout=60), fault_cluster.runs())
+    report("kill -9 of each process", fault_cluster.backend, verdict)
 
-    never_ended = sorted(set(load.acknowledged) - set(outcomes))
-    unknown = sorted(rid for rid, data in outcomes.items() if data["http"] == 404)
-    statuses = Counter(data.get("status", "unknown") for data in outcomes.values())
-    wrong = {
-        rid: data["result"]
-        for rid, data in outcomes.items()
-        if data.get("status") == "completed"
-        and (data["result"]["request_id"], data["result"]["payload"]) != (rid, load.acknowledged[rid])
-    }
-    failed = {rid: data["error"] for rid, data in outcomes.items() if data.get("status") == "failed"}
-    runs = fault_cluster.runs()
-    unrun = sorted(rid for rid, data in outcomes.items() if data.get("status") == "completed" and not runs[rid])
-    print(
-        f"\nfaults[{fault_cluster.backend}]: {load.submitted} submitted in {loaded:.1f}s, "
-        f"{len(load.acknowledged)} acknowledged, {load.refused} refused; {len(FAULTS)} faults, recovery {recovery}; "
-        f"outcomes {dict(statuses)}; lost {len(never_ended) + len(unknown)}; "
-        f"run more than once {sum(runs[rid] > 1 for rid in load.acknowledged)}"
-    )
     assert all(b > a for a, b in itertools.pairwise(acknowledged)), f"no load went through at times: {acknowledged}"
-    assert not never_ended, f"{len(never_ended)} acknowledged request(s) never ended, e.g. {never_ended[:5]}"
-    assert not unknown, f"{len(unknown)} acknowledged request(s) are unknown to the gateway, e.g. {unknown[:5]}"
-    assert not wrong, f"{len(wrong)} result(s) are not the user server's answer to their own request: {wrong}"
-    assert not unrun, f"{len(unrun)} request(s) completed without the user server running them: {unrun[:5]}"
     # a crash costs an attempt, and no request is near max_attempts here: each one ends completed
-    assert not failed, f"{len(failed)} request(s) failed: {failed}"
+    verdict.check()
     # and the restarted cluster, stopped, leaves nothing behind: no process of the killed one either
     await asyncio.to_thread(fault_cluster.local.cortex, "cluster", "down")
     assert await asyncio.to_thread(fault_cluster.local.processes) == []
