@@ -203,8 +203,7 @@ class Gateway:
             problem = None if refused is None else f"X-Cortex-Webhook-URL refused: {refused}"
         if problem is not None:
             return error_response(400, problem)
-        wait = wait_asked(request, query=False)
-        assert not isinstance(wait, Response)  # only a bad ?wait= is refused
+        wait = prefer_wait(request)
         request_id = new_id()
         digest = hashlib.sha256() if key is not None else None
         stream = limited(request.stream(), api.max_payload_size, digest, idle=self.settings.body_timeout)
@@ -486,34 +485,39 @@ class Gateway:
                 return removed
 
 
-def wait_asked(request: Request, *, query: bool = True) -> float | Response | None:
-    """The seconds ``Prefer: wait=N`` (or, with ``query``, ``?wait=N``) asks to wait, at most :data:`MAX_WAIT`.
+def wait_asked(request: Request) -> float | Response | None:
+    """The seconds ``?wait=N`` or ``Prefer: wait=N`` asks to wait (at most :data:`MAX_WAIT`), None when none
+    is asked, or the 400 of a bad ``?wait=``."""
+    text = request.query_params.get("wait")
+    if text is None:
+        return prefer_wait(request)
+    try:
+        asked = float(text)
+    except ValueError:
+        asked = math.nan
+    if not math.isfinite(asked) or asked < 0:
+        return error_response(400, f"wait must be a number of seconds from 0 to {MAX_WAIT:g} (got {shown(text, 40)!r})")
+    return min(asked, MAX_WAIT)
 
-    None when no wait is asked. A ``Prefer`` the gateway does not understand is ignored (RFC 7240);
-    a bad ``?wait=`` is answered 400.
+
+def prefer_wait(request: Request) -> float | None:
+    """The seconds ``Prefer: wait=N`` asks to wait, at most :data:`MAX_WAIT`; None when none is asked.
+
+    A preference the gateway does not understand, or a wait that is not a number, is ignored (RFC 7240).
     """
     asked: float | None = None
-    if query and "wait" in request.query_params:
-        text = request.query_params["wait"]
-        try:
-            asked = float(text)
-        except ValueError:
-            asked = None
-        if asked is None or not math.isfinite(asked) or asked < 0:
-            return error_response(
-                400, f"wait must be a number of seconds from 0 to {MAX_WAIT:g} (got {shown(text, 40)!r})"
-            )
     for header in request.headers.getlist("prefer"):
         for preference in header.split(","):
             name, _, value = preference.partition(";")[0].strip().partition("=")
-            if name.strip().lower() == "wait":
-                try:
-                    seconds = float(value.strip().strip('"'))
-                except ValueError:
-                    continue
-                if math.isfinite(seconds) and seconds >= 0:
-                    asked = seconds
-    return None if asked is None else min(asked, MAX_WAIT)
+            if name.strip().lower() != "wait":
+                continue
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                continue
+            if math.isfinite(seconds) and seconds >= 0:
+                asked = min(seconds, MAX_WAIT)
+    return asked
 
 
 def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:
