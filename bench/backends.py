@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import uvloop
 
-from bench import e2e, roundtrip
+from bench import e2e, profile, roundtrip
 from bench.cluster import Cluster, api_spec
 from bench.dispatch import probed, wait_for
 from bench.procs import memory_mb
@@ -54,6 +55,9 @@ def measure(
             cluster.up()
             try:
                 out[name] = _one_backend(cluster, work, name, runs, sequential, requests, replicas, concurrency)
+                if name == "postgres" and url is not None:
+                    # the price of a flush, apart from everything else: what each take and finish waits for
+                    out[name]["server_round_trips"] = profile.postgres_round_trips(url)
             finally:
                 cluster.down()
     return {"backends": out, "replicas": replicas, "max_concurrency": concurrency, "requests": requests}
@@ -67,24 +71,73 @@ def _one_backend(
         for _ in range(runs):
             rows.append({"one": e2e.summarize(*e2e.one_in_flight(target, sequential))})
     for index, row in enumerate(rows):
-        api = f"bench-f-{name}-{index}"
-        gate = work / f"gate-f-{name}-{index}"
-        cluster.deploy(api_spec(api, replicas=replicas, max_concurrency=concurrency, gate=gate), wait=False)
-        wait_for(partial(probed, work, gate.name, replicas), 120, "replicas to start")
-        row["preload_submits_per_s"] = uvloop.run(_submit(cluster.gateway_url, api, requests))
-        started = time.monotonic()
-        gate.touch()
-        uvloop.run(_drain(cluster, api, timeout=60 + requests / 50))
-        row["drain_s"] = time.monotonic() - started  # from the gate's opening to an empty queue
-        row["completions_per_s"] = requests / row["drain_s"]
-        row["dequeuer_rss_mb"] = [memory_mb(pid)["VmRSS"] for pid in cluster.dequeuer_pids(api)]
+        row |= _drain_run(cluster, work, name, f"{index}", requests, replicas, concurrency)
         print(
             f"  (f) {name} run {index + 1}: overhead p50 {row['one']['overhead_p50_ms']:.2f} ms,"
             f" p99 {row['one']['overhead_p99_ms']:.2f} ms; {row['completions_per_s']:.0f} completions/s",
             file=sys.stderr,
         )
-        cluster.delete(api)
-    return {"runs": rows}
+    # py-spy takes CPU from the processes it watches: its drain is an extra one, left out of the rates
+    sampled = _drain_run(cluster, work, name, "sampled", max(requests // 4, 1), replicas, concurrency, sample=True)
+    print(f"  (f) {name} sampled drain: {sampled['completions_per_s']:.0f} completions/s", file=sys.stderr)
+    return {"runs": rows, "sampled": sampled}
+
+
+def _drain_run(
+    cluster: Cluster,
+    work: Path,
+    name: str,
+    label: str,
+    requests: int,
+    replicas: int,
+    concurrency: int,
+    *,
+    sample: bool = False,
+) -> dict[str, Any]:
+    """Preload ``requests`` behind a readiness gate, open it, time the drain; account for its CPU."""
+    row: dict[str, Any] = {"requests": requests}
+    api = f"bench-f-{name}-{label}"
+    gate = work / f"gate-f-{name}-{label}"
+    cluster.deploy(api_spec(api, replicas=replicas, max_concurrency=concurrency, gate=gate), wait=False)
+    wait_for(partial(probed, work, gate.name, replicas), 120, "replicas to start")
+    row["preload_submits_per_s"] = uvloop.run(_submit(cluster.gateway_url, api, requests))
+    accounting = profile.Accounting(
+        {
+            "gateway": cluster.gateway_pids,
+            "dequeuers": partial(cluster.dequeuer_pids, api),
+            "user servers": partial(profile.with_env, f"BENCH_GATE={gate}"),
+            "database server": partial(profile.by_name, _SERVER_PROCESS[name]),
+            "harness": lambda: [os.getpid()],
+        },
+        _counters(name, cluster.backend_url),
+    )
+    with contextlib.ExitStack() as stack:
+        if sample:
+            spy = stack.enter_context(profile.sampled(cluster.dequeuer_pids(api)[0], work / f"spy-f-{name}.txt"))
+        accounting.start()
+        started = time.monotonic()
+        gate.touch()
+        uvloop.run(_drain(cluster, api, timeout=60 + requests / 50))
+        row["drain_s"] = time.monotonic() - started  # from the gate's opening to an empty queue
+    row["completions_per_s"] = requests / row["drain_s"]
+    row["profile"] = accounting.stop(requests)
+    if sample:
+        row["profile"]["one_dequeuer_sampled"] = spy
+    row["dequeuer_rss_mb"] = [memory_mb(pid)["VmRSS"] for pid in cluster.dequeuer_pids(api)]
+    cluster.delete(api)
+    return row
+
+
+#: the command name of each backend's server processes (none for the embedded one)
+_SERVER_PROCESS = {"sqlite": "-", "redis": "redis-server", "postgres": "postgres"}
+
+
+def _counters(name: str, url: str | None) -> Any:
+    if name == "postgres" and url is not None:
+        return profile.postgres_counters(url.partition("?")[0])
+    if name == "redis" and url is not None:
+        return profile.redis_counters(url.partition("?")[0])
+    return profile.no_counters
 
 
 async def _submit(gateway_url: str, api: str, count: int) -> float:

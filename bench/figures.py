@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from bench.profile import RATE
 from bench.stats import latency_summary, median
 
 
@@ -154,3 +155,131 @@ def _backends(raw: dict[str, Any]) -> list[Row]:
                     baseline, None if baseline is None else values[key] / baseline)
             )  # fmt: skip
     return out
+
+
+#: issue 15's targets for (f): each backend's dispatch rate at least this times SQLite's, in the same run
+TARGETS = {"redis": 1.0, "postgres": 0.6}
+#: the kinds of process whose CPU (f) accounts for, in the order shown
+_PROCESSES = ("gateway", "dequeuers", "user servers", "database server", "harness")
+
+
+def drain_profile(results: dict[str, Any]) -> list[str]:
+    """The (f) drains' accounting and the sampled dequeuer, as Markdown (empty without profiles)."""
+    raw = results.get("backends", {}).get("backends", {})
+    names = [name for name, backend in raw.items() if "profile" in backend["runs"][0]]
+    if not names:
+        return []
+    facts = profile_facts(results)
+    counters = sorted(
+        {key for name in names for r in raw[name]["runs"] for key in r["profile"]["server_per_completion"]}
+    )
+    lines = [
+        "## Where a drain's time goes (scenario f)",
+        "",
+        "Medians over the measured drains of (f), per completion; the database server's CPU and counters are",
+        "the whole server's (other sessions on the shared machine included). The sampled drain is an extra one",
+        f"(a quarter of the requests) with py-spy attached to one dequeuer at {RATE} samples/s; its rate is not",
+        "in the table above.",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+        "| dispatch, completions/s | " + " | ".join(facts[f"{n}.rate"] for n in names) + " |",
+        "| preload, submits/s (32 clients at once) | " + " | ".join(facts[f"{n}.submits"] for n in names) + " |",
+        "| machine busy, cores | " + " | ".join(f"{facts[f'{n}.busy']} of {facts[f'{n}.cores']}" for n in names) + " |",
+        *(
+            f"| CPU ms per completion: {proc} | " + " | ".join(facts[f"{n}.cpu.{proc}"] for n in names) + " |"
+            for proc in (*_PROCESSES, "all of these")
+        ),
+        *(
+            f"| server {key} per completion | " + " | ".join(facts.get(f"{n}.server.{key}", "") for n in names) + " |"
+            for key in counters
+        ),
+        "| round trip alone, writing nothing / committing one row, ms | "
+        + " | ".join(
+            f"{facts[f'{n}.rt.read_ms']} / {facts[f'{n}.rt.commit_ms']}" if f"{n}.rt.read_ms" in facts else ""
+            for n in names
+        )
+        + " |",
+        "| sampled drain, completions/s | " + " | ".join(facts[f"{n}.sampled.rate"] for n in names) + " |",
+        "| sampled dequeuer: busy (samples / rate / time) | "
+        + " | ".join(facts.get(f"{n}.sampled.busy", "") for n in names)
+        + " |",
+    ]
+    categories: list[str] = []
+    for n in names:
+        for key in raw[n]["sampled"]["profile"].get("one_dequeuer_sampled", {}).get("categories", {}):
+            if key not in categories:
+                categories.append(key)
+    lines += [
+        f"| sampled dequeuer: {key} | " + " | ".join(facts.get(f"{n}.sampled.{key}", "") for n in names) + " |"
+        for key in categories
+    ]
+    lines += ["", "Functions with the most samples of their own in the sampled dequeuer:", ""]
+    for n in names:
+        top = raw[n]["sampled"]["profile"].get("one_dequeuer_sampled", {}).get("top_functions", [])
+        lines.append(f"- {n}: " + "; ".join(f"`{func}` {share:.0%}" for func, share in top[:6]))
+    return [*lines, ""]
+
+
+def profile_facts(results: dict[str, Any]) -> dict[str, str]:
+    """Named, formatted figures of (f), for the tables and for ``{{name}}`` in bench/notes.md."""
+    raw = results.get("backends", {}).get("backends", {})
+    facts: dict[str, str] = {}
+    rates: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    for n, backend in raw.items():
+        runs = backend["runs"]
+        rates[n] = median([r["completions_per_s"] for r in runs])
+        facts[f"{n}.rate"] = f"{rates[n]:,.0f}"
+        facts[f"{n}.runs"] = ", ".join(f"{r['completions_per_s']:,.0f}" for r in runs)
+        facts[f"{n}.p50"] = f"{median([r['one']['overhead_p50_ms'] for r in runs]):.2f}"
+        facts[f"{n}.submits"] = f"{median([r['preload_submits_per_s'] for r in runs]):,.0f}"
+        if "profile" not in runs[0]:
+            continue
+        profiles = [r["profile"] for r in runs]
+        facts[f"{n}.busy"] = f"{median([p['machine_busy_cores'] for p in profiles]):.2f}"
+        facts[f"{n}.cores"] = f"{median([p['machine_cores'] for p in profiles]):.1f}"
+        for proc in _PROCESSES:
+            facts[f"{n}.cpu.{proc}"] = f"{median([p['cpu_ms_per_completion'][proc] for p in profiles]):.3f}"
+        total = [sum(p["cpu_ms_per_completion"][proc] for proc in _PROCESSES) for p in profiles]
+        facts[f"{n}.cpu.all of these"] = f"{median(total):.3f}"
+        cores = [r["completions_per_s"] * spent / 1000 for r, spent in zip(runs, total, strict=True)]
+        facts[f"{n}.ours"] = f"{median(cores):.2f}"  # cores that cortex, its user servers and the server kept busy
+        totals[n] = median(total)
+        for key in {k for p in profiles for k in p["server_per_completion"]}:
+            facts[f"{n}.server.{key}"] = f"{median([p['server_per_completion'].get(key, 0.0) for p in profiles]):.3f}"
+        facts |= _server_and_sampled(n, backend)
+    for n in rates:
+        if "sqlite" in rates and n != "sqlite":
+            facts[f"{n}.ratio"] = f"{rates[n] / rates['sqlite']:.2f}x"
+            if n in TARGETS:
+                met = rates[n] / rates["sqlite"] >= TARGETS[n]
+                facts[f"{n}.target"] = f"{'reached' if met else 'missed'} its target of {TARGETS[n]:.1f}x"
+            if "sqlite" in totals and n in totals:
+                # the ratio the rates would have if only CPU limited them: SQLite's CPU per completion over this one's
+                facts[f"{n}.cpu_ratio"] = f"{totals['sqlite'] / totals[n]:.2f}x"
+    machine = results.get("machine", {})
+    facts["f.load"] = str(machine.get("(f) rerun", machine.get("load average (1 min) at start", "?")))
+    # the figures a rerun replaced, and snapshots kept by name (``baseline:<what>``: merges carry them along)
+    earlier = {"previous": results.get("previous", {})}
+    earlier |= {key: value for key, value in results.items() if key.startswith("baseline:")}
+    for label, figures in earlier.items():
+        if "backends" in figures:
+            facts |= {f"{label}.{key}": value for key, value in profile_facts(figures).items()}
+    return facts
+
+
+def _server_and_sampled(n: str, backend: dict[str, Any]) -> dict[str, str]:
+    """The facts of a backend's server round trips and of its sampled drain."""
+    facts: dict[str, str] = {}
+    for key, value in backend.get("server_round_trips", {}).items():
+        facts[f"{n}.rt.{key}"] = f"{value:.2f}"
+    sampled = backend.get("sampled")
+    if sampled:
+        facts[f"{n}.sampled.rate"] = f"{sampled['completions_per_s']:,.0f}"
+        spy = sampled["profile"].get("one_dequeuer_sampled", {})
+        if "busy_fraction" in spy:
+            facts[f"{n}.sampled.busy"] = f"{spy['busy_fraction']:.0%}"
+            for key, share in spy["categories"].items():
+                facts[f"{n}.sampled.{key}"] = f"{share:.0%}"
+    return facts

@@ -96,7 +96,12 @@ def merged(old: dict[str, Any], new: dict[str, Any], only: set[str]) -> dict[str
     figures = {key: value for key, value in new.items() if key not in ("machine", "settings", "commands")}
     out = old | figures
     rerun = f"{new['machine']['date']}, load average (1 min) {new['machine']['load average (1 min) at start']} at start"
-    out["machine"] = old["machine"] | {f"({','.join(sorted(only))}) rerun": rerun}
+    label = f"({','.join(sorted(only))}) rerun"
+    # the figures this rerun replaces, so that the notes can compare with the run before
+    out["previous"] = {key: old[key] for key in figures if key in old} | {
+        "machine": {key: value for key, value in old["machine"].items() if key == label}
+    }
+    out["machine"] = old["machine"] | {label: rerun}
     out["commands"] = [
         *old.get("commands", []),
         *(c for c in new.get("commands", []) if c not in old.get("commands", [])),

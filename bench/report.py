@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from bench.figures import Row
+from bench.figures import Row, drain_profile, profile_facts
 
 _SCENARIOS = {
     "a": "submit throughput",
@@ -48,10 +49,23 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
         "|---|---|---:|---:|---:|---|---|",
         *(_row(row) for row in table),
         "",
-        notes.strip(),
+        *drain_profile(results),
+        fill(notes, profile_facts(results)).strip(),
         "",
     ]
     return "\n".join(lines)
+
+
+def fill(notes: str, facts: dict[str, str]) -> str:
+    """``notes`` with each ``{{name}}`` replaced by the figure of that name (so prose quotes the harness)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in facts:
+            raise KeyError(f"bench/notes.md names {{{{{name}}}}}, which this run's results do not have")
+        return facts[name]
+
+    return re.sub(r"\{\{([^{}]+)\}\}", one, notes)
 
 
 def _row(row: Row) -> str:

@@ -29,10 +29,10 @@ def test_is_local(url: str, local: bool) -> None:
 @pytest.mark.parametrize(
     ("queue", "store", "blobs", "given", "refused"),
     [
-        (REDIS, PG, FILES, False, True),  # --blobs forgotten on a host of a cluster
+        (PG, PG, FILES, False, True),  # --blobs forgotten on a host of a cluster
         (REDIS, REDIS, FILES, False, True),
-        (REDIS, PG, FILES, True, False),  # a folder every host mounts, given on purpose
-        (REDIS, PG, S3, True, False),
+        (PG, PG, FILES, True, False),  # a folder every host mounts, given on purpose
+        (PG, PG, S3, True, False),
         ("sqlite:///s/cortex.db", "sqlite:///s/cortex.db", FILES, False, False),  # one machine
         (REDIS, "sqlite:///s/cortex.db", FILES, False, False),
     ],
@@ -50,9 +50,9 @@ def test_blobs_left_to_their_default_beside_a_shared_queue_and_store(
 
 
 def test_kubernetes_wants_every_backend_shared() -> None:
-    check_shared(BackendUrls(queue=REDIS, store=PG, blobs=S3))
+    check_shared(BackendUrls(queue=PG, store=PG, blobs=S3))
     with pytest.raises(CortexError, match=f"the blobs is {FILES}, which only this machine can reach"):
-        check_shared(BackendUrls(queue=REDIS, store=PG, blobs=FILES))
+        check_shared(BackendUrls(queue=PG, store=PG, blobs=FILES))
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_kubernetes_wants_every_backend_shared() -> None:
 )
 def test_the_commands_refuse_to_start_without_blobs(command: list[str], code: int, tmp_path: Path) -> None:
     # port 1 on loopback: nothing is reached, the check comes before any connection
-    shared = ["--queue", "redis://127.0.0.1:1/0", "--store", "postgresql://cortex@127.0.0.1:1/cortex"]
+    shared = ["--queue", "redis://127.0.0.1:1/0", "--store", "redis://127.0.0.1:1/0"]
     result = subprocess.run(
         [sys.executable, "-m", *command, "--state-dir", str(tmp_path), *shared],
         capture_output=True,

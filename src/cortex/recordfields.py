@@ -4,6 +4,10 @@ Adding a field to the record is one :class:`Field` here (and the attribute on
 :class:`~cortex.requests.RequestRecord`), plus one migration for each SQL backend
 (:data:`cortex.sqlitetables.MIGRATIONS`, :data:`cortex.store.postgres.MIGRATIONS`); Redis hashes take
 any field. ``tests/backends/test_migrations.py`` fails while a declared column has no migration.
+
+A field given ``shown=(Shown(schema),)`` is also in the record's JSON (the GET answer and webhooks,
+:mod:`cortex.recordanswer`), in the OpenAPI document's ``Request`` schema and in the status page's
+request view, all derived from :data:`ANSWER`; ``tests/test_recordanswer.py`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from cortex.requests import RequestError, RequestRecord, Status
+from cortex.requests import ErrorKind, RequestError, RequestRecord, Status
 
 
 class Kind(enum.Enum):
@@ -24,17 +28,17 @@ class Kind(enum.Enum):
     REAL = ("REAL", "DOUBLE PRECISION")
     INTEGER = ("INTEGER", "INTEGER")
     BYTES = ("BLOB", "BYTEA")
-    JSON = ("TEXT", "TEXT")  #: JSON text
+    JSON = ("TEXT", "TEXT", "json")  #: JSON text (its own member: a bare ("TEXT", "TEXT") would alias TEXT)
 
     @property
     def sqlite(self) -> str:
         """The column type in SQLite."""
-        return self.value[0]
+        return str(self.value[0])
 
     @property
     def postgres(self) -> str:
         """The column type in PostgreSQL."""
-        return self.value[1]
+        return str(self.value[1])
 
 
 class Part(enum.Enum):
@@ -45,6 +49,28 @@ class Part(enum.Enum):
     STORED = "stored"  #: written and used by the store itself (idempotency), never read into a record
 
 
+class Render(enum.Enum):
+    """How a shown field's value becomes JSON."""
+
+    VALUE = "value"  #: as it is (a string, a number, a JSON object)
+    TIMESTAMP = "timestamp"  #: a Unix time as RFC 3339 UTC with milliseconds
+    SECONDS = "seconds"  #: a Unix time as RFC 3339 UTC, whole seconds (Cortex's ``timestamp``)
+    ERROR = "error"  #: a :class:`~cortex.requests.RequestError` as ``{"kind", "message"}``
+    JSON_BYTES = "json_bytes"  #: stored JSON bytes, spliced into the answer as they are (never re-parsed)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shown:
+    """How a field appears in the record's JSON (the GET answer, webhooks) and its OpenAPI schema."""
+
+    schema: Mapping[str, Any]  #: its JSON Schema in the OpenAPI document
+    key: str = ""  #: its key in the JSON; the field's name when empty
+    attr: str = ""  #: the :class:`~cortex.requests.RequestRecord` attribute it shows; the field's name when empty
+    render: Render = Render.VALUE
+    always: bool = False  #: shown even when unset (and required in the schema); else only when set
+    completed_only: bool = False  #: shown only while the request is ``completed``
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Field:
     """One field of the stored record."""
@@ -53,22 +79,95 @@ class Field:
     kind: Kind
     part: Part = Part.LIGHT
     required: bool = False
+    #: how it appears in the record's JSON: nothing (not shown), or one or more keys
+    shown: tuple[Shown, ...] = ()
 
+
+_TIMESTAMP = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
 
 FIELDS: tuple[Field, ...] = (
-    Field("id", Kind.TEXT, required=True),
+    Field("id", Kind.TEXT, required=True, shown=(Shown({"$ref": "#/components/schemas/RequestId"}, always=True),)),
     Field("api", Kind.TEXT, required=True),
-    Field("status", Kind.TEXT, required=True),
-    Field("created_at", Kind.REAL, required=True),
-    Field("expires_at", Kind.REAL, required=True),
-    Field("attempts", Kind.INTEGER, required=True),
-    Field("started_at", Kind.REAL),
-    Field("finished_at", Kind.REAL),
-    Field("result", Kind.BYTES),
-    Field("error_kind", Kind.TEXT),
-    Field("error_message", Kind.TEXT),
+    Field(
+        "status",
+        Kind.TEXT,
+        required=True,
+        shown=(Shown({"type": "string", "enum": [status.value for status in Status]}, always=True),),
+    ),
+    Field("created_at", Kind.REAL, required=True, shown=(Shown(_TIMESTAMP, render=Render.TIMESTAMP, always=True),)),
+    Field(
+        "expires_at",
+        Kind.REAL,
+        required=True,
+        shown=(
+            Shown(
+                {**_TIMESTAMP, "description": "When the record and its result are removed."},
+                render=Render.TIMESTAMP,
+                always=True,
+            ),
+        ),
+    ),
+    Field("attempts", Kind.INTEGER, required=True, shown=(Shown({"type": "integer", "minimum": 0}, always=True),)),
+    Field("started_at", Kind.REAL, shown=(Shown(_TIMESTAMP, render=Render.TIMESTAMP),)),
+    Field(
+        "finished_at",
+        Kind.REAL,
+        shown=(
+            Shown(_TIMESTAMP, render=Render.TIMESTAMP),
+            Shown(
+                {**_TIMESTAMP, "description": "When it completed (RFC 3339, UTC, seconds); when completed."},
+                key="timestamp",
+                render=Render.SECONDS,
+                completed_only=True,
+            ),
+        ),
+    ),
+    Field(
+        "result",
+        Kind.BYTES,
+        shown=(
+            Shown(
+                {"description": "Exactly the JSON the user server answered (any JSON value); when completed."},
+                render=Render.JSON_BYTES,
+                completed_only=True,
+            ),
+        ),
+    ),
+    Field(
+        "error_kind",
+        Kind.TEXT,
+        shown=(
+            Shown(
+                {
+                    "type": "object",
+                    "description": "Why it failed; when failed.",
+                    "required": ["kind", "message"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": [kind.value for kind in ErrorKind]},
+                        "message": {"type": "string"},
+                    },
+                },
+                key="error",
+                attr="error",
+                render=Render.ERROR,
+            ),
+        ),
+    ),
+    Field("error_message", Kind.TEXT),  # shown in "error", with error_kind
     Field("webhook_url", Kind.TEXT),
-    Field("webhook", Kind.JSON),
+    Field(
+        "webhook",
+        Kind.JSON,
+        shown=(
+            Shown(
+                {
+                    "type": "object",
+                    "description": "The delivery of the request's webhook, once one was tried.",
+                    "additionalProperties": True,
+                }
+            ),
+        ),
+    ),
     Field("headers", Kind.JSON, Part.FULL),
     Field("payload", Kind.BYTES, Part.FULL),
     Field("payload_ref", Kind.TEXT, Part.FULL),
@@ -81,26 +180,65 @@ LIGHT: tuple[str, ...] = tuple(field.name for field in FIELDS if field.part is P
 #: what the start of a request returns: the light fields, then the payload and headers
 FULL: tuple[str, ...] = LIGHT + tuple(field.name for field in FIELDS if field.part is Part.FULL)
 
+#: the record's JSON keys in the order they have always been answered: Cortex's four, then the
+#: extensions. A shown key not named here (a field added since) comes after these, in declaration order.
+ANSWER_ORDER: tuple[str, ...] = (
+    "id",
+    "status",
+    "result",
+    "timestamp",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "expires_at",
+    "attempts",
+    "webhook",
+)
+
+
+def answer_of(fields: tuple[Field, ...]) -> tuple[Shown, ...]:
+    """What the record's JSON shows of ``fields``, in answer order (keys and attributes filled in)."""
+    shown = [
+        dataclasses.replace(each, key=each.key or field.name, attr=each.attr or field.name)
+        for field in fields
+        for each in field.shown
+    ]
+    keys = [each.key for each in shown]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a key of the record's JSON is shown twice: {keys}")
+    rank = {key: index for index, key in enumerate(ANSWER_ORDER)}
+    return tuple(sorted(shown, key=lambda each: rank.get(each.key, len(rank))))
+
+
+#: the record's JSON (:mod:`cortex.recordanswer`), in order
+ANSWER = answer_of(FIELDS)
+
+
+#: the fields read into a record's attribute of the same name as they are (JSON text decoded)
+_PLAIN = tuple(
+    field.name
+    for field in FIELDS
+    if field.part is not Part.STORED
+    and field.name not in ("status", "attempts", "error_kind", "error_message", "headers")
+)
+_PLAIN_JSON = tuple(name for name in _PLAIN if BY_NAME[name].kind is Kind.JSON)
+
 
 def record_from(values: Mapping[str, Any]) -> RequestRecord:
     """The record of ``values`` (field name -> value as the backend typed it; missing fields are unset)."""
-    kind, webhook, headers = values.get("error_kind"), values.get("webhook"), values.get("headers")
+    get = values.get
+    plain: dict[str, Any] = {name: get(name) for name in _PLAIN}
+    for name in _PLAIN_JSON:
+        if plain[name] is not None:
+            plain[name] = json.loads(plain[name])
+    kind, headers = values.get("error_kind"), values.get("headers")
     return RequestRecord(
-        id=values["id"],
-        api=values["api"],
         status=Status(values["status"]),
-        created_at=values["created_at"],
-        expires_at=values["expires_at"],
         attempts=values.get("attempts") or 0,
-        started_at=values.get("started_at"),
-        finished_at=values.get("finished_at"),
-        result=values.get("result"),
         error=None if kind is None else RequestError(kind=kind, message=values.get("error_message") or ""),
-        webhook_url=values.get("webhook_url"),
-        webhook=None if webhook is None else json.loads(webhook),
         headers=tuple((k, v) for k, v in json.loads(headers)) if headers else (),
-        payload=values.get("payload"),
-        payload_ref=values.get("payload_ref"),
+        **plain,
     )
 
 

@@ -70,7 +70,13 @@ class RecordingRuntime(Runtime):
         return self.counts.get(api, 0)
 
     async def logs(
-        self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
+        self,
+        api: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        request_id: str | None = None,
+        replica: str | None = None,
     ) -> AsyncIterator[str]:
         lines: tuple[str, ...] = ()
         for line in lines:

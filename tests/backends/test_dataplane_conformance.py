@@ -50,6 +50,31 @@ async def test_a_held_idempotency_key_stores_and_queues_nothing(backends: Backen
     assert (await backends.queue.depth("api")).queued == 1
 
 
+async def test_concurrent_submissions_each_get_their_own_answer(backends: Backends) -> None:
+    """Submitted together (one batch where the backend batches): keys held, repeated and fresh."""
+    assert await backends.plane.submit(new("r0", key="held", digest="d0")) is None
+    answers = await asyncio.gather(
+        backends.plane.submit(new("r1", key="k", digest="d1")),
+        backends.plane.submit(new("r2")),
+        backends.plane.submit(new("r3", key="held", digest="d3")),
+        backends.plane.submit(new("r4", key="k", digest="d4")),
+        backends.plane.submit(new("r5", key="a")),
+    )
+    assert list(answers) == [
+        None,
+        None,
+        Duplicate(id="r0", body_digest="d0"),
+        Duplicate(id="r1", body_digest="d1"),
+        None,
+    ]
+    for rid in ("r1", "r2", "r5"):
+        record = await backends.records.get("api", rid, now=now())
+        assert record is not None and record.status == Status.IN_QUEUE
+    for rid in ("r3", "r4"):
+        assert await backends.records.get("api", rid, now=now()) is None
+    assert (await backends.queue.depth("api")).queued == 4
+
+
 async def test_an_expired_holder_frees_its_idempotency_key(backends: Backends) -> None:
     first = new("r1", key="k", retention=0.05)
     assert await backends.plane.submit(first) is None

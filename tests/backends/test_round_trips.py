@@ -67,6 +67,29 @@ async def test_concurrent_finishes_share_one_round_trip(backend: str, tmp_path: 
         assert sent[1] == 1
 
 
-def _new() -> NewRequest:
+@pytest.mark.parametrize("backend", ["postgres"])  # Redis keeps nothing on disk: no flush to share
+async def test_concurrent_submissions_share_one_round_trip(backend: str, tmp_path: Path) -> None:
+    async with proxied(backend, tmp_path) as (through, direct, proxy):
+        sent = []
+        for batch in range(2):  # the first batch also prepares the statement
+            before = proxy.sent
+            requests = [_new(key=f"key-{batch}-{index % 6}") for index in range(8)]
+            answers = await asyncio.gather(*(through.plane.submit(request) for request in requests))
+            sent.append(proxy.sent - before)
+            assert answers[:6] == [None] * 6
+            assert [answer and answer.id for answer in answers[6:]] == [requests[0].id, requests[1].id]
+        assert sent[1] == 1
+        assert (await direct.queue.depth("echo")).queued == 12  # 6 per batch: its last 2 keys were repeats
+
+
+def _new(key: str | None = None) -> NewRequest:
     created = now()
-    return NewRequest(id=new_id(), api="echo", created_at=created, expires_at=created + 60, headers=(), payload=b"{}")
+    return NewRequest(
+        id=new_id(),
+        api="echo",
+        created_at=created,
+        expires_at=created + 60,
+        headers=(),
+        payload=b"{}",
+        idempotency_key=key,
+    )

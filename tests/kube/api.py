@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from tests.kube.cluster import SERVER_FIELDS, Cluster, Event, Gone, is_terminating
+from tests.kube.logs import stamped
 from tests.kube.ownership import ApplyConflict, FieldOwners, fields
 from tests.kube.patches import PatchError, json_patch, merge_patch
 from tests.kube.resources import DEPLOYMENT, ResourceType, by_kind, matches_fields, matches_labels, selector_string
@@ -400,17 +401,22 @@ class KubeApi:
         if container not in containers:
             raise ApiFailure(400, f"container {container} is not valid for pod {name}")
         tail = int(params["tailLines"]) if params.get("tailLines") else None
+        timestamps = _flag(params.get("timestamps"))
+
+        def text(written: int, line: str) -> str:
+            return f"{stamped(line, written) if timestamps else line}\n"
+
         lines = self.cluster.logs.tail(name, container, tail)
         if not _flag(params.get("follow")):
-            return PlainTextResponse("".join(f"{line}\n" for line in lines))
+            return PlainTextResponse("".join(text(*line) for line in lines))
         logs, follower = self.cluster.logs, self.cluster.logs.follow(name, container)
 
         async def stream() -> AsyncIterator[bytes]:
             try:
                 for line in lines:
-                    yield f"{line}\n".encode()
+                    yield text(*line).encode()
                 while (appended := await follower.get()) is not None:
-                    yield f"{appended}\n".encode()
+                    yield text(*appended).encode()
             finally:
                 logs.unfollow(name, container, follower)
 

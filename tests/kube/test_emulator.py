@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -572,6 +573,9 @@ async def test_logs_with_tail_and_follow(kube: Emulator, kube_client: lightkube.
     kube.set_logs(pod, "api", ["one", "two", "three"])
     assert [line async for line in kube_client.log(pod, container="api")] == ["one\n", "two\n", "three\n"]
     assert [line async for line in kube_client.log(pod, tail_lines=2)] == ["two\n", "three\n"]
+    # timestamps=true: each line after when it was written, RFC 3339 with nanoseconds
+    (stamped,) = [line async for line in kube_client.log(pod, tail_lines=1, timestamps=True)]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z three\n", stamped), stamped
     followed = aiter(kube_client.log(pod, container="api", follow=True, tail_lines=1))
     try:
         assert await asyncio.wait_for(anext(followed), WAIT) == "three\n"

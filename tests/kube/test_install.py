@@ -27,8 +27,8 @@ TOKEN = "operator-token-0123456789abcdef"
 CHAIN_KEY = "chain-key-0123456789abcdefghij"
 REPLICA_TOKEN = "replica-token-0123456789abcdef"
 USER_KEY = "user-key-0123456789abcdefghijkl"
-QUEUE_URL = "redis://:queue-password@redis.cortex.svc:6379/0"
-STORE_URL = "postgresql://cortex:store-password@postgres.cortex.svc:5432/cortex"
+#: one server for both (two are refused)
+QUEUE_URL = STORE_URL = "postgresql://cortex:store-password@postgres.cortex.svc:5432/cortex"
 BLOBS_URL = "s3://bucket/prefix?secret_access_key=blobs-secret"
 
 

@@ -218,23 +218,40 @@ async def test_logs_of_every_container_prefixed_and_filtered(kube: Emulator, run
     await runtime.apply(spec(), deployment_id="d1", config_dir=Path("."), replicas=1)
     await eventually(lambda: len(runtime.replicas("worker")) == 1, "one replica")
     (pod,) = pod_names(kube)
-    kube.set_logs(pod, "api", ["starting", "handled 01abc"])
-    kube.set_logs(pod, "dequeuer", ["request 01abc completed"])
+    kube.set_logs(pod, "dequeuer", ["dequeuer up"])
+    kube.set_logs(pod, "api", ["starting"])
+    kube.append_log(pod, "dequeuer", "request 01abc started")
+    kube.append_log(pod, "api", "handled 01abc")
+    kube.append_log(pod, "dequeuer", "request 01abc completed")
     lines = [line async for line in runtime.logs("worker", follow=False)]
-    assert lines == [f"[{pod} api] starting", f"[{pod} api] handled 01abc", f"[{pod} dequeuer] request 01abc completed"]
+    # merged by the API server's timestamps, not container by container
+    assert lines == [
+        f"[{pod} dequeuer] dequeuer up",
+        f"[{pod} api] starting",
+        f"[{pod} dequeuer] request 01abc started",
+        f"[{pod} api] handled 01abc",
+        f"[{pod} dequeuer] request 01abc completed",
+    ]
     only = [line async for line in runtime.logs("worker", follow=False, request_id="01abc")]
-    assert len(only) == 2
-    tail = [line async for line in runtime.logs("worker", follow=False, tail=1)]
-    assert tail == [f"[{pod} api] handled 01abc", f"[{pod} dequeuer] request 01abc completed"]
+    assert only == lines[2:]
+    tail = [line async for line in runtime.logs("worker", follow=False, tail=2)]
+    assert tail == lines[-2:]  # two lines overall
+    assert [line async for line in runtime.logs("worker", follow=False, tail=1, replica=pod)] == lines[-1:]
+    assert [line async for line in runtime.logs("worker", follow=False, replica="another-pod")] == []
 
 
 async def test_logs_follow_streams_new_lines(kube: Emulator, runtime: KubernetesRuntime) -> None:
     await runtime.apply(spec(), deployment_id="d1", config_dir=Path("."), replicas=1)
     await eventually(lambda: len(runtime.replicas("worker")) == 1, "one replica")
     (pod,) = pod_names(kube)
-    kube.set_logs(pod, "api", ["first"])
-    stream = runtime.logs("worker", follow=True)
-    assert await asyncio.wait_for(anext(stream), 5) == f"[{pod} api] first"
+    kube.set_logs(pod, "api", ["zero", "first"])
+    kube.set_logs(pod, "dequeuer", ["dequeuer up"])
+    stream = runtime.logs("worker", follow=True, tail=2)
+    # the last two lines overall, then what comes, each line once
+    assert [await asyncio.wait_for(anext(stream), 5) for _ in range(2)] == [
+        f"[{pod} api] first",
+        f"[{pod} dequeuer] dequeuer up",
+    ]
     kube.append_log(pod, "api", "second")
     assert await asyncio.wait_for(anext(stream), 5) == f"[{pod} api] second"
     # a pod that starts later is followed too, from its first line

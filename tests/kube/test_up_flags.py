@@ -13,12 +13,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from cortex.backends import BackendUrls, check_one_server
 from cortex.cli import kube_cluster
 from cortex.cli.cluster import LOCAL_ONLY_OPTIONS, up
 from cortex.cli.main import cli
+from cortex.errors import BackendError
 
 BASE = ["cluster", "up", "--provider", "kubernetes", "--dry-run"]
-BASE += ["--queue", "redis://redis:6379/0", "--store", "postgresql://pg/cortex", "--blobs", "s3://bucket/prefix"]
+BASE += ["--queue", "redis://redis:6379/0", "--store", "redis://redis:6379/0", "--blobs", "s3://bucket/prefix"]
 
 #: options whose value changes the objects installed, with a value other than their default
 IN_THE_INSTALL: dict[str, list[str]] = {
@@ -27,8 +29,9 @@ IN_THE_INSTALL: dict[str, list[str]] = {
     "grace_period": ["--grace-period", "45"],
     "lease_seconds": ["--lease-seconds", "12"],
     "autoscaler_tick": ["--autoscaler-tick", "5"],
-    "queue_url": ["--queue", "redis://elsewhere:6379/1"],
-    "store_url": ["--store", "postgresql://elsewhere/cortex"],
+    # the queue and the store are one server: each is changed with the other
+    "queue_url": ["--queue", "postgresql://pg/cortex", "--store", "postgresql://pg/cortex"],
+    "store_url": ["--queue", "redis://redis:6379/0?prefix=other", "--store", "redis://redis:6379/0?prefix=other"],
     "blobs_url": ["--blobs", "s3://other-bucket"],
     "api_keys": ["--api-key", "user-key-0123456789abcdefghijkl"],
     "operator_token": ["--operator-token", "operator-token-0123456789abcdef"],
@@ -160,3 +163,21 @@ def test_the_gateway_command_reads_the_webhook_guard_cluster_up_rendered() -> No
     assert params["port"] == 9000
     plain = cli.commands["gateway"].make_context("gateway", args_of(dry_run(), "gateway")).params
     assert plain["refuse_private_webhooks"] is False
+
+
+@pytest.mark.parametrize(
+    ("queue", "store"),
+    [
+        ("redis://redis:6379/0", "postgresql://cortex:secret@pg/cortex"),
+        ("redis://redis:6379/0", "redis://redis:6379/0?prefix=other"),
+    ],
+    ids=["two servers", "two prefixes"],
+)
+def test_a_queue_and_a_store_on_two_servers_are_refused_as_on_this_machine(queue: str, store: str) -> None:
+    with pytest.raises(BackendError) as local:
+        check_one_server(BackendUrls(queue=queue, store=store, blobs="s3://bucket/prefix"))
+    result = CliRunner().invoke(cli, [*BASE, "--queue", queue, "--store", store])
+    assert result.exit_code == 1
+    assert str(local.value) in result.output and "pass the same URL as --queue and --store" in result.output
+    assert "secret" not in result.output
+    assert "kind: Deployment" not in result.output  # nothing is rendered, let alone applied

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from cortex.runtime.process import ProcessPlan, describe_exit, run_command, spawn, terminate
+from cortex.runtime.process import ProcessPlan, describe_exit, run_command, spawn, terminate, written
+from cortex.runtime.stamp import being_written, parse
 from cortex.runtime.supervisor import Supervised, backoff_delay
 from tests.runtime.conftest import alive, wait_for
 
@@ -33,9 +35,37 @@ def test_describe_exit() -> None:
     assert describe_exit(-9) == "was killed by SIGKILL"
 
 
+def _said(log: Path) -> str:
+    """What a process wrote to its log, without the stamps."""
+    return "".join(parse(line)[1] for line in log.read_text().splitlines(keepends=True)) if log.exists() else ""
+
+
 async def _pids(log: Path) -> list[int]:
-    await wait_for("the pids", lambda: log.exists() and log.read_text().count(" ") == 1, 10)
-    return [int(pid) for pid in log.read_text().split()]
+    await wait_for("the pids", lambda: _said(log).count(" ") == 1, 10)
+    return [int(pid) for pid in _said(log).split()]
+
+
+async def test_output_is_stamped_with_when_it_came_and_its_stamper_ends_with_the_group(tmp_path: Path) -> None:
+    log = tmp_path / "talk.log"
+    log.write_bytes(b"from before\n")
+    before = time.time()
+    script = "import time; print('one', flush=True); time.sleep(0.3); print('two')"
+    process = await spawn(ProcessPlan("talk", (sys.executable, "-c", script), {}, tmp_path, log))
+    assert await process.wait() == 0
+    await written(log)
+    assert not being_written(str(log))  # the pipe closed: the stamper wrote everything and ended
+    first, *stamped_lines = log.read_text().splitlines()
+    assert first == "from before"
+    (one_at, one), (two_at, two) = [parse(line) for line in stamped_lines]
+    assert (one, two) == ("one", "two")
+    assert one_at is not None and two_at is not None and before - 1 <= one_at < two_at <= time.time() + 1
+
+
+async def test_a_log_file_that_cannot_be_written_fails_the_start(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder.log"
+    folder.mkdir()
+    with pytest.raises(OSError, match="cannot write its log file"):
+        await spawn(ProcessPlan("x", (sys.executable, "-c", "print('lost')"), {}, tmp_path, folder))
 
 
 async def test_terminate_ends_the_whole_group(tmp_path: Path) -> None:

@@ -247,7 +247,12 @@ def describe(api: str, env_name: str | None, watch: bool, output: str) -> None:
 @click.argument("api")
 @env_option
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Keep streaming new lines.")
-@click.option("--tail", type=click.IntRange(min=0), default=None, help="Start with the last N lines of each container.")
+@click.option(
+    "--tail",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Start with the last N lines of all replicas and containers together.",
+)
 @click.option("--request", "request_id", default=None, help="Only the lines of this request (gateway's included).")
 @click.option("--random-pod", is_flag=True, help="Only one replica's lines, chosen at random among the ready ones.")
 @click.option("-y", "--yes", is_flag=True, help="Skip prompts (accepted for Cortex scripts).")
@@ -263,7 +268,7 @@ def logs(
     yes: bool,
     output: str,
 ) -> None:
-    """Stream the logs of an API's replicas (Ctrl-C to stop).
+    """Stream the logs of an API's replicas, merged in the order they were written (Ctrl-C to stop).
 
     Cortex's own JSON log lines (the dequeuer's) are shown as ``time level message``; -o json prints
     every line as it was written.

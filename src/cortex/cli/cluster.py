@@ -105,8 +105,13 @@ def cluster() -> None:
     show_default=True,
     help="Seconds between two autoscaler ticks (Cortex: 10).",
 )
-@click.option("--queue", "queue_url", envvar="CORTEX_QUEUE_URL", help="Queue URL (redis://, postgresql://).")
-@click.option("--store", "store_url", envvar="CORTEX_STORE_URL", help="Record store URL (redis://, postgresql://).")
+@click.option("--queue", "queue_url", envvar="CORTEX_QUEUE_URL", help="Queue URL (postgresql://, redis://).")
+@click.option(
+    "--store",
+    "store_url",
+    envvar="CORTEX_STORE_URL",
+    help="Record store URL: the same server as --queue (the same URL).",
+)
 @click.option("--blobs", "blobs_url", envvar="CORTEX_BLOBS_URL", help="Blob store URL (s3://bucket/prefix).")
 @api_key_option
 @operator_token_option
@@ -192,7 +197,8 @@ def up(
     --operator-token the operator needs the token (the CLI environment is given both).
 
     With --provider kubernetes, the operator and the gateway are installed in --namespace of the
-    kubeconfig's cluster, and --queue, --store and --blobs are required (every pod shares them).
+    kubeconfig's cluster, and --queue, --store and --blobs are required (every pod shares them; the
+    queue and the store are one server, the same URL).
     """
     state_dir = state_dir.expanduser().resolve()
     digests = key_digests(api_keys)
@@ -206,7 +212,8 @@ def up(
         if missing:
             raise click.UsageError(
                 f"{', '.join(missing)}: required with --provider kubernetes, where every pod shares the backends"
-                " (for example --queue redis://redis.cortex.svc:6379/0 --store postgresql://... --blobs s3://bucket)"
+                " (for example --queue postgresql://cortex@postgres.cortex.svc/cortex --store the same URL"
+                " --blobs s3://bucket)"
             )
         _up_kubernetes(
             dict(

@@ -4,6 +4,10 @@ Submit is a function because the idempotency key needs a loop (an expired holder
 key, a concurrent one may take it meanwhile); it runs server-side in the statement's transaction,
 so the record, its queue row and the NOTIFY that wakes a worker commit together. Take and
 finish are one statement each, with data-modifying CTEs on the two tables.
+
+The submissions of one turn of the event loop share one call of the function, and the finishes
+one statement (:mod:`cortex.dataplane.batching`): one commit, so one fsync of the log, for all of
+them. Takes need no batching: a dequeuer has one take under way at a time, for all its free slots.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from cortex.backends import Resources
 from cortex.dataplane.base import DataPlane, Finished, Taken
 from cortex.dataplane.batching import TurnBatcher
 from cortex.dataplane.watch import ChangeWatch
+from cortex.errors import BackendError
 from cortex.postgresdb import CONNECT_TIMEOUT_S, PostgresServer, open_server, wrap_errors
 from cortex.queue.base import Lease
 from cortex.queue.postgres import PostgresQueue
@@ -28,43 +33,61 @@ from cortex.store.postgres import FULL, row_record
 #: attempts at the idempotency key before a submit gives up (each follows a holder that expired or vanished)
 _SUBMIT_TRIES = 5
 
+# One call per batch of submissions (the submissions of one turn of the event loop, one commit for all),
+# as arrays, one element per submission, in the order they are handled. Per submission, in order: ``n``
+# (its index, from 1), ``outcome`` ('s' stored, 'd' a duplicate of ``held_id``, 'c' the key still
+# contended after the tries), and the holder. The holder of a key is read without a lock: an unexpired
+# one does not stop holding it meanwhile (only the sweep deletes a record, once expired), and taking no
+# row lock keeps a batch from waiting on a take that updates the same records.
 SCHEMA = f"""
-CREATE OR REPLACE FUNCTION {{s}}.submit(
-    p_id TEXT, p_api TEXT, p_created DOUBLE PRECISION, p_expires DOUBLE PRECISION, p_headers TEXT,
-    p_payload BYTEA, p_ref TEXT, p_key TEXT, p_digest TEXT, p_webhook TEXT, p_channel TEXT
-) RETURNS TABLE (held_id TEXT, held_digest TEXT) LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION {{s}}.submit_batch(
+    p_ids TEXT[], p_apis TEXT[], p_created DOUBLE PRECISION[], p_expires DOUBLE PRECISION[], p_headers TEXT[],
+    p_payloads BYTEA[], p_refs TEXT[], p_keys TEXT[], p_digests TEXT[], p_webhooks TEXT[], p_channel TEXT
+) RETURNS TABLE (n INTEGER, outcome TEXT, held_id TEXT, held_digest TEXT) LANGUAGE plpgsql AS $$
 DECLARE
     h RECORD;
+    woken TEXT[] := '{{}}';
 BEGIN
-    FOR i IN 1..{_SUBMIT_TRIES} LOOP
-        INSERT INTO {{s}}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
-            idempotency_key, body_digest, webhook_url)
-        VALUES (p_id, p_api, '{Status.IN_QUEUE.value}', p_created, p_expires, p_headers, p_payload, p_ref,
-            p_key, p_digest, p_webhook)
-        ON CONFLICT (api, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
-        IF FOUND THEN
-            INSERT INTO {{s}}.queue (api, id) VALUES (p_api, p_id) ON CONFLICT (id) DO NOTHING;
-            PERFORM pg_notify(p_channel, p_api);
-            RETURN;
-        END IF;
-        SELECT r.id, r.body_digest, r.expires_at INTO h FROM {{s}}.requests AS r
-            WHERE r.api = p_api AND r.idempotency_key = p_key FOR UPDATE;
-        IF FOUND THEN
-            IF h.expires_at > p_created THEN
-                held_id := h.id;
-                held_digest := h.body_digest;
-                RETURN NEXT;
-                RETURN;
+    FOR k IN 1..coalesce(array_length(p_ids, 1), 0) LOOP
+        n := k;
+        outcome := 'c';
+        held_id := NULL;
+        held_digest := NULL;
+        FOR i IN 1..{_SUBMIT_TRIES} LOOP
+            INSERT INTO {{s}}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
+                idempotency_key, body_digest, webhook_url)
+            VALUES (p_ids[k], p_apis[k], '{Status.IN_QUEUE.value}', p_created[k], p_expires[k], p_headers[k],
+                p_payloads[k], p_refs[k], p_keys[k], p_digests[k], p_webhooks[k])
+            ON CONFLICT (api, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
+            IF FOUND THEN
+                INSERT INTO {{s}}.queue (api, id) VALUES (p_apis[k], p_ids[k]) ON CONFLICT (id) DO NOTHING;
+                woken := woken || p_apis[k];
+                outcome := 's';
+                EXIT;
             END IF;
-            -- expired but not swept yet: it no longer holds the key
-            UPDATE {{s}}.requests SET idempotency_key = NULL WHERE id = h.id;
-        END IF;
+            SELECT r.id, r.body_digest, r.expires_at INTO h FROM {{s}}.requests AS r
+                WHERE r.api = p_apis[k] AND r.idempotency_key = p_keys[k];
+            IF FOUND THEN
+                IF h.expires_at > p_created[k] THEN
+                    outcome := 'd';
+                    held_id := h.id;
+                    held_digest := h.body_digest;
+                    EXIT;
+                END IF;
+                -- expired but not swept yet: it no longer holds the key
+                UPDATE {{s}}.requests SET idempotency_key = NULL WHERE id = h.id AND expires_at <= p_created[k];
+            END IF;
+        END LOOP;
+        RETURN NEXT;
     END LOOP;
-    RAISE EXCEPTION 'the idempotency key of request % is still contended after % tries', p_id, {_SUBMIT_TRIES};
+    PERFORM pg_notify(p_channel, api) FROM (SELECT DISTINCT unnest(woken) AS api) AS apis;
 END $$;
 """
 
-_SUBMIT = "SELECT held_id, held_digest FROM {s}.submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+_SUBMIT = """
+SELECT n, outcome, held_id, held_digest FROM {s}.submit_batch($1::text[], $2::text[], $3::float8[], $4::float8[],
+    $5::text[], $6::bytea[], $7::text[], $8::text[], $9::text[], $10::text[], $11)
+"""
 
 
 def _columns(alias: str, names: str) -> str:
@@ -134,25 +157,50 @@ class PostgresDataPlane(DataPlane):
         self._submit, self._take, self._finish = (
             server.sql(text.replace("{c}", self._channel)) for text in (_SUBMIT, _TAKE, _FINISH)
         )
+        self._submits: TurnBatcher[NewRequest, Duplicate | BackendError | None] = TurnBatcher(self._submit_all)
         self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
 
     async def submit(self, request: NewRequest) -> Duplicate | None:
-        args = (
-            request.id,
-            request.api,
-            request.created_at,
-            request.expires_at,
-            json.dumps(request.headers, separators=(",", ":")),
-            request.payload,
-            request.payload_ref,
-            request.idempotency_key,
-            request.body_digest,
-            request.webhook_url,
-            self._queue.channel,
-        )
+        """One call, shared by the submissions of one turn of the event loop (one commit for all)."""
+        answer = await self._submits(request)
+        if isinstance(answer, BackendError):
+            raise answer
+        return answer
+
+    async def _submit_all(self, requests: list[NewRequest]) -> list[Duplicate | BackendError | None]:
+        # Handled in the order of their idempotency keys, so that two batches contending for the same
+        # keys (two gateways) wait for each other's unique-index entries in one order, never in a cycle.
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].api, requests[i].idempotency_key or ""))
+        columns: list[list[Any]] = [[] for _ in range(10)]
+        for index in order:
+            request = requests[index]
+            row = (
+                request.id,
+                request.api,
+                request.created_at,
+                request.expires_at,
+                json.dumps(request.headers, separators=(",", ":")),
+                request.payload,
+                request.payload_ref,
+                request.idempotency_key,
+                request.body_digest,
+                request.webhook_url,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
         with wrap_errors("submit", self._server.url):
-            row = await self._pool.fetchrow(self._submit, *args)
-        return None if row is None else Duplicate(id=row[0], body_digest=row[1])
+            rows = await self._pool.fetch(self._submit, *columns, self._queue.channel)
+        answers: list[Duplicate | BackendError | None] = [None] * len(requests)
+        for n, outcome, held_id, held_digest in rows:
+            index = order[n - 1]
+            if outcome == "d":
+                answers[index] = Duplicate(id=held_id, body_digest=held_digest)
+            elif outcome == "c":
+                answers[index] = BackendError(
+                    f"PostgreSQL submit failed at {self._server.url}: the idempotency key of request"
+                    f" {requests[index].id} is still contended after {_SUBMIT_TRIES} tries"
+                )
+        return answers
 
     async def take(
         self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
@@ -229,6 +277,7 @@ class PostgresDataPlane(DataPlane):
 
     async def aclose(self) -> None:
         await super().aclose()
+        await self._submits.aclose()
         await self._finishes.aclose()
         await self._queue.aclose()
 

@@ -1,6 +1,7 @@
 """The gateway's OpenAPI 3.1 document (DESIGN §2), served at ``GET /openapi.json``.
 
-It is data, written by hand next to the routes it describes, and checked against them by
+It is data, written by hand next to the routes it describes (but for the ``Request`` schema, derived
+from the record's declaration in :mod:`cortex.recordfields`), and checked against them by
 schemathesis (``tests/gateway/test_openapi.py``): every route, parameter and answer the gateway
 gives is listed here, each error with the same ``{"error": string}`` body.
 
@@ -16,7 +17,8 @@ from typing import Any
 
 from cortex import __version__
 from cortex.ids import ID_PATTERN
-from cortex.requests import ErrorKind, Status
+from cortex.recordanswer import answer_schema
+from cortex.requests import Status
 
 #: where the gateway serves the document
 OPENAPI_PATH = "/openapi.json"
@@ -46,37 +48,8 @@ _SUBMITTED = {
     "additionalProperties": False,
 }
 
-_TIMESTAMP = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
-
-_REQUEST = {
-    "type": "object",
-    "required": ["id", "status", "created_at", "expires_at", "attempts"],
-    "properties": {
-        "id": {"$ref": "#/components/schemas/RequestId"},
-        "status": {"type": "string", "enum": [status.value for status in Status]},
-        "result": {"description": "Exactly the JSON the user server answered (any JSON value); when completed."},
-        "timestamp": {**_TIMESTAMP, "description": "When it completed (RFC 3339, UTC, seconds); when completed."},
-        "error": {
-            "type": "object",
-            "description": "Why it failed; when failed.",
-            "required": ["kind", "message"],
-            "properties": {
-                "kind": {"type": "string", "enum": [kind.value for kind in ErrorKind]},
-                "message": {"type": "string"},
-            },
-        },
-        "created_at": _TIMESTAMP,
-        "started_at": _TIMESTAMP,
-        "finished_at": _TIMESTAMP,
-        "expires_at": {**_TIMESTAMP, "description": "When the record and its result are removed."},
-        "attempts": {"type": "integer", "minimum": 0},
-        "webhook": {
-            "type": "object",
-            "description": "The delivery of the request's webhook, once one was tried.",
-            "additionalProperties": True,
-        },
-    },
-}
+#: a request's record as ``GET /<endpoint>/<id>`` answers it: derived from the record's declaration
+_REQUEST = answer_schema()
 
 _CONFLICT = {
     "type": "object",

@@ -234,11 +234,12 @@ class Operator:
         await self._entry(name)
         if replica is not None and replica not in {r.id for r in self.runtime.replicas(name)}:
             raise NotFound(f"api {name} has no replica {replica} (see `cortex describe {name}`)")
+        # the runtime picks the replica's lines itself, so that ``tail`` counts only them
+        if replica is not None:
+            return self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id, replica=replica)
         if request_id is None:
-            lines = self.runtime.logs(name, follow=follow, tail=tail)
-        else:
-            lines = self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id)
-        return lines if replica is None else _of_replica(lines, replica)
+            return self.runtime.logs(name, follow=follow, tail=tail)
+        return self.runtime.logs(name, follow=follow, tail=tail, request_id=request_id)
 
     def api_response(self, entry: ApiEntry, *, secrets: bool = False) -> dict[str, Any]:
         """Cortex's ``APIResponse`` shape for one API; timestamps are whole unix seconds, as Cortex's.
@@ -299,14 +300,6 @@ class Operator:
         if entry is None:
             raise NotFound(f"api {name} is not deployed (see `cortex get` for the deployed APIs)")
         return entry
-
-
-async def _of_replica(lines: AsyncIterator[str], replica: str) -> AsyncIterator[str]:
-    """The lines of one replica: the runtime prefixes each ``[<replica> <container>]``."""
-    prefix = f"[{replica} "
-    async for line in lines:
-        if line.startswith(prefix):
-            yield line
 
 
 def replica_counts(requested: int, replicas: list[ReplicaStatus]) -> dict[str, int]:

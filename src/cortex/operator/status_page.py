@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -29,6 +29,8 @@ from cortex.operator.answers import error, guarded
 from cortex.operator.history import History
 from cortex.operator.service import Operator
 from cortex.queue.base import Queue
+from cortex.recordanswer import added_values
+from cortex.recordfields import ANSWER, Shown
 from cortex.requests import RequestRecord
 from cortex.store.base import RecordStore
 
@@ -57,8 +59,13 @@ def summary(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def detail(record: RequestRecord) -> dict[str, Any]:
-    """One request with its result (parsed, when small enough), error and webhook delivery."""
+def detail(record: RequestRecord, answer: Sequence[Shown] = ANSWER) -> dict[str, Any]:
+    """One request with its result (parsed, when small enough), error and webhook delivery.
+
+    ``more`` holds the record's fields declared shown since the page was written
+    (:func:`~cortex.recordanswer.added_values`), as the GET answer renders them: the page lists them
+    after its own.
+    """
     result: Any = None
     size = None if record.result is None else len(record.result)
     if record.result is not None and len(record.result) <= MAX_RESULT_BYTES:
@@ -76,6 +83,7 @@ def detail(record: RequestRecord) -> dict[str, Any]:
         "result_shown": size is not None and size <= MAX_RESULT_BYTES,
         "webhook_url": record.webhook_url,
         "webhook": record.webhook,
+        "more": added_values(record, answer),
     }
 
 

@@ -81,11 +81,18 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def logs(
-        self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
+        self,
+        api: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        request_id: str | None = None,
+        replica: str | None = None,
     ) -> AsyncIterator[str]:
         """Log lines of every container and dequeuer of ``api``, each prefixed ``[<replica> <container>]``.
 
         With ``request_id``, only the lines that mention it, the gateway's included where the runtime has them.
+        With ``replica``, only that replica's lines (``tail`` then counts its lines only).
         """
 
     def notes(self, spec: ApiSpec) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from cortex.auth import DIGEST_PREFIX, key_digest, normalize_key
+from cortex.backends import BackendUrls, check_one_server
 from cortex.errors import CortexError
 from cortex.runtime.kubeobjects import KubeSettings
 from cortex.spec.kubernetes import check_qualified_name
@@ -52,8 +53,8 @@ class InstallSettings:
     """What one installation of the platform is made of.
 
     Attributes:
-        queue_url: The queue backend (``redis://redis.cortex.svc:6379/0``, ``postgresql://...``).
-        store_url: The record store backend.
+        queue_url: The queue backend (``postgresql://...``, ``redis://redis.cortex.svc:6379/0``).
+        store_url: The record store backend: the queue's server (its URL), or the installation is refused.
         blobs_url: The blob store (``s3://bucket/prefix``).
         namespace: Where the platform and every API run.
         image: The platform image (operator, gateway and dequeuer).
@@ -126,6 +127,7 @@ class InstallSettings:
         except ValueError as exc:
             raise CortexError(f"node_group_label: {exc}") from None
         self._check_secrets()
+        check_one_server(BackendUrls(queue=self.queue_url, store=self.store_url, blobs=self.blobs_url))
 
     def _check_secrets(self) -> None:
         for secret in self.image_pull_secrets:
@@ -452,9 +454,10 @@ def manifest_header(settings: InstallSettings, *, secrets: bool) -> str:
         "The Secrets are not in this file. Create them first, then apply it:",
         "",
         f"  kubectl create namespace {ns}",
-        "  # the backends (add AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION for S3 blobs):",
+        "  # the backends, the queue and the store on one server (the same URL); add AWS_ACCESS_KEY_ID,",
+        "  # AWS_SECRET_ACCESS_KEY and AWS_REGION for S3 blobs:",
         f"  kubectl -n {ns} create secret generic {BACKENDS_SECRET} \\",
-        f"    --from-literal=CORTEX_QUEUE_URL=redis://redis.{ns}.svc:6379/0 \\",
+        f"    --from-literal=CORTEX_QUEUE_URL=postgresql://cortex:PASSWORD@postgres.{ns}.svc:5432/cortex \\",
         f"    --from-literal=CORTEX_STORE_URL=postgresql://cortex:PASSWORD@postgres.{ns}.svc:5432/cortex \\",
         "    --from-literal=CORTEX_BLOBS_URL=s3://BUCKET/PREFIX",
         "  # the replicas' cli.yaml (with an operator token, add operator_token: READ_TOKEN, the read-only one",

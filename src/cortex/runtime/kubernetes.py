@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from lightkube.types import PatchType
 from cortex.errors import CortexError
 from cortex.exposition import fetch_all
 from cortex.runtime.base import ReplicaState, ReplicaStatus, Runtime
+from cortex.runtime.kubelogs import ApiLogs
 from cortex.runtime.kubeobjects import (
     ADMIN_PORT,
     API_LABEL,
@@ -56,8 +57,6 @@ FIELD_MANAGER = "cortex"
 SYNC_TIMEOUT = 30.0
 #: how long ``delete`` waits past the grace period for the pods to go
 DELETE_MARGIN = 30.0
-#: seconds between two looks for new pods while following logs
-LOG_FOLLOW_INTERVAL = 1.0
 
 #: ``(pod) -> requests its dequeuer holds`` (None: unknown); the default asks the dequeuer's ``/status``
 PodLoads = Callable[[list[dict[str, Any]]], Awaitable[dict[str, int | None]]]
@@ -214,54 +213,25 @@ class KubernetesRuntime(Runtime):
         }
 
     def logs(
-        self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
+        self,
+        api: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        request_id: str | None = None,
+        replica: str | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Every container's lines, ``[<pod> <container>] `` first.
+        """Every container's lines, ``[<pod> <container>] `` first, merged in time order (:mod:`.kubelogs`).
 
         With ``follow``, lines are merged as they come, and the containers of pods that start later
         (scale-out, a rolling update) are followed from their first line, until the consumer stops.
         """
-        return only_mentioning(self._follow(api, tail) if follow else self._read(api, tail), request_id)
 
-    async def _read(self, api: str, tail: int | None) -> AsyncGenerator[str, None]:
-        for pod in self._api_pods(api):
-            for container in _containers(pod):
-                async for line in self._pod_log(_name(pod), container, follow=False, tail=tail):
-                    yield line
+        def pods() -> list[dict[str, Any]]:
+            return [pod for pod in self._api_pods(api) if replica is None or _name(pod) == replica]
 
-    async def _follow(self, api: str, tail: int | None) -> AsyncGenerator[str, None]:
-        lines: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
-        pumps: dict[tuple[str, str], asyncio.Task[None]] = {}
-
-        async def pump(pod: str, container: str, tail: int | None) -> None:
-            async for line in self._pod_log(pod, container, follow=True, tail=tail):
-                await lines.put(line)
-
-        def follow_new(tail: int | None) -> None:
-            for pod in self._api_pods(api):
-                for container in _started_containers(pod):
-                    source = (_name(pod), container)
-                    if source not in pumps:
-                        pumps[source] = asyncio.create_task(pump(*source, tail))
-
-        follow_new(tail)
-        loop = asyncio.get_running_loop()
-        next_look = loop.time() + LOG_FOLLOW_INTERVAL
-        try:
-            while True:
-                if loop.time() >= next_look:
-                    follow_new(None)
-                    next_look = loop.time() + LOG_FOLLOW_INTERVAL
-                try:
-                    async with asyncio.timeout(LOG_FOLLOW_INTERVAL):
-                        line = await lines.get()
-                except TimeoutError:
-                    continue
-                yield line
-        finally:
-            for task in pumps.values():
-                task.cancel()
-            await asyncio.gather(*pumps.values(), return_exceptions=True)
+        logs = ApiLogs(self.client, self.settings.namespace, pods)
+        return only_mentioning(logs.follow(tail) if follow else logs.read(tail), request_id)
 
     async def aclose(self) -> None:
         """Stop watching; the APIs keep running (see the module's docstring)."""
@@ -353,19 +323,6 @@ class KubernetesRuntime(Runtime):
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def _pod_log(self, pod: str, container: str, *, follow: bool, tail: int | None) -> AsyncIterator[str]:
-        prefix = f"[{pod} {container}] "
-        try:
-            async for line in self.client.log(
-                pod, namespace=self.settings.namespace, container=container, follow=follow, tail_lines=tail
-            ):
-                yield prefix + line.rstrip("\n")
-        except ApiError as exc:
-            # a pod that is starting or gone has no log yet or any more: say so, in its place
-            yield prefix + f"(no log: {exc.status.message})"
-        except httpx2.HTTPError as exc:
-            yield prefix + f"(no log: {exc})"
-
     async def _call(self, call: Awaitable[T]) -> T:
         try:
             return await call
@@ -395,16 +352,3 @@ def _template_label(deployment: Mapping[str, Any], key: str) -> str:
 
 def _pod_ip(pod: Mapping[str, Any]) -> str:
     return str((pod.get("status") or {}).get("podIP") or "")
-
-
-def _containers(pod: Mapping[str, Any]) -> Iterator[str]:
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        yield str(container.get("name"))
-
-
-def _started_containers(pod: Mapping[str, Any]) -> Iterator[str]:
-    """The containers that have a log: running, or run and ended (a pending one has none yet)."""
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        state = status.get("state") or {}
-        if "running" in state or "terminated" in state:
-            yield str(status.get("name"))

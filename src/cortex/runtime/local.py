@@ -204,7 +204,13 @@ class LocalRuntime(Runtime):
         return [] if state is None else [pid for r in state.replicas.values() for pid in r.pids()]
 
     def logs(
-        self, api: str, *, follow: bool, tail: int | None = None, request_id: str | None = None
+        self,
+        api: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        request_id: str | None = None,
+        replica: str | None = None,
     ) -> AsyncGenerator[str, None]:
         """Lines of every container and dequeuer log of ``api``, each prefixed ``[<replica> <name>]``.
 
@@ -213,9 +219,10 @@ class LocalRuntime(Runtime):
         """
         logs = self.state_dir / "logs"
         if request_id is None:
-            return read_logs(logs / api, follow=follow, tail=tail)
+            return read_logs(logs / api, follow=follow, tail=tail, replica=replica)
         # one request's lines: the gateway's too (its log is the cluster's, shared by every API)
-        return read_logs(logs / api, follow=follow, tail=tail, also=(logs / "gateway.log",), mentioning=request_id)
+        also = () if replica is not None else (logs / "gateway.log",)
+        return read_logs(logs / api, follow=follow, tail=tail, also=also, mentioning=request_id, replica=replica)
 
     async def aclose(self) -> None:
         """Drain and stop every replica of every API at once; leave no process behind."""

@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from cortex.runtime import stamp
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +49,37 @@ class ProcessPlan:
 
 
 async def spawn(plan: ProcessPlan) -> asyncio.subprocess.Process:
-    """Start ``plan`` as the leader of a new process group, its output appended to its log file.
+    """Start ``plan`` as the leader of a new process group, its output stamped and appended to its log file.
+
+    Output goes through a pipe to a stamper (:mod:`cortex.runtime.stamp`), which records when each
+    line came, for ``cortex logs`` to merge replicas by time; it ends once the whole group is gone.
 
     Raises:
-        OSError: The program could not be started (not found, not executable, no such cwd).
+        OSError: The program could not be started (not found, not executable, no such cwd), or
+            its log file cannot be written.
     """
     plan.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with plan.log_path.open("ab") as log_file:  # the child keeps its own descriptor
+    read_end, write_end = os.pipe()
+    try:
+        stamper = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", stamp.__file__, str(plan.log_path),
+            stdin=read_end, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        # it has forked: the stamper proper holds the read end from now on
+        if await stamper.wait() != 0:  # no one would read what the process writes
+            raise OSError(errno.EIO, f"cannot write its log file {plan.log_path}")
         return await asyncio.create_subprocess_exec(
             *plan.argv,
             env=dict(plan.env),
             cwd=plan.cwd,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
+            stdout=write_end,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+    finally:  # the child keeps its own descriptor; without one (it did not start) the stamper ends
+        os.close(read_end)
+        os.close(write_end)
 
 
 def signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
@@ -88,6 +107,18 @@ async def terminate(process: asyncio.subprocess.Process, grace: float, *, name: 
     return await process.wait()
 
 
+async def written(path: Path, timeout: float = 2.0) -> None:
+    """Wait until the stamper of a log file has written all it received (at most ``timeout`` seconds).
+
+    A process's group gone, its stamper still has to append what was in the pipe; a process
+    escaped from its group and holding the pipe could keep it open for ever, hence the bound.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while await asyncio.to_thread(stamp.being_written, str(path)):
+                await asyncio.sleep(0.02)
+
+
 def last_lines(path: Path, lines: int = 3) -> str:
     """The last ``lines`` non-empty lines of a log file, joined by `` | ``, at most :data:`OUTPUT_EXCERPT` characters.
 
@@ -100,7 +131,8 @@ def last_lines(path: Path, lines: int = 3) -> str:
             tail = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    kept = [line.strip() for line in tail.splitlines() if line.strip()][-lines:]
+    unstamped = (stamp.parse(line)[1] for line in tail.splitlines())
+    kept = [line.strip() for line in unstamped if line.strip()][-lines:]
     return " | ".join(kept)[-OUTPUT_EXCERPT:]
 
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from cortex.runtime import orphans
-from cortex.runtime.process import ProcessPlan, describe_exit, last_lines, spawn, terminate
+from cortex.runtime.process import ProcessPlan, describe_exit, last_lines, spawn, terminate, written
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Supervised:
             await before()
         code = await terminate(process, grace, name=f"{self._where}: {self.label}")
         self._gone(process)
+        await written(self.plan.log_path)  # its last lines in the log, and no stamper left when stop returns
         log.debug("%s: %s (pid %d) stopped: %s", self._where, self.label, process.pid, describe_exit(code))
 
     async def _run(self) -> None:
@@ -108,6 +109,7 @@ class Supervised:
                     return
             crashes = 1 if loop.time() - started >= BACKOFF_RESET_AFTER else crashes + 1
             delay = backoff_delay(crashes, self._backoff_max)
+            await written(self.plan.log_path)
             said = await asyncio.to_thread(last_lines, self.plan.log_path)
             self.failure = f"{self.label} {reason}; restarting in {delay:g}s"
             if said:

@@ -26,9 +26,9 @@ import yarl
 
 from cortex.backends import Backends
 from cortex.errors import BackendError, SpecError
-from cortex.gateway.answers import render_record
 from cortex.metrics import OperatorMetrics
 from cortex.queue.base import Lease
+from cortex.recordanswer import render_record
 from cortex.requests import Status, now
 from cortex.spec import ApiSpec
 from cortex.webhooks.events import WEBHOOK_QUEUE, parse_delivery_id, target
