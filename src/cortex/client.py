@@ -39,6 +39,8 @@ from cortex.errors import (
     SpecError,
 )
 
+#: the longest wait the gateway grants one read (``GET ...?wait=N``)
+MAX_WAIT = 60.0
 #: seconds between two polls of ``result`` never grow past this
 MAX_POLL_INTERVAL = 2.0
 _TERMINAL_FAILURES = ("failed", "cancelled")
@@ -396,7 +398,10 @@ class Client:
     def result(self, api: str, request_id: str, *, timeout: float = 600.0, poll: float = 0.2) -> Any:
         """Wait for a request to finish and return its ``result``.
 
-        Polls every ``poll`` seconds at first, backing off to at most :data:`MAX_POLL_INTERVAL`.
+        Each read asks the gateway to answer once the request ends (``GET ...?wait=N``, up to a
+        minute at a time), so the result comes back as soon as it is stored. A gateway that answers
+        sooner without it ending (one older than ``wait``) is polled every ``poll`` seconds at
+        first, backing off to at most :data:`MAX_POLL_INTERVAL`.
 
         Raises:
             RequestFailed: the request ended ``failed`` or ``cancelled`` (with its error's kind).
@@ -405,8 +410,15 @@ class Client:
         """
         deadline = time.monotonic() + timeout
         delay = poll
+        path = f"/{api.strip('/')}/{_segment(request_id)}"
+        wait = min(timeout, MAX_WAIT)
         while True:
-            record = self.status(api, request_id)
+            asked = time.monotonic()
+            if wait > 0:
+                params = {"wait": f"{wait:.3f}"}
+                record = cast(dict[str, Any], self._gateway("GET", path, params=params, timeout=wait + self.timeout))
+            else:
+                record = self.status(api, request_id)
             state = record.get("status")
             if state == "completed":
                 return record.get("result")
@@ -415,8 +427,10 @@ class Client:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(f"request {request_id} of api {api} is still {state} after {timeout:g}s")
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, MAX_POLL_INTERVAL)
+            if wait > 0 and time.monotonic() - asked < wait / 2:  # the gateway did not wait: poll it
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 1.5, MAX_POLL_INTERVAL)
+            wait = min(remaining, MAX_WAIT)
 
     def gateway_url(self) -> str:
         """The gateway's base URL, from the operator's ``/info`` (asked once per client)."""

@@ -88,6 +88,8 @@ class FakeCluster:
     deploys: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     submitted: list[tuple[str, str, bytes, str | None]] = dataclasses.field(default_factory=list)
     polls: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the ``?wait=`` of each status read (None without)
+    waits: list[str | None] = dataclasses.field(default_factory=list)
     logs_params: list[dict[str, str]] = dataclasses.field(default_factory=list)
     info_calls: int = 0
 
@@ -99,6 +101,7 @@ class FakeCluster:
         self.deploys.clear()
         self.submitted.clear()
         self.polls.clear()
+        self.waits.clear()
         self.logs_params.clear()
         self.info_calls = 0
 
@@ -199,6 +202,7 @@ class FakeCluster:
         if not found:
             return JSONResponse({"error": f"request {request_id} of api {api} not found"}, status_code=404)
         polls = self.polls[request_id] = self.polls.get(request_id, 0) + 1
+        self.waits.append(request.query_params.get("wait"))
         if api == "broken":
             failure = {"kind": "user_error", "message": "boom"}
             return JSONResponse({"id": request_id, "status": "failed", "error": failure})

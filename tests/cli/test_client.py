@@ -164,6 +164,8 @@ def test_submit_and_result_after_polls(cx: Client, fake: FakeCluster) -> None:
     assert cx.status("hello", request_id)["status"] == "in_queue"
     assert cx.result("hello", request_id, timeout=10, poll=0.01) == {"echo": {"text": "hi"}}
     assert fake.polls[request_id] == 3
+    # each read asks the gateway to wait (this fake answers at once, as an older gateway: polled then)
+    assert fake.waits[-2:] and all(wait is not None and 0 < float(wait) <= 10 for wait in fake.waits[-2:])
     assert fake.submitted[0][2:] == (b'{"text": "hi"}', "application/json")
     assert fake.info_calls == 1  # the gateway URL is asked once per client
 

@@ -15,10 +15,12 @@ must live on one server (:func:`cortex.backends.open_backends` refuses two).
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import enum
 from types import TracebackType
 
+from cortex.dataplane.watch import ChangeWatch
 from cortex.queue.base import Lease
 from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord
 
@@ -56,6 +58,23 @@ class Finished(enum.Enum):
 class DataPlane(abc.ABC):
     """The steps of a request that touch both its record and its queue entry."""
 
+    _watch: ChangeWatch | None = None
+
+    @property
+    def changes(self) -> ChangeWatch:
+        """This process's one subscription to the starts and finishes the steps announce (:mod:`.watch`)."""
+        if self._watch is None:
+            self._watch = ChangeWatch(self._listen_changes, stops_itself=self._listen_stops_itself)
+        return self._watch
+
+    #: whether :meth:`_listen_changes` returns by itself once the watch is closed (else it is cancelled)
+    _listen_stops_itself = False
+
+    async def _listen_changes(self, watch: ChangeWatch) -> None:
+        """Run the backend's subscription (see :class:`ChangeWatch`); by default nothing is announced."""
+        watch.subscribed()
+        await asyncio.Event().wait()
+
     @abc.abstractmethod
     async def submit(self, request: NewRequest) -> Duplicate | None:
         """Store ``request`` as an ``in_queue`` record and queue it, atomically; durable once this returns.
@@ -90,8 +109,10 @@ class DataPlane(abc.ABC):
         is acked.
         """
 
-    async def aclose(self) -> None:  # noqa: B027 - a backend without resources of its own has nothing to close
+    async def aclose(self) -> None:
         """Release what the data plane holds beyond the shared connections (wake-up sockets, listeners)."""
+        if self._watch is not None:
+            await self._watch.aclose()
 
     async def __aenter__(self) -> DataPlane:
         return self

@@ -12,14 +12,19 @@ them. Takes need no batching: a dequeuer has one take under way at a time, for a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
+
+import asyncpg
 
 from cortex.backends import Resources
 from cortex.dataplane.base import DataPlane, Finished, Taken
 from cortex.dataplane.batching import TurnBatcher
+from cortex.dataplane.watch import ChangeWatch
 from cortex.errors import BackendError
-from cortex.postgresdb import PostgresServer, open_server, wrap_errors
+from cortex.postgresdb import CONNECT_TIMEOUT_S, PostgresServer, open_server, wrap_errors
 from cortex.queue.base import Lease
 from cortex.queue.postgres import PostgresQueue
 from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
@@ -106,7 +111,7 @@ WITH picked AS (
     UPDATE {{s}}.requests AS r SET status = $5, started_at = $6, attempts = l.attempts
     FROM leased AS l
     WHERE r.id = l.id AND r.api = $1 AND l.attempts <= $4 AND r.status = ANY($7::text[])
-    RETURNING {_columns("r", FULL)}
+    RETURNING {_columns("r", FULL)}, pg_notify('{{c}}', r.id)
 )
 SELECT l.id, l.attempts, l.token, l.since, l.seq, {_columns("st", FULL)}, {_columns("pre", FULL)}
 FROM leased AS l
@@ -130,7 +135,7 @@ WITH input AS (
     FROM input
     WHERE r.id = input.id AND r.id IN (SELECT id FROM held) AND r.api = input.api
         AND r.status = ANY(string_to_array(input.sources, ','))
-    RETURNING r.id
+    RETURNING r.id, pg_notify('{c}', r.id)
 )
 SELECT input.n, held.id IS NOT NULL, finished.id IS NOT NULL
 FROM input LEFT JOIN held ON held.id = input.id LEFT JOIN finished ON finished.id = input.id
@@ -147,7 +152,11 @@ class PostgresDataPlane(DataPlane):
         self._server = server
         self._pool = server.pool
         self._queue = PostgresQueue(server)
-        self._submit, self._take, self._finish = (server.sql(text) for text in (_SUBMIT, _TAKE, _FINISH))
+        #: where take and finish announce the ids they start or finish (:mod:`cortex.dataplane.watch`)
+        self._channel = f"cortex_chg_{server.schema}"
+        self._submit, self._take, self._finish = (
+            server.sql(text.replace("{c}", self._channel)) for text in (_SUBMIT, _TAKE, _FINISH)
+        )
         self._submits: TurnBatcher[NewRequest, Duplicate | BackendError | None] = TurnBatcher(self._submit_all)
         self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
 
@@ -249,7 +258,25 @@ class PostgresDataPlane(DataPlane):
             for _, acked, finished in rows
         ]
 
+    async def _listen_changes(self, watch: ChangeWatch) -> None:
+        conn = await asyncpg.connect(self._server.dsn, timeout=CONNECT_TIMEOUT_S)
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def terminated(_: object) -> None:
+            if not lost.done():
+                lost.set_result(None)
+
+        try:
+            conn.add_termination_listener(terminated)
+            await conn.add_listener(self._channel, lambda _c, _p, _ch, request_id: watch.changed(str(request_id)))
+            watch.subscribed()
+            await lost
+        finally:
+            with contextlib.suppress(asyncpg.InterfaceError, OSError):
+                await conn.close(timeout=5)
+
     async def aclose(self) -> None:
+        await super().aclose()
         await self._submits.aclose()
         await self._finishes.aclose()
         await self._queue.aclose()

@@ -13,6 +13,7 @@ from typing import Any
 from cortex.backends import Resources
 from cortex.dataplane.base import DataPlane, Finished, Taken
 from cortex.dataplane.batching import TurnBatcher
+from cortex.dataplane.watch import ChangeWatch
 from cortex.queue.base import Lease
 from cortex.queue.redis import NOW, TRIM_WAKE, RedisQueue
 from cortex.redisdb import RedisServer, open_server, wrap_errors
@@ -38,7 +39,8 @@ return 1
 )
 
 # KEYS: due, attempts, tokens, wake. ARGV: visibility (µs), limit, max_attempts, record key prefix,
-# api, started_at, S, S statuses a start may leave, then one token per lease.
+# api, started_at, S, S statuses a start may leave, then one token per lease, then the channel of status
+# changes (each started id is published there).
 # Returns {µs until the next lease lapses or -1, then per lease: id, attempts, token, kind, values}
 # where kind is 1 (started: values of FULL), 2 (past max_attempts: values of FULL, not started) or 0 (missing
 # or terminal: no values).
@@ -74,6 +76,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = kind
   if kind == 1 then
     redis.call('HSET', record, 'status', 'STARTED', 'started_at', ARGV[6], 'attempts', attempts)
+    redis.call('PUBLISH', ARGV[#ARGV], id)
     out[#out + 1] = redis.call('HMGET', record, FULL)
   elseif kind == 2 then
     out[#out + 1] = redis.call('HMGET', record, FULL)
@@ -96,7 +99,8 @@ return out
 # Several finishes in one script (those of one turn of the event loop). KEYS: HAND_OVER's (blobs to
 # delete, expiry, refs, record key prefix, API of each indexed record), then per finish: record,
 # due, attempts, tokens. ARGV per finish: id, token, api, S, S statuses the outcome may leave, F, F
-# field/value pairs to set, D, D fields to delete. Returns per finish 0 (lease lost: nothing
+# field/value pairs to set, D, D fields to delete; last, the channel of status changes (each finished id
+# is published there). Returns per finish 0 (lease lost: nothing
 # written), 1 (finished and acked; its blob key handed over, :data:`HAND_OVER`) or 2 (the record
 # was terminal or gone: only acked).
 _FINISH = """
@@ -136,6 +140,7 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
       redis.call('ZREM', KEYS[2], id)
       redis.call('HDEL', KEYS[3], id)
       redis.call('HDEL', KEYS[5], id)
+      redis.call('PUBLISH', ARGV[#ARGV], id)
       code = 1
     end
   end
@@ -162,6 +167,8 @@ class RedisDataPlane(DataPlane):
         register = server.client.register_script
         self._submit, self._take, self._finish = register(_SUBMIT), register(_TAKE), register(_FINISH)
         self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
+        #: where the scripts publish the ids they start or finish (:mod:`cortex.dataplane.watch`)
+        self._channel = server.key("changes")
 
     async def submit(self, request: NewRequest) -> Duplicate | None:
         keys, args = self._records.create_arguments(request)
@@ -175,7 +182,7 @@ class RedisDataPlane(DataPlane):
         async def once() -> tuple[list[Taken], float | None]:
             tokens = [secrets.randbits(62) + 1 for _ in range(limit)]
             args: list[Any] = [_us(visibility), limit, max_attempts, self._records.record_key(""), api]
-            args += [text_of(now()), len(_START_SOURCES), *_START_SOURCES, *tokens]
+            args += [text_of(now()), len(_START_SOURCES), *_START_SOURCES, *tokens, self._channel]
             with wrap_errors("take", self._server.url):
                 reply = await self._take(keys=self._queue.keys(api, "due", "attempts", "tokens", "wake"), args=args)
             taken = []
@@ -206,11 +213,28 @@ class RedisDataPlane(DataPlane):
             args += [lease.id, lease.token, lease.api, len(sources), *sources, len(changes) // 2, *changes]
             args += [2, "headers", "payload"]
             keys += [self._records.record_key(lease.id), *self._queue.keys(lease.api, "due", "attempts", "tokens")]
+        args.append(self._channel)
         with wrap_errors("finish", self._server.url):
             codes = await self._finish(keys=keys, args=args)
         return [_FINISHED[int(code)] for code in codes]
 
+    #: redis-py can lose a cancel of a pub/sub read: the loop looks at ``watch.closed`` instead
+    _listen_stops_itself = True
+
+    async def _listen_changes(self, watch: ChangeWatch) -> None:
+        pubsub = self._server.client.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            watch.subscribed()
+            while not watch.closed:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message is not None and message["type"] == "message":
+                    watch.changed(message["data"].decode())
+        finally:
+            await pubsub.aclose()
+
     async def aclose(self) -> None:
+        await super().aclose()
         await self._finishes.aclose()
 
 

@@ -6,8 +6,10 @@ import sqlite3
 
 from cortex.backends import Resources
 from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.watch import ChangeWatch
 from cortex.queue.base import Lease
 from cortex.queue.sqlite import SqliteQueue
+from cortex.queue.wake import WakeListener, send
 from cortex.requests import Duplicate, NewRequest, Outcome
 from cortex.sqlitedb import SqliteDatabase, open_database
 from cortex.sqlitetables import (
@@ -28,6 +30,8 @@ class SqliteDataPlane(DataPlane):
         self._db = db
         #: the waits and wake-ups of the queue (Unix sockets beside the database)
         self._queue = SqliteQueue(db)
+        #: where the processes watching status changes bind their socket (:mod:`cortex.dataplane.watch`)
+        self._changes_dir = db.path.parent / "changes"
 
     async def submit(self, request: NewRequest) -> Duplicate | None:
         def both(conn: sqlite3.Connection) -> Duplicate | None:
@@ -54,7 +58,9 @@ class SqliteDataPlane(DataPlane):
                 taken.append(Taken(lease, record, started=record is not None))
             return taken
 
-        return await self._queue.wait_take(api, take, timeout=timeout, poll=poll)
+        taken = await self._queue.wait_take(api, take, timeout=timeout, poll=poll)
+        self._announce([t.lease.id for t in taken if t.started])
+        return taken
 
     async def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> Finished:
         def both(conn: sqlite3.Connection) -> Finished:
@@ -65,10 +71,33 @@ class SqliteDataPlane(DataPlane):
             delete_leased(conn, lease)
             return Finished.FINISHED if finished else Finished.ALREADY_TERMINAL
 
-        return await self._db.write(both)
+        finished = await self._db.write(both)
+        if finished is Finished.FINISHED:
+            self._announce([lease.id])
+        return finished
+
+    def _announce(self, ids: list[str]) -> None:
+        """Tell the watching processes that ``ids`` changed status (once committed)."""
+        if ids:
+            send(self._changes_dir, _CHANGES, "\n".join(ids).encode())
+
+    async def _listen_changes(self, watch: ChangeWatch) -> None:
+        listener = WakeListener(self._changes_dir, _CHANGES)
+        try:
+            watch.subscribed()
+            while True:
+                for request_id in (await listener.receive()).decode().split("\n"):
+                    watch.changed(request_id)
+        finally:
+            listener.close()
 
     async def aclose(self) -> None:
+        await super().aclose()
         await self._queue.aclose()
+
+
+#: the name of a watching process's socket in the ``changes`` folder
+_CHANGES = "changes"
 
 
 async def open_plane(url: str, resources: Resources) -> SqliteDataPlane:

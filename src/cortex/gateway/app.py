@@ -15,13 +15,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -41,7 +42,7 @@ from cortex.gateway.openapi import (
     openapi_document,
 )
 from cortex.ids import is_valid_id, new_id
-from cortex.requests import Duplicate, NewRequest, Outcome, Status, now
+from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status, now
 from cortex.webhooks.events import URL_HEADER, schedule
 from cortex.webhooks.targets import url_problem
 
@@ -74,6 +75,11 @@ _ID_ROUTES = {"GET": "status", "HEAD": "status", "DELETE": "cancel"}
 #: the answer to a request without a key says how to send one (RFC 6750)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cortex"'}
 
+
+#: the longest ``Prefer: wait`` honoured, in seconds
+MAX_WAIT = 60.0
+#: seconds an events stream goes without reading the record again when no notification came
+EVENTS_RECHECK = 15.0
 
 #: seconds a request body may stop arriving (nginx's client_body_timeout is 60 s, between two reads too)
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -121,6 +127,10 @@ class Gateway:
                 return denied or await self.submit(request, api, consumed=consumed)
             return not_allowed(request.method, path, "POST", f"use POST {api.endpoint} to submit a request")
         prefix, _, request_id = trimmed.rpartition("/")
+        if request_id == "events" and request.method == "GET":
+            events = await self._events_route(request, prefix)
+            if events is not None:
+                return events
         api = await self.directory.resolve(prefix) if prefix else None
         if api is None:
             if prefix and request.method in ("GET", "HEAD"):
@@ -134,8 +144,21 @@ class Gateway:
         if denied is not None:
             return denied
         if route == "status":
-            return await self.status(api, request_id)
+            wait = wait_asked(request)
+            if isinstance(wait, Response):
+                return wait
+            return await self.status(api, request_id, wait=wait)
         return await self.cancel(api, request_id)
+
+    async def _events_route(self, request: Request, prefix: str) -> Response | None:
+        """``GET /<endpoint>/<id>/events`` when ``prefix`` is ``/<endpoint>/<id>`` of a deployed API, else None."""
+        endpoint, _, request_id = prefix.rpartition("/")
+        api = await self.directory.resolve(endpoint) if endpoint else None
+        if api is None or not is_valid_id(request_id):
+            return None
+        request.scope[ROUTE_KEY] = ("events", api.name)
+        denied, _ = self._access(request, api)
+        return denied or await self.events(api, request_id)
 
     def _access(self, request: Request, api: RoutedApi) -> tuple[Response | None, frozenset[str]]:
         """None and the header the key came in (never stored), or the 401 or 403 to answer.
@@ -180,6 +203,7 @@ class Gateway:
             problem = None if refused is None else f"X-Cortex-Webhook-URL refused: {refused}"
         if problem is not None:
             return error_response(400, problem)
+        wait = prefer_wait(request)
         request_id = new_id()
         digest = hashlib.sha256() if key is not None else None
         stream = limited(request.stream(), api.max_payload_size, digest, idle=self.settings.body_timeout)
@@ -224,7 +248,52 @@ class Gateway:
                     409, f"Idempotency-Key {key!r} was already used with another body, by request {stored.id}"
                 )
             request_id = stored.id
-        return Response(b'{"id":"' + request_id.encode() + b'"}', media_type="application/json")
+        if wait is None:
+            return Response(b'{"id":"' + request_id.encode() + b'"}', media_type="application/json")
+        return await self._submitted_after_wait(api, request_id, wait)
+
+    async def _submitted_after_wait(self, api: RoutedApi, request_id: str, wait: float) -> Response:
+        """The answer to a submission with ``Prefer: wait``: the record once terminal, else ``{"id", "status"}``."""
+        applied = {"Preference-Applied": f"wait={wait:g}"}
+        try:
+            record = await self._settled(api.name, request_id, wait)
+        except BackendError as exc:
+            log.error(
+                "could not read request %s of %s: %s",
+                request_id,
+                api.name,
+                exc,
+                extra=_ctx(api.name, request_id, "read"),
+            )
+            record = None  # stored and queued: it is still the id to answer
+        if record is not None and record.status.terminal:
+            return Response(render_record(record), media_type="application/json", headers=applied)
+        status = Status.IN_QUEUE if record is None else record.status
+        body = json.dumps({"id": request_id, "status": status.value}, separators=(",", ":")).encode()
+        return Response(body, media_type="application/json", headers=applied)
+
+    async def _settled(self, api: str, request_id: str, wait: float) -> RequestRecord | None:
+        """The record once terminal, or as it stands after ``wait`` seconds (None when unknown).
+
+        Woken by the data plane's change notifications (:mod:`cortex.dataplane.watch`): one read at
+        the start, one per notification of this id, one at the deadline, so a lost notification
+        costs latency, never a wrong answer.
+        """
+        watch = self.backends.plane.changes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            woken = watch.waiter(request_id)  # before the read: a change after it wakes this wait
+            try:
+                record = await self.backends.records.get(api, request_id, now=now())
+            except BaseException:
+                watch.forget(request_id, woken)
+                raise
+            remaining = deadline - loop.time()
+            if record is None or record.status.terminal or remaining <= 0:
+                watch.forget(request_id, woken)
+                return record
+            await watch.wait(request_id, woken, remaining)
 
     async def _store(self, record: NewRequest) -> Response | Duplicate | None:
         """Store the record and queue its id in one step: None once both are durable, the
@@ -250,12 +319,19 @@ class Gateway:
                 " it is never queued twice)",
             )
 
-    async def status(self, api: RoutedApi, request_id: str) -> Response:
-        """``GET /<endpoint>/<id>``: the record as JSON, with the result bytes spliced in."""
+    async def status(self, api: RoutedApi, request_id: str, *, wait: float | None = None) -> Response:
+        """``GET /<endpoint>/<id>``: the record as JSON, with the result bytes spliced in.
+
+        With ``wait`` (``Prefer: wait=N`` or ``?wait=N``), answered once the status is terminal, or
+        after ``wait`` seconds as it then stands.
+        """
         record = None
         if is_valid_id(request_id):
             try:
-                record = await self.backends.records.get(api.name, request_id, now=now())
+                if wait is None:
+                    record = await self.backends.records.get(api.name, request_id, now=now())
+                else:
+                    record = await self._settled(api.name, request_id, wait)
             except BackendError as exc:
                 log.error(
                     "could not read request %s of %s: %s",
@@ -267,7 +343,58 @@ class Gateway:
                 return error_response(503, "the request store is unavailable; try again")
         if record is None:
             return unknown_request(api, request_id)
-        return Response(render_record(record), media_type="application/json")
+        applied = None if wait is None else {"Preference-Applied": f"wait={wait:g}"}
+        return Response(render_record(record), media_type="application/json", headers=applied)
+
+    async def events(self, api: RoutedApi, request_id: str) -> Response:
+        """``GET /<endpoint>/<id>/events``: Server-Sent Events, one ``status`` event per status seen, until terminal.
+
+        Each event's data is the record as ``GET /<endpoint>/<id>`` answers it. The stream is woken
+        by the data plane's notifications of starts and finishes, and reads the record again every
+        :data:`EVENTS_RECHECK` seconds in case one was lost (a comment line keeps proxies from timing out).
+        """
+        try:
+            first = await self.backends.records.get(api.name, request_id, now=now())
+        except BackendError as exc:
+            log.error(
+                "could not read request %s of %s: %s",
+                request_id,
+                api.name,
+                exc,
+                extra=_ctx(api.name, request_id, "read"),
+            )
+            return error_response(503, "the request store is unavailable; try again")
+        if first is None:
+            return unknown_request(api, request_id)
+        return StreamingResponse(
+            self._event_stream(api.name, request_id, first),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _event_stream(self, api: str, request_id: str, record: RequestRecord) -> AsyncIterator[bytes]:
+        watch = self.backends.plane.changes
+        shown_status: Status | None = None
+        while True:
+            if record.status != shown_status:
+                shown_status = record.status
+                yield b"event: status\ndata: " + render_record(record) + b"\n\n"
+            if record.status.terminal:
+                return
+            woken = watch.waiter(request_id)  # before the read: a change after it wakes this wait
+            try:
+                fresh = await self.backends.records.get(api, request_id, now=now())
+            except BackendError as exc:
+                log.warning("events of request %s of %s: the store is unavailable: %s", request_id, api, exc)
+                fresh = record
+            if fresh is None:  # expired meanwhile
+                watch.forget(request_id, woken)
+                return
+            if fresh.status != record.status:
+                watch.forget(request_id, woken)
+            elif not await watch.wait(request_id, woken, EVENTS_RECHECK):
+                yield b": waiting\n\n"
+            record = fresh
 
     async def status_after_delete(self, request: Request, prefix: str, request_id: str, path: str) -> Response:
         """``GET /<name>/<id>`` once the API is deleted: its requests stay readable until they expire.
@@ -310,6 +437,8 @@ class Gateway:
             if not record.status.terminal:
                 await schedule(self.backends.queue, api.spec, api.name, request_id, record.webhook_url, "cancelled")
                 if await records.finish(api.name, request_id, Outcome(Status.CANCELLED), now=now()):
+                    # this process's waiters learn it now; the other gateways' at their deadline
+                    self.backends.plane.changes.changed(request_id)
                     # the dequeuer holding it (if any) sees the status and aborts the upstream call
                     await self.backends.queue.remove(api.name, request_id)
                 record = await records.get(api.name, request_id, now=now())
@@ -354,6 +483,41 @@ class Gateway:
             removed += swept.deleted
             if swept.deleted < SWEEP_BATCH and len(swept.blob_keys) < SWEEP_BATCH:
                 return removed
+
+
+def wait_asked(request: Request) -> float | Response | None:
+    """The seconds ``?wait=N`` or ``Prefer: wait=N`` asks to wait (at most :data:`MAX_WAIT`), None when none
+    is asked, or the 400 of a bad ``?wait=``."""
+    text = request.query_params.get("wait")
+    if text is None:
+        return prefer_wait(request)
+    try:
+        asked = float(text)
+    except ValueError:
+        asked = math.nan
+    if not math.isfinite(asked) or asked < 0:
+        return error_response(400, f"wait must be a number of seconds from 0 to {MAX_WAIT:g} (got {shown(text, 40)!r})")
+    return min(asked, MAX_WAIT)
+
+
+def prefer_wait(request: Request) -> float | None:
+    """The seconds ``Prefer: wait=N`` asks to wait, at most :data:`MAX_WAIT`; None when none is asked.
+
+    A preference the gateway does not understand, or a wait that is not a number, is ignored (RFC 7240).
+    """
+    asked: float | None = None
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            name, _, value = preference.partition(";")[0].strip().partition("=")
+            if name.strip().lower() != "wait":
+                continue
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                continue
+            if math.isfinite(seconds) and seconds >= 0:
+                asked = min(seconds, MAX_WAIT)
+    return asked
 
 
 def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:

@@ -37,7 +37,14 @@ _ERROR = {
 _SUBMITTED = {
     "type": "object",
     "required": ["id"],
-    "properties": {"id": {"$ref": "#/components/schemas/RequestId"}},
+    "properties": {
+        "id": {"$ref": "#/components/schemas/RequestId"},
+        "status": {
+            "type": "string",
+            "enum": [status.value for status in Status],
+            "description": "Only with Prefer: wait, when the request did not end within the wait.",
+        },
+    },
     "additionalProperties": False,
 }
 
@@ -85,6 +92,30 @@ _WEBHOOK_URL = {
     "example": "https://example.com/hooks/cortex",
 }
 
+#: the longest wait the gateway grants (gateway.app.MAX_WAIT)
+_MAX_WAIT = 60
+
+_PREFER_WAIT = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": f"wait=N (RFC 7240, N seconds, at most {_MAX_WAIT}): answer once the request has ended, or "
+    "after N seconds as it then stands. The gateway is woken by the backend's notification of the finish, "
+    "not by polling. Answered with Preference-Applied: wait=N; other preferences are ignored.",
+    "schema": {"type": "string"},
+}
+
+_WAIT_QUERY = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": f"As Prefer: wait=N: seconds to wait for the request to end (at most {_MAX_WAIT}; more is "
+    "taken as that). Not a number from 0 up is 400.",
+    "schema": {"type": "number", "minimum": 0},
+}
+
+_APPLIED = {"Preference-Applied": {"schema": {"type": "string"}, "description": "wait=N, when a wait was asked."}}
+
 
 def _error(description: str) -> dict[str, Any]:
     return _json(description, {"$ref": "#/components/schemas/Error"})
@@ -126,8 +157,9 @@ _DOCUMENT: dict[str, Any] = {
             "parameters": [_ENDPOINT],
             "post": {
                 "operationId": "submit",
-                "summary": "Store and queue a request; answers its id once both are durable.",
-                "parameters": [_IDEMPOTENCY_KEY, _WEBHOOK_URL],
+                "summary": "Store and queue a request; answers its id once both are durable (with Prefer: wait, "
+                "the finished request if it ends within the wait).",
+                "parameters": [_IDEMPOTENCY_KEY, _WEBHOOK_URL, _PREFER_WAIT],
                 "requestBody": {
                     "required": False,
                     "description": "Any body, any content type; forwarded as it is to the user server.",
@@ -135,7 +167,17 @@ _DOCUMENT: dict[str, Any] = {
                 },
                 "responses": {
                     "200": {
-                        **_json("Stored and queued.", {"$ref": "#/components/schemas/Submitted"}),
+                        **_json(
+                            "Stored and queued: its id (and, with Prefer: wait, its status); or, with Prefer: "
+                            "wait, the request itself once it ended within the wait.",
+                            {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/Submitted"},
+                                    {"$ref": "#/components/schemas/Request"},
+                                ]
+                            },
+                        ),
+                        "headers": _APPLIED,
                         "links": {
                             "status": {"operationId": "status", "parameters": {"id": "$response.body#/id"}},
                             "cancel": {"operationId": "cancel", "parameters": {"id": "$response.body#/id"}},
@@ -156,9 +198,11 @@ _DOCUMENT: dict[str, Any] = {
             "parameters": [_ENDPOINT, _ID],
             "get": {
                 "operationId": "status",
-                "summary": "The request's status; its result once completed.",
+                "summary": "The request's status; its result once completed. With a wait, answered once it ended.",
+                "parameters": [_PREFER_WAIT, _WAIT_QUERY],
                 "responses": {
-                    "200": _json("The request.", {"$ref": "#/components/schemas/Request"}),
+                    "200": {**_json("The request.", {"$ref": "#/components/schemas/Request"}), "headers": _APPLIED},
+                    "400": _error("A bad ?wait= (not a number of seconds from 0 up)."),
                     **_ACCESS,
                     "404": _NOT_FOUND,
                     "431": _HEADER_TOO_LARGE,
@@ -173,6 +217,26 @@ _DOCUMENT: dict[str, Any] = {
                     **_ACCESS,
                     "404": _NOT_FOUND,
                     "409": _json("The request already finished.", _CONFLICT),
+                    "431": _HEADER_TOO_LARGE,
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/{endpoint}/{id}/events": {
+            "parameters": [_ENDPOINT, _ID],
+            "get": {
+                "operationId": "events",
+                "summary": "Server-Sent Events: one 'status' event per status the request takes, until it ends.",
+                "description": "Each event's data is the request as GET /{endpoint}/{id} answers it: in_queue, "
+                "in_progress, then the terminal status (whose event carries the result); the stream then closes. "
+                "Woken by the backend's notifications of starts and finishes; comment lines keep it alive.",
+                "responses": {
+                    "200": {
+                        "description": "The stream.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_ACCESS,
+                    "404": _NOT_FOUND,
                     "431": _HEADER_TOO_LARGE,
                     "503": _UNAVAILABLE,
                 },

@@ -47,6 +47,10 @@ class WakeListener:
                 pass
         return True
 
+    async def receive(self) -> bytes:
+        """The next datagram sent to this socket."""
+        return await asyncio.get_running_loop().sock_recv(self._sock, 65536)
+
     def close(self) -> None:
         """Stop listening and remove the socket file."""
         self._sock.close()
@@ -56,18 +60,23 @@ class WakeListener:
 
 def wake(folder: Path, api: str) -> None:
     """Wake every process waiting for ``api`` (never blocks; stale sockets are removed)."""
+    send(folder, api, b"!")
+
+
+def send(folder: Path, name: str, data: bytes) -> None:
+    """Send ``data`` to every socket of ``name`` in ``folder`` (never blocks; stale sockets are removed)."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return
-    prefix = f"{api}."
+    prefix = f"{name}."
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         sender.setblocking(False)
         for entry in entries:
             if not entry.name.startswith(prefix) or not entry.name.endswith(".sock"):
                 continue
             try:
-                sender.sendto(b"!", entry.path)
+                sender.sendto(data, entry.path)
             except (ConnectionRefusedError, FileNotFoundError):
                 # its process is gone without cleaning up (killed): nobody will ever read it
                 with contextlib.suppress(FileNotFoundError):
