@@ -93,6 +93,7 @@ def test_the_document_lists_every_route(gateway_url: str) -> None:
         ("/{endpoint}/{id}", "get"),
         ("/{endpoint}/{id}", "delete"),
         ("/healthz", "get"),
+        ("/readyz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
     }
