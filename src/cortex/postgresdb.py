@@ -129,9 +129,16 @@ def wrap_errors(action: str, url: str) -> Iterator[None]:
     try:
         yield
     except DRIVER_ERRORS as exc:
-        raise BackendError(f"PostgreSQL {action} failed at {url}: {exc}") from exc
+        raise BackendError(f"PostgreSQL {action} failed at {url}: {_described(exc)}") from exc
     else:
         raise_if_cancelling()
+
+
+def _described(exc: BaseException) -> str:
+    """The driver's message, or what happened when it has none (a deadline passed)."""
+    if str(exc):
+        return str(exc)
+    return "no answer within the deadline" if isinstance(exc, TimeoutError) else type(exc).__name__
 
 
 async def open_server(

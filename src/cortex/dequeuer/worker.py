@@ -39,7 +39,7 @@ MAX_RETRY_DELAY = 300.0
 #: seconds before a take that failed (the backend unreachable) is tried again; doubled at each failure
 TAKE_BACKOFF = 1.0
 #: the longest of those waits
-MAX_TAKE_BACKOFF = 10.0
+MAX_TAKE_BACKOFF = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
