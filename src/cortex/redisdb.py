@@ -45,6 +45,8 @@ class RedisServer:
     client: aioredis.Redis
     prefix: str  #: ends with ``:``
     url: str  #: the URL without credentials, for messages
+    #: seconds a command may wait for its answer (a blocking read must ask the server for less)
+    timeout: float = SOCKET_TIMEOUT_S
 
     def key(self, *parts: str) -> str:
         """``<prefix>:part:part...``."""
@@ -152,4 +154,4 @@ async def open_server(url: str, resources: Resources) -> RedisServer:
         await client.aclose()
 
     client = await resources.get(f"redis:{client_url}", create, close)
-    return RedisServer(client=client, prefix=prefix, url=shown)
+    return RedisServer(client=client, prefix=prefix, url=shown, timeout=timeout)

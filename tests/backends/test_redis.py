@@ -126,6 +126,17 @@ def test_the_deadlines_default_and_are_taken_from_the_url() -> None:
         parse_url("redis://h/0?socket_connect_timeout=-1")
 
 
+async def test_a_wait_longer_than_the_socket_timeout_is_not_an_outage(url: str, tmp_path: Path) -> None:
+    short = f"{url}&socket_timeout=0.4"
+    opened = await open_backends(BackendUrls(queue=short, store=short, blobs=f"file:///{tmp_path / 'blobs'}"))
+    try:
+        started = time.monotonic()
+        assert await opened.queue.wait_lease("api", visibility=5, timeout=1.5) == []
+        assert time.monotonic() - started >= 1.4
+    finally:
+        await opened.aclose()
+
+
 async def test_a_waiter_blocks_on_the_server_and_wakes_at_once(backends: Backends) -> None:
     # poll=5 and a 1 s safety poll: only the blocking read can explain a quick wake-up
     waiting = asyncio.create_task(backends.queue.wait_lease("api", visibility=30, timeout=10, poll=5))
