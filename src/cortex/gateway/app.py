@@ -428,7 +428,8 @@ def create_app(
         problem = await readiness.check()
         if problem is None:
             return PlainTextResponse("ready")
-        return error_response(503, f"not ready: the gateway cannot reach its backend: {problem}")
+        # open without a key: the backend's address and error stay in the gateway's log
+        return error_response(503, "not ready: the gateway cannot reach its backend; try again shortly")
 
     counters = metrics if metrics is not None else GatewayMetrics()
 

@@ -39,6 +39,7 @@ class Readiness:
         self._checked_at = float("-inf")
         self._problem: str | None = "not checked yet"
         self._running: asyncio.Future[None] | None = None
+        self._failing = False
 
     async def check(self) -> str | None:
         """None when the backend answered a ping lately, else what is wrong."""
@@ -60,9 +61,10 @@ class Readiness:
             problem = None
         except (BackendError, TimeoutError) as exc:
             problem = str(exc) or f"the backend did not answer within {self.deadline:g}s"
-        if problem is not None and self._problem is None:
+        if problem is not None and not self._failing:  # one line per outage, not one per probe
             log.error("not ready: %s", problem)
-        elif problem is None and self._problem is not None and self._problem != "not checked yet":
+        elif problem is None and self._failing:
             log.warning("ready again: the backend answers")
+        self._failing = problem is not None
         self._problem = problem
         self._checked_at = time.monotonic()
