@@ -3,15 +3,23 @@
 A URL names the server, the database and, optionally, the schema that holds cortex's tables:
 ``postgresql://user@host:5432/db?schema=cortex`` (``postgres://`` too). The schema defaults to
 ``cortex`` and is created, with the tables, on first open (``IF NOT EXISTS``, under an advisory
-lock, so processes starting together do not race). ``command_timeout`` (seconds, default
-:data:`COMMAND_TIMEOUT_S`) bounds each statement, so a stalled server fails a request with a
-:class:`~cortex.errors.BackendError` instead of hanging it. The other query parameters are asyncpg's.
+lock, so processes starting together do not race). The other query parameters are asyncpg's
+(``application_name=...`` names the sessions in ``pg_stat_activity``).
+
+Every call has a deadline: ``command_timeout`` (seconds, default :data:`COMMAND_TIMEOUT_S`) bounds
+each statement and ``connect_timeout`` (default :data:`CONNECT_TIMEOUT_S`) each new connection, so
+a server cut off or frozen fails a call with a :class:`~cortex.errors.BackendError` instead of
+hanging it. A caller waiting for a free connection of the pool waits for one of those to end, so
+at most ``command_timeout + connect_timeout``. Closing the pool waits :data:`CLOSE_TIMEOUT_S` for
+the statements under way, then drops the connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -23,14 +31,18 @@ from cortex.backends import Resources
 from cortex.cancellation import raise_if_cancelling
 from cortex.errors import BackendError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SCHEMA = "cortex"
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 #: connections per pool; a dequeuer's leases, renewals and acks share them
 POOL_SIZE = 10
-#: seconds to wait for a new connection (the driver would wait 60)
+#: seconds to wait for a new connection (the driver would wait 60; ``?connect_timeout=`` in the URL)
 CONNECT_TIMEOUT_S = 10.0
 #: seconds one statement may take before it fails (``?command_timeout=`` in the URL)
 COMMAND_TIMEOUT_S = 10.0
+#: seconds closing the pool waits for the statements under way before it drops the connections
+CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,6 +55,8 @@ class PostgresServer:
     url: str  #: the URL without credentials, for messages
     #: seconds one statement may take
     command_timeout: float = COMMAND_TIMEOUT_S
+    #: seconds a new connection may take
+    connect_timeout: float = CONNECT_TIMEOUT_S
 
     def sql(self, text: str) -> str:
         """``text`` with ``{s}`` replaced by the quoted schema."""
@@ -61,34 +75,35 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """asyncpg's URL (without ``schema`` and ``command_timeout``) and the schema of ``url``."""
-    dsn, schema, _ = parse_url(url)
+    """asyncpg's URL (without ``schema`` and the timeouts) and the schema of ``url``."""
+    dsn, schema, _, _ = parse_url(url)
     return dsn, schema
 
 
-def parse_url(url: str) -> tuple[str, str, float]:
-    """asyncpg's URL (without cortex's own parameters), the schema and the command timeout of ``url``."""
+def parse_url(url: str) -> tuple[str, str, float, float]:
+    """asyncpg's URL (without cortex's own parameters), the schema, the command and the connect timeouts of ``url``."""
     parts = urlsplit(url)
     schema = DEFAULT_SCHEMA
-    timeout = COMMAND_TIMEOUT_S
+    timeouts = {"command_timeout": COMMAND_TIMEOUT_S, "connect_timeout": CONNECT_TIMEOUT_S}
     rest = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name == "schema":
             schema = value
-        elif name == "command_timeout":
+        elif name in timeouts:
             try:
-                timeout = float(value)
+                timeouts[name] = float(value)
             except ValueError:
-                timeout = -1.0
-            if not 0 < timeout < 86400:
-                raise BackendError(f"invalid command_timeout {value!r} in {redact(url)}: give seconds, above 0")
+                timeouts[name] = -1.0
+            if not 0 < timeouts[name] < 86400:
+                raise BackendError(f"invalid {name} {value!r} in {redact(url)}: give seconds, above 0")
         else:
             rest.append((name, value))
     if not _SCHEMA_RE.match(schema):
         raise BackendError(
             f"invalid schema {schema!r} in {redact(url)}: use lower-case letters, digits and _ (at most 41)"
         )
-    return urlunsplit(parts._replace(query=urlencode(rest))), schema, timeout
+    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
+    return dsn, schema, timeouts["command_timeout"], timeouts["connect_timeout"]
 
 
 def redact(url: str) -> str:
@@ -99,6 +114,12 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
+#: what the driver raises when a call fails: a server error, a connection lost or refused, a deadline
+#: passed (``TimeoutError`` is an ``OSError``), or the driver's own state broken by a lost connection
+#: (``InternalClientError``, seen when a server restarts under a pool)
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
+
 @contextlib.contextmanager
 def wrap_errors(action: str, url: str) -> Iterator[None]:
     """Turn driver and socket errors into :class:`BackendError` (the driver's error as ``__cause__``).
@@ -107,10 +128,17 @@ def wrap_errors(action: str, url: str) -> Iterator[None]:
     """
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:  # OSError: TimeoutError too
-        raise BackendError(f"PostgreSQL {action} failed at {url}: {exc}") from exc
+    except DRIVER_ERRORS as exc:
+        raise BackendError(f"PostgreSQL {action} failed at {url}: {_described(exc)}") from exc
     else:
         raise_if_cancelling()
+
+
+def _described(exc: BaseException) -> str:
+    """The driver's message, or what happened when it has none (a deadline passed)."""
+    if str(exc):
+        return str(exc)
+    return "no answer within the deadline" if isinstance(exc, TimeoutError) else type(exc).__name__
 
 
 async def open_server(
@@ -124,7 +152,7 @@ async def open_server(
     Raises:
         BackendError: the URL is invalid, the server does not answer, or the schema cannot be created.
     """
-    dsn, schema, command_timeout = parse_url(url)
+    dsn, schema, command_timeout, connect_timeout = parse_url(url)
     shown = redact(dsn)
 
     async def create() -> asyncpg.Pool:
@@ -134,7 +162,7 @@ async def open_server(
                     dsn,
                     min_size=1,
                     max_size=POOL_SIZE,
-                    timeout=CONNECT_TIMEOUT_S,
+                    timeout=connect_timeout,
                     command_timeout=command_timeout,
                     reset=_reset,
                 )
@@ -144,11 +172,15 @@ async def open_server(
             raise BackendError(f"invalid PostgreSQL URL {shown}: {exc}") from exc
         return pool
 
-    async def close(pool: asyncpg.Pool) -> None:
-        await pool.close()
-
-    pool = await resources.get(f"postgres:{dsn}:{command_timeout}", create, close)
-    server = PostgresServer(pool=pool, dsn=dsn, schema=schema, url=shown, command_timeout=command_timeout)
+    pool = await resources.get(f"postgres:{dsn}:{command_timeout}:{connect_timeout}", create, close_pool)
+    server = PostgresServer(
+        pool=pool,
+        dsn=dsn,
+        schema=schema,
+        url=shown,
+        command_timeout=command_timeout,
+        connect_timeout=connect_timeout,
+    )
     with wrap_errors(f"creating the tables in schema {schema}", shown):
         async with pool.acquire() as conn, conn.transaction():
             # CREATE ... IF NOT EXISTS still races with itself in concurrent transactions
@@ -157,6 +189,19 @@ async def open_server(
             if migrations:
                 await _migrate(conn, server, migrations, versions)
     return server
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close every connection of ``pool``: gracefully within :data:`CLOSE_TIMEOUT_S`, else at once.
+
+    A graceful close waits for the statements under way, and for nothing at all on a server that
+    is cut off; the session must not outlive the process's use of it either way.
+    """
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+    except (TimeoutError, *DRIVER_ERRORS) as exc:
+        log.warning("closing the PostgreSQL connections gracefully failed (dropping them): %s", exc)
+        pool.terminate()
 
 
 async def _migrate(conn: Any, server: PostgresServer, migrations: Sequence[str], versions: str) -> None:

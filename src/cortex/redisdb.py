@@ -5,6 +5,12 @@ A URL names the server and, optionally, the prefix of every key cortex writes:
 a ``:`` is added after it. Everything else in the URL (password, database number, client
 options) is redis-py's :func:`redis.asyncio.from_url` syntax.
 
+Every call has a deadline: ``socket_timeout`` (seconds, default :data:`SOCKET_TIMEOUT_S`) bounds
+each command's answer, ``socket_connect_timeout`` (default the same) each new connection, and a
+caller waits at most ``socket_timeout`` for a free connection of the pool. A server cut off or
+frozen then fails a call with a :class:`~cortex.errors.BackendError` within that time, never hangs
+it. The blocking reads of the queue wait at most 1 s, well within it.
+
 Keys are grouped per API under a hash tag (``<prefix>:q:{<api>}:due``) so that the keys one
 script touches share a slot; the record store's sweep derives keys inside its script, so a
 Redis Cluster is not supported: use one primary (with replicas and AOF persistence for no loss).
@@ -27,6 +33,9 @@ from cortex.errors import BackendError
 DEFAULT_PREFIX = "cortex"
 #: connections per server and process; a blocked ``wait_lease`` holds one
 POOL_SIZE = 64
+#: seconds a command may wait for its answer, a new connection for the server, a caller for a
+#: free connection (``?socket_timeout=`` and ``?socket_connect_timeout=`` in the URL)
+SOCKET_TIMEOUT_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,6 +45,8 @@ class RedisServer:
     client: aioredis.Redis
     prefix: str  #: ends with ``:``
     url: str  #: the URL without credentials, for messages
+    #: seconds a command may wait for its answer (a blocking read must ask the server for less)
+    timeout: float = SOCKET_TIMEOUT_S
 
     def key(self, *parts: str) -> str:
         """``<prefix>:part:part...``."""
@@ -58,6 +69,33 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=urlencode(rest))), prefix.rstrip(":") + ":"
 
 
+def parse_url(url: str) -> tuple[str, str, float]:
+    """:func:`split_url`, with the deadlines made explicit: the client URL, the prefix, the socket timeout.
+
+    ``socket_timeout`` defaults to :data:`SOCKET_TIMEOUT_S`, ``socket_connect_timeout`` to ``socket_timeout``.
+
+    Raises:
+        BackendError: the prefix or a timeout is invalid.
+    """
+    client_url, prefix = split_url(url)
+    parts = urlsplit(client_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    timeouts: dict[str, float] = {}
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if name not in query:
+            continue
+        try:
+            timeouts[name] = float(query[name])
+        except ValueError:
+            timeouts[name] = -1.0
+        if not 0 < timeouts[name] < 86400:
+            raise BackendError(f"invalid {name} {query[name]!r} in {redact(url)}: give seconds, above 0")
+    timeout = timeouts.get("socket_timeout", SOCKET_TIMEOUT_S)
+    query["socket_timeout"] = f"{timeout:g}"
+    query["socket_connect_timeout"] = f"{timeouts.get('socket_connect_timeout', timeout):g}"
+    return urlunsplit(parts._replace(query=urlencode(query))), prefix, timeout
+
+
 def redact(url: str) -> str:
     """``url`` without its password."""
     parts = urlsplit(url)
@@ -76,9 +114,16 @@ def wrap_errors(action: str, url: str) -> Iterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise BackendError(f"Redis {action} failed at {url}: {exc}") from exc
+        raise BackendError(f"Redis {action} failed at {url}: {_described(exc)}") from exc
     else:
         raise_if_cancelling()
+
+
+def _described(exc: BaseException) -> str:
+    """The driver's message, or what happened when it has none (a deadline passed)."""
+    if str(exc):
+        return str(exc)
+    return "no answer within the deadline" if isinstance(exc, TimeoutError) else type(exc).__name__
 
 
 async def open_server(url: str, resources: Resources) -> RedisServer:
@@ -87,13 +132,13 @@ async def open_server(url: str, resources: Resources) -> RedisServer:
     Raises:
         BackendError: the URL is invalid or the server does not answer.
     """
-    client_url, prefix = split_url(url)
+    client_url, prefix, timeout = parse_url(url)
     shown = redact(client_url)
 
     async def create() -> aioredis.Redis:
         try:
-            # a burst of requests waits for a free connection instead of failing; URL options take precedence
-            pool = aioredis.BlockingConnectionPool.from_url(client_url, max_connections=POOL_SIZE, timeout=30)
+            # a burst of requests waits for a free connection instead of failing, within the deadline
+            pool = aioredis.BlockingConnectionPool.from_url(client_url, max_connections=POOL_SIZE, timeout=timeout)
             client = aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise BackendError(f"invalid Redis URL {shown}: {exc}") from exc
@@ -109,4 +154,4 @@ async def open_server(url: str, resources: Resources) -> RedisServer:
         await client.aclose()
 
     client = await resources.get(f"redis:{client_url}", create, close)
-    return RedisServer(client=client, prefix=prefix, url=shown)
+    return RedisServer(client=client, prefix=prefix, url=shown, timeout=timeout)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from cortex.backends import Resources, local_path
 from cortex.errors import BackendError
@@ -42,8 +43,8 @@ Work = Callable[[sqlite3.Connection], Any]
 
 #: how many waiting writes one transaction takes at most
 _MAX_BATCH = 512
-#: how long a writer waits for another process's write lock before failing
-_BUSY_TIMEOUT_S = 30.0
+#: how long a writer waits for another process's write lock before failing (``?busy_timeout=`` in the URL)
+BUSY_TIMEOUT_S = 30.0
 #: after this many writes on the event loop, the writer thread checkpoints the WAL
 _CHECKPOINT_EVERY = 100
 #: how long a truncating checkpoint waits for the connections using the WAL
@@ -89,8 +90,17 @@ def _settle(batch: list[_Job], results: list[Result]) -> None:
 class SqliteDatabase:
     """A SQLite file opened for one process: batches committed on the event loop, a writer thread when busy."""
 
-    def __init__(self, path: Path, migrate: Callable[[sqlite3.Connection], None], *, readers: int = 2) -> None:
+    def __init__(
+        self,
+        path: Path,
+        migrate: Callable[[sqlite3.Connection], None],
+        *,
+        readers: int = 2,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.path = path
+        #: seconds a write (or a read on a thread) waits for another process's lock before it fails
+        self.busy_timeout = busy_timeout
         path.parent.mkdir(parents=True, exist_ok=True)
         self._jobs: queue.SimpleQueue[list[_Job] | _Checkpoint | None] = queue.SimpleQueue()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="cortex-sqlite-read")
@@ -126,7 +136,8 @@ class SqliteDatabase:
         self._queued = 0
         self._loop_commits = 0
 
-    def _connect(self, timeout: float = _BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    def _connect(self, timeout: float | None = None) -> sqlite3.Connection:
+        timeout = self.busy_timeout if timeout is None else timeout
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=timeout)
         except sqlite3.Error as exc:
@@ -184,14 +195,14 @@ class SqliteDatabase:
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job], *, wait: bool) -> list[Result] | None:
         """Run ``batch`` in one transaction; None (nothing done) if ``wait`` is False and the lock is taken."""
         try:
-            if not _begin(conn, wait=wait):
+            if not _begin(conn, wait=wait, timeout=self.busy_timeout):
                 return None
             try:
                 # optimistic: no savepoint per write; should one fail, the batch runs again with them
                 results: list[Result] = [(job.fn(conn), None) for job in batch]
             except Exception:
                 conn.execute("ROLLBACK")
-                if not _begin(conn, wait=wait):
+                if not _begin(conn, wait=wait, timeout=self.busy_timeout):
                     return None
                 results = [self._run_isolated(conn, job) for job in batch]
             conn.execute("COMMIT")
@@ -324,10 +335,10 @@ class SqliteDatabase:
             self._connections.clear()
 
 
-def _begin(conn: sqlite3.Connection, *, wait: bool) -> bool:
+def _begin(conn: sqlite3.Connection, *, wait: bool, timeout: float = BUSY_TIMEOUT_S) -> bool:
     """``BEGIN IMMEDIATE``; False if another connection holds the write lock and ``wait`` is False.
 
-    Waiting, it tries again every 0.2-1 ms (jittered) for up to :data:`_BUSY_TIMEOUT_S`: SQLite's
+    Waiting, it tries again every 0.2-1 ms (jittered) for up to ``timeout`` seconds: SQLite's
     own busy handler sleeps 1, 2, 5 ... up to 100 ms between tries, so a process that once found
     the lock taken kept losing it to one that commits back to back.
     """
@@ -343,7 +354,7 @@ def _begin(conn: sqlite3.Connection, *, wait: bool) -> bool:
                 return False
             now = time.monotonic()
             if deadline is None:
-                deadline = now + _BUSY_TIMEOUT_S
+                deadline = now + timeout
             elif now > deadline:
                 raise
             time.sleep(random.uniform(0.0002, 0.001))
@@ -373,11 +384,28 @@ def _wrap(action: str) -> Any:
 
 
 async def open_database(url: str, resources: Resources) -> SqliteDatabase:
-    """The process's one handle on the SQLite file of ``sqlite:///path``, with every embedded table."""
+    """The process's one handle on the SQLite file of ``sqlite:///path``, with every embedded table.
+
+    ``?busy_timeout=<seconds>`` (default :data:`BUSY_TIMEOUT_S`) bounds the wait for another
+    process's write lock; the first URL to open a file sets it for the process.
+
+    Raises:
+        BackendError: the file cannot be opened, or ``busy_timeout`` is invalid.
+    """
     path = local_path(url).resolve()
+    busy_timeout = BUSY_TIMEOUT_S
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name != "busy_timeout":
+            continue
+        try:
+            busy_timeout = float(value)
+        except ValueError:
+            busy_timeout = -1.0
+        if not 0 < busy_timeout < 86400:
+            raise BackendError(f"invalid busy_timeout {value!r} in {url}: give seconds, above 0")
 
     async def create() -> SqliteDatabase:
-        return SqliteDatabase(path, migrate)
+        return SqliteDatabase(path, migrate, busy_timeout=busy_timeout)
 
     async def close(db: SqliteDatabase) -> None:
         db.close()

@@ -14,7 +14,7 @@ import pytest
 
 from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.errors import BackendError
-from cortex.postgresdb import split_url
+from cortex.postgresdb import parse_url, split_url, wrap_errors
 from cortex.requests import Duplicate, NewRequest
 from tests.servers.databases import POSTGRES_URL, postgres_namespace
 
@@ -109,6 +109,22 @@ def test_url_schema_defaults_and_is_removed_from_the_driver_url() -> None:
     assert split_url("postgres://u:pw@h/db") == ("postgres://u:pw@h/db", "cortex")
     with pytest.raises(BackendError, match="invalid schema"):
         split_url('postgresql://h/db?schema=x";drop')
+
+
+def test_the_deadlines_default_and_are_taken_from_the_url() -> None:
+    assert parse_url("postgresql://u@h/db") == ("postgresql://u@h/db", "cortex", 10.0, 10.0)
+    parsed = parse_url("postgresql://u@h/db?command_timeout=1.5&connect_timeout=2&application_name=gw")
+    assert parsed == ("postgresql://u@h/db?application_name=gw", "cortex", 1.5, 2.0)
+    for bad in ("command_timeout=0", "connect_timeout=soon"):
+        with pytest.raises(BackendError, match="give seconds"):
+            parse_url(f"postgresql://u@h/db?{bad}")
+
+
+def test_a_driver_broken_by_a_lost_connection_is_a_backend_error() -> None:
+    # asyncpg raised this through a restart of the server, and it crashed the dequeuer
+    with pytest.raises(BackendError, match="take failed") as raised, wrap_errors("take", "postgresql://h/db"):
+        raise asyncpg.InternalClientError("cannot switch to state 15; another operation is in progress")
+    assert isinstance(raised.value.__cause__, asyncpg.InternalClientError)
 
 
 async def test_unreachable_server_is_a_backend_error(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.errors import BackendError
-from cortex.redisdb import split_url
+from cortex.redisdb import parse_url, split_url
 from cortex.requests import Duplicate, NewRequest
 from cortex.store.base import Swept
 from tests.servers.databases import REDIS_URL, redis_namespace
@@ -109,6 +109,32 @@ def test_url_prefix_defaults_and_is_removed_from_the_client_url() -> None:
     assert split_url("rediss://:secret@h/1") == ("rediss://:secret@h/1", "cortex:")
     with pytest.raises(BackendError, match="invalid key prefix"):
         split_url("redis://h/0?prefix=a{b}")
+
+
+def test_the_deadlines_default_and_are_taken_from_the_url() -> None:
+    assert parse_url("redis://h:6379/0?prefix=p") == (
+        "redis://h:6379/0?socket_timeout=5&socket_connect_timeout=5",
+        "p:",
+        5.0,
+    )
+    assert parse_url("redis://h/0?socket_timeout=1.5") == (
+        "redis://h/0?socket_timeout=1.5&socket_connect_timeout=1.5",
+        "cortex:",
+        1.5,
+    )
+    with pytest.raises(BackendError, match="give seconds"):
+        parse_url("redis://h/0?socket_connect_timeout=-1")
+
+
+async def test_a_wait_longer_than_the_socket_timeout_is_not_an_outage(url: str, tmp_path: Path) -> None:
+    short = f"{url}&socket_timeout=0.4"
+    opened = await open_backends(BackendUrls(queue=short, store=short, blobs=f"file:///{tmp_path / 'blobs'}"))
+    try:
+        started = time.monotonic()
+        assert await opened.queue.wait_lease("api", visibility=5, timeout=1.5) == []
+        assert time.monotonic() - started >= 1.4
+    finally:
+        await opened.aclose()
 
 
 async def test_a_waiter_blocks_on_the_server_and_wakes_at_once(backends: Backends) -> None:

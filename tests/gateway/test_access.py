@@ -126,6 +126,7 @@ async def test_reading_and_cancelling_need_the_key_too(gateway: Gateway) -> None
 async def test_health_and_metrics_stay_open(gateway: Gateway) -> None:
     client = gateway(CLUSTER_KEYS)
     assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200  # a kubelet's probe sends no key
     assert (await client.get("/metrics")).status_code == 200
     # an unknown API is 404 before any key is asked for: its name is not a secret
     assert (await client.post("/nowhere", content=b"x")).status_code == 404

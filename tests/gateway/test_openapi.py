@@ -105,6 +105,7 @@ def test_the_document_lists_every_route(gateway_url: str) -> None:
         ("/{endpoint}/{id}", "delete"),
         ("/{endpoint}/{id}/events", "get"),
         ("/healthz", "get"),
+        ("/readyz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
     }

@@ -211,12 +211,14 @@ def test_secrets_reach_the_right_containers() -> None:
 
 
 @pytest.mark.parametrize("deployment", ["operator", "gateway"])
-def test_probes_ask_the_health_route_on_the_served_port(deployment: str) -> None:
+def test_probes_ask_the_health_routes_on_the_served_port(deployment: str) -> None:
     objects = install_objects(settings())
     served = container(objects, deployment)
     assert [p["name"] for p in served["ports"]] == ["http"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert served[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # the gateway is ready only while it reaches its backend; alive is alive, for both
+    ready = "/readyz" if deployment == "gateway" else "/healthz"
+    assert served["readinessProbe"]["httpGet"] == {"path": ready, "port": "http"}
+    assert served["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     pod_labels = find(objects, "Deployment", deployment)["spec"]["template"]["metadata"]["labels"]
     service = find(objects, "Service", deployment)
     assert service["spec"]["selector"].items() <= pod_labels.items()

@@ -10,6 +10,11 @@ meets the fault:
   delivered (the command runs late, after its client gave up) and the connection closed.
 
 The fault is one-shot: later chunks and connections pass again.
+
+A partition is :meth:`Cutter.blackhole` then :meth:`Cutter.heal`: meanwhile nothing passes either
+way, on the connections open or opened (they are accepted, as a peer whose SYN-ACKs are lost to a
+dropped link would seem to a client with its connect timeout); healing closes the connections the
+cut went through (their bytes are lost) and lets new ones pass.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ class Cutter:
         self.connections = 0
         #: set once a stalled chunk has been delivered (and the server had time to run it)
         self.delivered = asyncio.Event()
+        #: whether a partition is on (:meth:`blackhole`)
+        self.cut = False
+        self._open: set[asyncio.StreamWriter] = set()
+        self._victims: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -52,6 +61,18 @@ class Cutter:
     def thaw(self) -> None:
         """Deliver a stalled chunk now."""
         self._thawed.set()
+
+    def blackhole(self) -> None:
+        """Pass nothing either way, on every connection, until :meth:`heal`."""
+        self.cut = True
+        self._victims |= self._open
+
+    def heal(self) -> None:
+        """Pass again: close the connections the cut went through, let new ones pass."""
+        self.cut = False
+        for writer in self._victims:
+            writer.close()
+        self._victims.clear()
 
     async def close(self) -> None:
         if self._server is not None:
@@ -68,15 +89,21 @@ class Cutter:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.cut:
+            await self._swallow(reader, writer)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
             writer.close()
             return
         reply_fault = asyncio.Event()
+        self._open |= {writer, up_writer}
         self._spawn(self._downstream(up_reader, writer, reply_fault))
         try:
             while chunk := await reader.read(65536):
+                if self.cut or writer in self._victims:
+                    continue  # lost in the partition
                 self.sent += 1
                 fault, self._armed = self._armed, None
                 if fault == "before":
@@ -104,12 +131,20 @@ class Cutter:
                 await asyncio.sleep(0.2)  # the server answers into the void
             for w in (writer, up_writer):
                 w.close()
+                self._open.discard(w)
 
-    @staticmethod
-    async def _downstream(up: asyncio.StreamReader, writer: asyncio.StreamWriter, dropped: asyncio.Event) -> None:
+    async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection into the partition: it never reaches the server, and ends when the cut heals."""
+        self._victims.add(writer)
+        with contextlib.suppress(OSError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    async def _downstream(self, up: asyncio.StreamReader, writer: asyncio.StreamWriter, dropped: asyncio.Event) -> None:
         with contextlib.suppress(OSError, RuntimeError):
             while chunk := await up.read(65536):
-                if dropped.is_set():
+                if dropped.is_set() or self.cut or writer in self._victims:
                     continue
                 writer.write(chunk)
                 await writer.drain()

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: the longest wait before a failed request is tried again
 MAX_RETRY_DELAY = 300.0
+#: seconds before a take that failed (the backend unreachable) is tried again; doubled at each failure
+TAKE_BACKOFF = 1.0
+#: the longest of those waits
+MAX_TAKE_BACKOFF = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,6 +93,7 @@ class Dequeuer:
 
     async def _lease_loop(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         capacity = self.spec.pod.max_concurrency
+        backoff = TAKE_BACKOFF
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -102,10 +107,12 @@ class Dequeuer:
                     continue
                 try:
                     taken = await self._take(free)
-                except BackendError as exc:
-                    log.error("could not take work from the queue (retrying in 1s): %s", exc)
-                    await _first(stopping, asyncio.sleep(1.0))
+                except BackendError as exc:  # an outage, a server restarting: wait, never crash
+                    log.error("could not take work from the queue (retrying in %gs): %s", backoff, exc)
+                    await _first(stopping, asyncio.sleep(backoff))
+                    backoff = min(backoff * 2, MAX_TAKE_BACKOFF)
                     continue
+                backoff = TAKE_BACKOFF
                 for item in taken:
                     task = asyncio.create_task(self._handle(session, item))
                     self._running.add(task)
@@ -141,11 +148,29 @@ class Dequeuer:
             await asyncio.wait(late)
 
     async def _handle(self, session: aiohttp.ClientSession, taken: Taken) -> None:
+        """Run one request while its lease is renewed; drop it at once if the lease is taken over."""
         lease = taken.lease
         renewer = asyncio.create_task(self._renew(lease))
+        # the run stops the renewals before its last write (a renewal after the ack would find no lease)
+        process = asyncio.create_task(self._process(session, taken, renewer.cancel))
         try:
-            await self._process(session, taken)
+            await asyncio.wait({process, renewer}, return_when=asyncio.FIRST_COMPLETED)
+            if not process.done() and not renewer.cancelled():
+                renewer.result()  # it ends only when the lease is lost (or on a bug, raised here)
+                # another replica holds the request now and its outcome is the one kept (fencing):
+                # running it on here would only hold a slot and the user server for nothing
+                process.cancel()
+                await asyncio.wait({process})
+                log.warning(
+                    "request %s: lease lost (another replica holds it now); its run here is abandoned",
+                    lease.id,
+                    extra=self._ctx(lease, "lease_lost"),
+                )
+                return
+            await process
         except asyncio.CancelledError:
+            process.cancel()
+            await asyncio.wait({process})
             # the grace period ran out: hand the request back for another replica, uncounted
             with contextlib.suppress(BackendError):
                 await asyncio.shield(self.backends.queue.release(lease))
@@ -163,19 +188,24 @@ class Dequeuer:
             )
         finally:
             renewer.cancel()
+            if not process.done():
+                process.cancel()
 
-    async def _process(self, session: aiohttp.ClientSession, taken: Taken) -> None:
+    async def _process(self, session: aiohttp.ClientSession, taken: Taken, stop_renewing: Callable[[], object]) -> None:
+        """Run ``taken`` and write its outcome; ``stop_renewing`` is called before that last write."""
         api, lease, record = self.spec.name, taken.lease, taken.record
         max_attempts = self.spec.async_.max_attempts
         if taken.exhausted:
             message = f"the request was attempted {max_attempts} times and its worker stopped each time"
             await self._notify(lease.id, record.webhook_url if record else None, "failed")
+            stop_renewing()
             if await self._finish(lease, Outcome.failed(ErrorKind.MAX_ATTEMPTS, message)):
                 self.metrics.ended(api, Status.FAILED.value)
                 if record is not None and record.payload_ref is not None:  # terminal: the payload goes
                     await self.backends.blobs.delete(record.payload_ref)
             return
         if record is None or not taken.started:  # finished, expired or removed: nothing to run
+            stop_renewing()
             await self.backends.queue.ack(lease)
             return
         if lease.attempts == 1:
@@ -188,6 +218,7 @@ class Dequeuer:
                 "request %s cancelled while running: upstream call aborted", lease.id, extra=self._ctx(lease, "cancel")
             )
             self.metrics.ended(api, Status.CANCELLED.value)
+            stop_renewing()
             await self.backends.queue.ack(lease)
             if record.payload_ref is not None:
                 await self.backends.blobs.delete(record.payload_ref)
@@ -197,9 +228,11 @@ class Dequeuer:
             log.warning(
                 "request %s: %s; retrying in %gs", lease.id, _message(outcome), delay, extra=self._ctx(lease, "retry")
             )
+            stop_renewing()
             await self.backends.queue.release(lease, delay=delay, attempted=True)
             return
         await self._notify(lease.id, record.webhook_url, outcome.status.value)
+        stop_renewing()
         if not await self._finish(lease, outcome):
             return
         self.metrics.ended(api, outcome.status.value)
@@ -276,16 +309,17 @@ class Dequeuer:
         return outcome
 
     async def _renew(self, lease: Lease) -> None:
+        """Renew ``lease`` every third of its length; return once the backend says it is lost.
+
+        A renewal that fails (the backend unreachable) is tried again at the next tick: the lease
+        may have lapsed meanwhile, and then the backend says so once it answers again. Until then the
+        request keeps running; its outcome is refused by the finish step if another replica took it.
+        """
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
             try:
                 if not await self.backends.queue.renew(lease, visibility=self.settings.lease_seconds):
-                    log.warning(
-                        "request %s: lease lost (it lapsed); another replica may run it too",
-                        lease.id,
-                        extra=self._ctx(lease, "lease_lost"),
-                    )
                     return
             except BackendError as exc:
                 log.warning(

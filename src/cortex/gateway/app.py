@@ -41,6 +41,7 @@ from cortex.gateway.openapi import (
     WEBHOOK_URL_PATTERN,
     openapi_document,
 )
+from cortex.gateway.readiness import Readiness
 from cortex.ids import is_valid_id, new_id
 from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status, now
 from cortex.webhooks.events import URL_HEADER, schedule
@@ -102,6 +103,9 @@ class GatewaySettings:
     #: refuse an ``X-Cortex-Webhook-URL`` whose host is or resolves to a non-public address
     refuse_private_webhooks: bool = False
 
+
+#: what :meth:`Gateway.ping` reads: no such API or request exists
+_PING_API, _PING_ID = "cortex-readyz", "readyz"
 
 #: records removed per retention-sweep statement (the sweep repeats while batches are full)
 SWEEP_BATCH = 1000
@@ -460,6 +464,14 @@ class Gateway:
             return Response(body.encode(), status_code=409, media_type="application/json")
         return Response(render_record(record), media_type="application/json")
 
+    async def ping(self) -> None:
+        """Read one record by id (none is found): the cheapest call that needs the backend to answer.
+
+        Raises:
+            BackendError: the backend did not answer (within its deadline).
+        """
+        await self.backends.records.get(_PING_API, _PING_ID, now=now())
+
     async def sweep_forever(self) -> None:
         """Remove expired records and their blobs, every ``sweep_interval`` seconds."""
         while True:
@@ -568,12 +580,20 @@ def create_app(
     holder: dict[str, Gateway] = {}
     if backends is not None:
         holder["gateway"] = Gateway(backends, config)
+    readiness = Readiness(lambda: holder["gateway"].ping())
 
     async def handle(request: Request) -> Response:
         return await holder["gateway"].route(request)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        problem = await readiness.check()
+        if problem is None:
+            return PlainTextResponse("ready")
+        # open without a key: the backend's address and error stay in the gateway's log
+        return error_response(503, "not ready: the gateway cannot reach its backend; try again shortly")
 
     counters = metrics if metrics is not None else GatewayMetrics()
 
@@ -606,6 +626,7 @@ def create_app(
 
     routes = [
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", get_metrics),
         Route(OPENAPI_PATH, get_openapi),
         Route("/{path:path}", handle, methods=list(_METHODS)),
@@ -615,7 +636,7 @@ def create_app(
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: the gateway's own paths, never an API's
-_OWN_PATHS = frozenset({"/healthz", "/metrics", OPENAPI_PATH})
+_OWN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", OPENAPI_PATH})
 
 
 class _GatewayApp(Starlette):

@@ -245,6 +245,13 @@ _DOCUMENT: dict[str, Any] = {
         "/healthz": {
             "get": {"operationId": "healthz", "summary": "Liveness.", "responses": {"200": _text("ok")}},
         },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: 503 while the gateway cannot reach its backend (a ping, cached 1 s).",
+                "responses": {"200": _text("ready"), "503": _UNAVAILABLE},
+            },
+        },
         "/metrics": {
             "get": {
                 "operationId": "metrics",

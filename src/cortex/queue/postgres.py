@@ -24,7 +24,6 @@ at most 1 s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from cortex.backends import Resources
-from cortex.postgresdb import CONNECT_TIMEOUT_S, PostgresServer, open_server, wrap_errors
+from cortex.postgresdb import DRIVER_ERRORS, PostgresServer, open_server, wrap_errors
 from cortex.queue.base import Depth, Lease, Queue
 
 log = logging.getLogger(__name__)
@@ -105,12 +104,20 @@ class _Wakeups:
         async with self._lock:
             if self._conn is not None and not self._conn.is_closed():
                 return True
+            server = self._server
             try:
-                conn = await asyncpg.connect(self._server.dsn, timeout=CONNECT_TIMEOUT_S)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.warning("cannot LISTEN on %s (polling instead): %s", self._server.url, exc)
+                conn = await asyncpg.connect(
+                    server.dsn, timeout=server.connect_timeout, command_timeout=server.command_timeout
+                )
+            except DRIVER_ERRORS as exc:
+                log.warning("cannot LISTEN on %s (polling instead): %s", server.url, exc)
                 return False
-            await conn.add_listener(self._channel, self._notified)
+            try:
+                await conn.add_listener(self._channel, self._notified)
+            except DRIVER_ERRORS as exc:
+                log.warning("cannot LISTEN on %s (polling instead): %s", server.url, exc)
+                conn.terminate()
+                return False
             self._conn = conn
             return True
 
@@ -135,8 +142,10 @@ class _Wakeups:
 
     async def aclose(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(asyncpg.InterfaceError, OSError):
+            try:
                 await self._conn.close(timeout=5)
+            except DRIVER_ERRORS:
+                self._conn.terminate()
             self._conn = None
 
 

@@ -248,6 +248,8 @@ class RedisQueue(Queue):
             if taken or remaining <= 0:
                 return taken
             pause = min(remaining, _SAFETY_POLL_S, next_lapse if next_lapse is not None else remaining)
+            # the server must answer within the socket's deadline, or the wait would fail as an outage
+            pause = min(pause, self._server.timeout / 2)
             with wrap_errors("BLPOP", self._server.url):
                 # a zero timeout would block forever
                 await self._server.client.blpop([wake], timeout=max(pause, 0.001))

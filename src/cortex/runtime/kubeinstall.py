@@ -390,7 +390,12 @@ def _deployment(
 def _container(
     settings: InstallSettings, role: str, args: list[str], port: int, secret: str, *, cpu: str
 ) -> dict[str, Any]:
-    """The ``cortex <role>`` container: backends from their Secret, the role's own Secret if it exists."""
+    """The ``cortex <role>`` container: backends from their Secret, the role's own Secret if it exists.
+
+    The gateway is ready while it reaches its backend (``/readyz``), so a Service sends no traffic to
+    one cut off from it; liveness is ``/healthz`` for both roles (a cut-off gateway is not restarted).
+    """
+    readiness_path = "/readyz" if role == GATEWAY else "/healthz"
     return {
         "name": role,
         "image": settings.image,
@@ -399,17 +404,17 @@ def _container(
         "args": args,
         "envFrom": [{"secretRef": {"name": BACKENDS_SECRET}}, {"secretRef": {"name": secret, "optional": True}}],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "readinessProbe": _probe(period=5, failures=2),
-        "livenessProbe": _probe(period=10, failures=6),
+        "readinessProbe": _probe(readiness_path, period=5, failures=2),
+        "livenessProbe": _probe("/healthz", period=10, failures=6),
         "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
 
 
-def _probe(*, period: int, failures: int) -> dict[str, Any]:
-    # both servers answer /healthz without a token or key
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    # both servers answer /healthz (and the gateway /readyz) without a token or key
     return {
-        "httpGet": {"path": "/healthz", "port": "http"},
+        "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,

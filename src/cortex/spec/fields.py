@@ -19,7 +19,7 @@ from cortex.spec.durations import parse_cpu, parse_duration, parse_memory, parse
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 RESERVED_PORTS = (8888, 15000)  # the operator's port and Istio's admin port in Cortex
 #: the gateway's own paths (an API named "metrics" needs another endpoint)
-RESERVED_ENDPOINTS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+RESERVED_ENDPOINTS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 MIN_CPU_MILLICORES = 20
 MIN_MEMORY_BYTES = 20 * 2**20
 
