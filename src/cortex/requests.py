@@ -94,6 +94,8 @@ class NewRequest:
     body_digest: str | None = None
     #: where this request's events are pushed (``X-Cortex-Webhook-URL``)
     webhook_url: str | None = None
+    #: ``X-Cortex-Priority`` (0-9, higher taken first), when the client sent it; unset counts as 0
+    priority: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,6 +126,8 @@ class RequestRecord:
     webhook_url: str | None = None
     #: the delivery of its webhook: ``{"status", "attempts", "last_error"}``, once one was tried
     webhook: dict[str, Any] | None = None
+    #: ``X-Cortex-Priority``, when the client sent it (unset counts as 0)
+    priority: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

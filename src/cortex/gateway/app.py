@@ -36,8 +36,11 @@ from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.gateway.openapi import (
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_PRIORITY,
     MAX_WEBHOOK_URL,
+    MIN_PRIORITY,
     OPENAPI_PATH,
+    PRIORITY_HEADER,
     WEBHOOK_URL_PATTERN,
     openapi_document,
 )
@@ -197,7 +200,8 @@ class Gateway:
             return too_large(api)
         key = request.headers.get("idempotency-key")
         webhook_url = request.headers.get(URL_HEADER)
-        problem = _check_extension_headers(key, webhook_url)
+        priority, problem = _priority(request.headers.get(PRIORITY_HEADER))
+        problem = problem or _check_extension_headers(key, webhook_url)
         if problem is None and webhook_url is not None and self.settings.refuse_private_webhooks:
             refused = await url_problem(webhook_url)
             problem = None if refused is None else f"X-Cortex-Webhook-URL refused: {refused}"
@@ -236,6 +240,7 @@ class Gateway:
             idempotency_key=key,
             body_digest=None if digest is None else digest.hexdigest(),
             webhook_url=webhook_url,
+            priority=priority,
         )
         stored = await self._store(record)
         if isinstance(stored, Response):
@@ -532,6 +537,15 @@ def _check_extension_headers(key: str | None, webhook_url: str | None) -> str | 
     if webhook_url is not None and (len(webhook_url) > MAX_WEBHOOK_URL or _WEBHOOK_URL.fullmatch(webhook_url) is None):
         return f"X-Cortex-Webhook-URL must be an http:// or https:// URL (got {webhook_url[:100]!r})"
     return None
+
+
+def _priority(header: str | None) -> tuple[int | None, str | None]:
+    """The ``X-Cortex-Priority`` asked for (None when absent), or what is wrong with it."""
+    if header is None:
+        return None, None
+    if header.isascii() and header.isdigit() and MIN_PRIORITY <= int(header) <= MAX_PRIORITY:
+        return int(header), None
+    return None, f"{PRIORITY_HEADER} must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY} (got {header[:20]!r})"
 
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
