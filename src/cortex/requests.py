@@ -63,6 +63,7 @@ class ErrorKind(enum.StrEnum):
     PAYLOAD_LOST = "payload_lost"  #: the stored payload could not be read
     INTERNAL = "internal"  #: cortex itself failed while handling it
     API_DELETED = "api_deleted"  #: its API was deleted while it waited (the request is ``cancelled``)
+    PURGED = "purged"  #: its API's queue was purged while it waited (the request is ``cancelled``)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from cortex.auth import API_KEY_HEADER, SENSITIVE_HEADERS, Access, KeyRing, authorize, bearer
 from cortex.backends import Backends
+from cortex.bulkcancel import cancel_requests
 from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
 from cortex.gateway.answers import error_response, not_allowed, render_record, shown, too_large, unknown_request
@@ -45,7 +46,7 @@ from cortex.gateway.openapi import (
     openapi_document,
 )
 from cortex.ids import is_valid_id, new_id
-from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status, now
+from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, RequestRecord, Status, now
 from cortex.webhooks.events import URL_HEADER, schedule
 from cortex.webhooks.targets import url_problem
 
@@ -75,6 +76,8 @@ _DROPPED = _HOP_HEADERS | SENSITIVE_HEADERS
 _DROPPED_FORWARDING = _HOP_HEADERS | {API_KEY_HEADER}
 #: the route of each method on ``/<endpoint>/<id>``
 _ID_ROUTES = {"GET": "status", "HEAD": "status", "DELETE": "cancel"}
+#: ``POST /<endpoint>/purge``: the one call on a whole API
+PURGE = "purge"
 #: the answer to a request without a key says how to send one (RFC 6750)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cortex"'}
 
@@ -139,6 +142,9 @@ class Gateway:
             if prefix and request.method in ("GET", "HEAD"):
                 return await self.status_after_delete(request, prefix, request_id, path)
             return error_response(404, f"no API is deployed at {shown(path)}")
+        if request_id == PURGE and request.method == "POST":  # never an id: those are 26 characters
+            request.scope[ROUTE_KEY] = ("purge", api.name)
+            return self._operator_access(request, api) or await self.purge(api)
         route = _ID_ROUTES.get(request.method)
         if route is None:
             return not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
@@ -428,6 +434,47 @@ class Gateway:
         if record is None:
             return error_response(404, f"no API is deployed at {shown(path)}")
         return Response(render_record(record), media_type="application/json")
+
+    def _operator_access(self, request: Request, api: RoutedApi) -> Response | None:
+        """None, or the 401 or 403 to answer a call on a whole API (a purge).
+
+        The gateway knows no operator token: the operator-level key it has is a key of the cluster
+        (``cortex cluster up --api-key``), which a purge needs whenever the cluster has one; an API's
+        own keys and the replicas' internal key are not enough then. A cluster without keys asks for
+        one of the API's own keys when it has some, and is open otherwise, as its other routes are.
+        """
+        presented = request.headers.get(API_KEY_HEADER) or bearer(request.headers.get("authorization"))
+        ring = KeyRing(cluster=self.settings.keys.cluster)
+        access = authorize(ring, frozenset() if ring.cluster else frozenset(api.api_keys), presented)
+        which = "a key of the cluster" if ring.cluster else f"a key of api {api.name}"
+        if access is Access.MISSING:
+            return error_response(401, f"purging api {api.name} needs {which}", headers=_CHALLENGE)
+        if access is Access.WRONG:
+            return error_response(403, f"purging api {api.name} needs {which}; the key given is not one")
+        return None
+
+    async def purge(self, api: RoutedApi) -> Response:
+        """``POST /<endpoint>/purge``: cancel every queued request of the API (``error.kind`` ``purged``).
+
+        Running requests keep running; other APIs are untouched. Answers ``{"cancelled": N}``.
+        """
+        reason = f"the queue of api {api.name} was purged before this request ran"
+        try:
+            ids = await cancel_requests(
+                self.backends.queue,
+                self.backends.records,
+                api.name,
+                kind=ErrorKind.PURGED,
+                reason=reason,
+                queued_only=True,
+            )
+        except BackendError as exc:
+            log.error("could not purge %s: %s", api.name, exc, extra=_ctx(api.name, "", "purge"))
+            return error_response(503, "the request store is unavailable; try again (a purge can be repeated)")
+        for request_id in ids:  # this process's waiters learn it now; the other gateways' at their deadline
+            self.backends.plane.changes.changed(request_id)
+        log.info("purged %s: cancelled %d queued requests", api.name, len(ids), extra=_ctx(api.name, "", "purge"))
+        return Response(json.dumps({"cancelled": len(ids)}).encode(), media_type="application/json")
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
         """``DELETE /<endpoint>/<id>``: a queued request never runs; a running one has its call aborted.
