@@ -115,6 +115,7 @@ def test_the_document_lists_every_route(gateway_url: str) -> None:
         ("/{endpoint}/{id}", "get"),
         ("/{endpoint}/{id}", "delete"),
         ("/{endpoint}/{id}/events", "get"),
+        ("/{endpoint}/purge", "post"),
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),

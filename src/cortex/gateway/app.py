@@ -142,9 +142,8 @@ class Gateway:
             if prefix and request.method in ("GET", "HEAD"):
                 return await self.status_after_delete(request, prefix, request_id, path)
             return error_response(404, f"no API is deployed at {shown(path)}")
-        if request_id == PURGE and request.method == "POST":  # never an id: those are 26 characters
-            request.scope[ROUTE_KEY] = ("purge", api.name)
-            return self._operator_access(request, api) or await self.purge(api)
+        if request_id == PURGE:  # never an id: those are 26 characters
+            return await self._purge_route(request, api, path)
         route = _ID_ROUTES.get(request.method)
         if route is None:
             return not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
@@ -434,6 +433,13 @@ class Gateway:
         if record is None:
             return error_response(404, f"no API is deployed at {shown(path)}")
         return Response(render_record(record), media_type="application/json")
+
+    async def _purge_route(self, request: Request, api: RoutedApi, path: str) -> Response:
+        """``/<endpoint>/purge``: POST only, with an operator-level key."""
+        if request.method != "POST":
+            return not_allowed(request.method, path, "POST", f"use POST {api.endpoint}/purge to purge its queue")
+        request.scope[ROUTE_KEY] = ("purge", api.name)
+        return self._operator_access(request, api) or await self.purge(api)
 
     def _operator_access(self, request: Request, api: RoutedApi) -> Response | None:
         """None, or the 401 or 403 to answer a call on a whole API (a purge).

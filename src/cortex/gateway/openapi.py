@@ -210,6 +210,29 @@ _DOCUMENT: dict[str, Any] = {
                 },
             },
         },
+        "/{endpoint}/purge": {
+            "parameters": [_ENDPOINT],
+            "post": {
+                "operationId": "purge",
+                "summary": "Cancel every queued request of the API (error kind 'purged'); running ones keep running.",
+                "description": "Needs a key of the cluster when the cluster has one (an API's own key is refused "
+                "then); else one of the API's own keys when it has some.",
+                "responses": {
+                    "200": _json(
+                        "How many queued requests were cancelled.",
+                        {
+                            "type": "object",
+                            "required": ["cancelled"],
+                            "properties": {"cancelled": {"type": "integer", "minimum": 0}},
+                        },
+                    ),
+                    **_ACCESS,
+                    "404": _NOT_FOUND,
+                    "431": _HEADER_TOO_LARGE,
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
         "/{endpoint}/{id}": {
             "parameters": [_ENDPOINT, _ID],
             "get": {
