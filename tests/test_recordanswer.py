@@ -63,6 +63,7 @@ def test_every_declared_answer_field_is_rendered_and_in_the_openapi_schema() -> 
         result=b"[1]",
         error=RequestError("internal", "x"),  # never together with a result, but every key shows
         webhook={"status": "pending"},
+        priority=9,
     )
     keys = [shown.key for shown in ANSWER]
     assert list(json.loads(render_record(everything))) == keys
@@ -73,22 +74,22 @@ def test_every_declared_answer_field_is_rendered_and_in_the_openapi_schema() -> 
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _WithPriority(RequestRecord):
-    priority: int | None = None
+class _WithWeight(RequestRecord):
+    weight: int | None = None
 
 
 def test_a_field_added_to_the_declaration_is_answered_and_documented_with_no_other_edit() -> None:
-    added = Field("priority", Kind.INTEGER, shown=(Shown({"type": "integer", "minimum": 0}),))
+    added = Field("weight", Kind.INTEGER, shown=(Shown({"type": "integer", "minimum": 0}),))
     answer = answer_of((*FIELDS, added))
     render = renderer(answer)
 
-    record = _WithPriority(**dataclasses.asdict(_record(Status.COMPLETED, result=b"{}")), priority=7)
+    record = _WithWeight(**dataclasses.asdict(_record(Status.COMPLETED, result=b"{}")), weight=7)
     shown = json.loads(render(record))
-    assert shown["priority"] == 7 and list(shown)[-1] == "priority"  # new keys follow the served ones
-    assert render(dataclasses.replace(record, priority=None)) == render_record(record)  # only when set
+    assert shown["weight"] == 7 and list(shown)[-1] == "weight"  # new keys follow the served ones
+    assert render(dataclasses.replace(record, weight=None)) == render_record(record)  # only when set
     schema = answer_schema(answer)
-    assert schema["properties"]["priority"] == {"type": "integer", "minimum": 0}
-    assert "priority" not in schema["required"]
+    assert schema["properties"]["weight"] == {"type": "integer", "minimum": 0}
+    assert "weight" not in schema["required"]
 
 
 def test_a_timestamp_field_renders_as_rfc3339_and_always_shows() -> None:
@@ -110,9 +111,9 @@ def test_a_timestamp_field_renders_as_rfc3339_and_always_shows() -> None:
 
 
 def test_the_status_page_lists_a_field_added_to_the_declaration() -> None:
-    added = Field("priority", Kind.INTEGER, shown=(Shown({"type": "integer"}),))
+    added = Field("weight", Kind.INTEGER, shown=(Shown({"type": "integer"}),))
     answer = answer_of((*FIELDS, added))
-    record = _WithPriority(**dataclasses.asdict(_record(Status.IN_QUEUE)), priority=3)
-    assert detail(record, answer)["more"] == {"priority": 3}
+    record = _WithWeight(**dataclasses.asdict(_record(Status.IN_QUEUE)), weight=3)
+    assert detail(record, answer)["more"] == {"weight": 3}
     assert detail(record)["more"] == {}  # the fields served so far are laid out by the page itself
-    assert added_values(dataclasses.replace(record, priority=None), answer) == {}
+    assert added_values(dataclasses.replace(record, weight=None), answer) == {}

@@ -386,6 +386,20 @@ class Client:
         """
         return cast(dict[str, Any], self._gateway("DELETE", f"/{api.strip('/')}/{_segment(request_id)}"))
 
+    def purge(self, api: str) -> int:
+        """Cancel every queued request of an API (running ones keep running); returns how many.
+
+        The gateway asks for a key of the cluster when the cluster has one (``POST /<api>/purge``).
+
+        Raises:
+            NotFound: no API is deployed at that endpoint.
+        """
+        data = self._gateway("POST", f"/{api.strip('/')}/purge")
+        if not isinstance(data, dict) or not isinstance(data.get("cancelled"), int):
+            raise CortexError(f"the cortex gateway answered a purge without a count: {data!r}")
+        cancelled: int = data["cancelled"]
+        return cancelled
+
     def redeliver(self, api: str, request_id: str) -> dict[str, Any]:
         """Send a finished request's webhook once more (its delivery state starts over).
 

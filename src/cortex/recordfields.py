@@ -173,6 +173,20 @@ FIELDS: tuple[Field, ...] = (
     Field("payload_ref", Kind.TEXT, Part.FULL),
     Field("idempotency_key", Kind.TEXT, Part.STORED),
     Field("body_digest", Kind.TEXT, Part.STORED),
+    Field(
+        "priority",
+        Kind.INTEGER,
+        shown=(
+            Shown(
+                {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 9,
+                    "description": "The X-Cortex-Priority it was submitted with; when it was sent.",
+                }
+            ),
+        ),
+    ),
 )
 BY_NAME = {field.name: field for field in FIELDS}
 #: what a status read returns, in this order

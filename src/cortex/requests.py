@@ -63,6 +63,7 @@ class ErrorKind(enum.StrEnum):
     PAYLOAD_LOST = "payload_lost"  #: the stored payload could not be read
     INTERNAL = "internal"  #: cortex itself failed while handling it
     API_DELETED = "api_deleted"  #: its API was deleted while it waited (the request is ``cancelled``)
+    PURGED = "purged"  #: its API's queue was purged while it waited (the request is ``cancelled``)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +95,8 @@ class NewRequest:
     body_digest: str | None = None
     #: where this request's events are pushed (``X-Cortex-Webhook-URL``)
     webhook_url: str | None = None
+    #: ``X-Cortex-Priority`` (0-9, higher taken first), when the client sent it; unset counts as 0
+    priority: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,6 +127,8 @@ class RequestRecord:
     webhook_url: str | None = None
     #: the delivery of its webhook: ``{"status", "attempts", "last_error"}``, once one was tried
     webhook: dict[str, Any] | None = None
+    #: ``X-Cortex-Priority``, when the client sent it (unset counts as 0)
+    priority: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

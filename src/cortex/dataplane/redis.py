@@ -25,20 +25,33 @@ def _fields(names: tuple[str, ...]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
-# KEYS: the record store's create keys (6), then the queue's due, attempts, wake. ARGV: as the create's.
+#: the priority levels above 0, highest first: each has its own set of ids (``pri<level>``, below)
+PRIORITY_LEVELS = tuple(range(9, 0, -1))
+
+# KEYS: the record store's create keys (6), then the queue's due, attempts, wake, and the set of the
+# request's priority level when above 0. ARGV: as the create's.
 _SUBMIT = (
     CREATE_BODY
     + """
 if redis.call('HSETNX', KEYS[8], ARGV[3], 0) == 1 then
   local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[7], tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[3])
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('ZADD', KEYS[7], now, ARGV[3])
+  if KEYS[10] then redis.call('ZADD', KEYS[10], now, ARGV[3]) end
   redis.call('RPUSH', KEYS[9], 1)
 end
 return 1
 """
 )
 
-# KEYS: due, attempts, tokens, wake. ARGV: visibility (µs), limit, max_attempts, record key prefix,
+# Priorities: ``due`` holds every queued id scored by when it is visible, whatever its priority, so
+# depth and the oldest queued age read it alone. Beside it, each level above 0 has a sorted set of its
+# ids by enqueue time (``pri9`` .. ``pri1``); the take looks there first, highest level first, for ids
+# visible in ``due``, and drops the ids ``due`` no longer holds (acked, removed, swept): no other step
+# has to know about them. A lease hides its id in ``due`` at once, so the look at ``due`` that follows
+# (for the rest of the limit) never sees it again.
+# KEYS: due, attempts, tokens, wake, then the level sets from 9 down to 1. ARGV: visibility (µs), limit,
+# max_attempts, record key prefix,
 # api, started_at, S, S statuses a start may leave, then one token per lease, then the channel of status
 # changes (each started id is published there).
 # Returns {µs until the next lease lapses or -1, then per lease: id, attempts, token, kind, values}
@@ -48,9 +61,33 @@ _TAKE = (
     (
         NOW
         + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {-1}
+local limit = tonumber(ARGV[2])
 local hidden_until = now + tonumber(ARGV[1])
+local ids = {}
+for k = 5, #KEYS do
+  local from = 0
+  while #ids < limit do
+    local members = redis.call('ZRANGE', KEYS[k], from, from + 99)
+    if #members == 0 then break end
+    from = from + #members
+    for _, id in ipairs(members) do
+      local score = redis.call('ZSCORE', KEYS[1], id)
+      if not score then
+        redis.call('ZREM', KEYS[k], id)
+        from = from - 1
+      elseif #ids < limit and tonumber(score) <= now then
+        ids[#ids + 1] = id
+        redis.call('ZADD', KEYS[1], hidden_until, id)
+      end
+    end
+  end
+end
+if #ids < limit then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit - #ids)) do
+    ids[#ids + 1] = id
+  end
+end
+local out = {-1}
 local max_attempts = tonumber(ARGV[3])
 local s = tonumber(ARGV[7])
 for i, id in ipairs(ids) do
@@ -173,18 +210,22 @@ class RedisDataPlane(DataPlane):
     async def submit(self, request: NewRequest) -> Duplicate | None:
         keys, args = self._records.create_arguments(request)
         keys += self._queue.keys(request.api, "due", "attempts", "wake")
+        if request.priority:
+            keys += self._queue.keys(request.api, f"pri{request.priority}")
         with wrap_errors("submit", self._server.url):
             return duplicate_of(await self._submit(keys=keys, args=args))
 
     async def take(
         self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
     ) -> list[Taken]:
+        keys = self._queue.keys(api, "due", "attempts", "tokens", "wake", *(f"pri{level}" for level in PRIORITY_LEVELS))
+
         async def once() -> tuple[list[Taken], float | None]:
             tokens = [secrets.randbits(62) + 1 for _ in range(limit)]
             args: list[Any] = [_us(visibility), limit, max_attempts, self._records.record_key(""), api]
             args += [text_of(now()), len(_START_SOURCES), *_START_SOURCES, *tokens, self._channel]
             with wrap_errors("take", self._server.url):
-                reply = await self._take(keys=self._queue.keys(api, "due", "attempts", "tokens", "wake"), args=args)
+                reply = await self._take(keys=keys, args=args)
             taken = []
             for i in range(1, len(reply), 5):
                 request_id = reply[i].decode()

@@ -37,7 +37,7 @@ class SqliteDataPlane(DataPlane):
         def both(conn: sqlite3.Connection) -> Duplicate | None:
             duplicate = insert_record(conn, request)
             if duplicate is None:
-                insert_row(conn, request.api, request.id)
+                insert_row(conn, request.api, request.id, request.priority or 0)
             return duplicate
 
         duplicate = await self._db.write(both)

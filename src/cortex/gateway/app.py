@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from cortex.auth import API_KEY_HEADER, SENSITIVE_HEADERS, Access, KeyRing, authorize, bearer
 from cortex.backends import Backends
+from cortex.bulkcancel import cancel_requests
 from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
 from cortex.gateway.answers import error_response, not_allowed, render_record, shown, too_large, unknown_request
@@ -36,14 +37,17 @@ from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.gateway.openapi import (
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_PRIORITY,
     MAX_WEBHOOK_URL,
+    MIN_PRIORITY,
     OPENAPI_PATH,
+    PRIORITY_HEADER,
     WEBHOOK_URL_PATTERN,
     openapi_document,
 )
 from cortex.gateway.readiness import Readiness
 from cortex.ids import is_valid_id, new_id
-from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status, now
+from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, RequestRecord, Status, now
 from cortex.webhooks.events import URL_HEADER, schedule
 from cortex.webhooks.targets import url_problem
 
@@ -73,6 +77,8 @@ _DROPPED = _HOP_HEADERS | SENSITIVE_HEADERS
 _DROPPED_FORWARDING = _HOP_HEADERS | {API_KEY_HEADER}
 #: the route of each method on ``/<endpoint>/<id>``
 _ID_ROUTES = {"GET": "status", "HEAD": "status", "DELETE": "cancel"}
+#: ``POST /<endpoint>/purge``: the one call on a whole API
+PURGE = "purge"
 #: the answer to a request without a key says how to send one (RFC 6750)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cortex"'}
 
@@ -140,6 +146,8 @@ class Gateway:
             if prefix and request.method in ("GET", "HEAD"):
                 return await self.status_after_delete(request, prefix, request_id, path)
             return error_response(404, f"no API is deployed at {shown(path)}")
+        if request_id == PURGE:  # never an id: those are 26 characters
+            return await self._purge_route(request, api, path)
         route = _ID_ROUTES.get(request.method)
         if route is None:
             return not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
@@ -201,7 +209,8 @@ class Gateway:
             return too_large(api)
         key = request.headers.get("idempotency-key")
         webhook_url = request.headers.get(URL_HEADER)
-        problem = _check_extension_headers(key, webhook_url)
+        priority, problem = _priority(request.headers.get(PRIORITY_HEADER))
+        problem = problem or _check_extension_headers(key, webhook_url)
         if problem is None and webhook_url is not None and self.settings.refuse_private_webhooks:
             refused = await url_problem(webhook_url)
             problem = None if refused is None else f"X-Cortex-Webhook-URL refused: {refused}"
@@ -240,6 +249,7 @@ class Gateway:
             idempotency_key=key,
             body_digest=None if digest is None else digest.hexdigest(),
             webhook_url=webhook_url,
+            priority=priority,
         )
         stored = await self._store(record)
         if isinstance(stored, Response):
@@ -428,6 +438,54 @@ class Gateway:
             return error_response(404, f"no API is deployed at {shown(path)}")
         return Response(render_record(record), media_type="application/json")
 
+    async def _purge_route(self, request: Request, api: RoutedApi, path: str) -> Response:
+        """``/<endpoint>/purge``: POST only, with an operator-level key."""
+        if request.method != "POST":
+            return not_allowed(request.method, path, "POST", f"use POST {api.endpoint}/purge to purge its queue")
+        request.scope[ROUTE_KEY] = ("purge", api.name)
+        return self._operator_access(request, api) or await self.purge(api)
+
+    def _operator_access(self, request: Request, api: RoutedApi) -> Response | None:
+        """None, or the 401 or 403 to answer a call on a whole API (a purge).
+
+        The gateway knows no operator token: the operator-level key it has is a key of the cluster
+        (``cortex cluster up --api-key``), which a purge needs whenever the cluster has one; an API's
+        own keys and the replicas' internal key are not enough then. A cluster without keys asks for
+        one of the API's own keys when it has some, and is open otherwise, as its other routes are.
+        """
+        presented = request.headers.get(API_KEY_HEADER) or bearer(request.headers.get("authorization"))
+        ring = KeyRing(cluster=self.settings.keys.cluster)
+        access = authorize(ring, frozenset() if ring.cluster else frozenset(api.api_keys), presented)
+        which = "a key of the cluster" if ring.cluster else f"a key of api {api.name}"
+        if access is Access.MISSING:
+            return error_response(401, f"purging api {api.name} needs {which}", headers=_CHALLENGE)
+        if access is Access.WRONG:
+            return error_response(403, f"purging api {api.name} needs {which}; the key given is not one")
+        return None
+
+    async def purge(self, api: RoutedApi) -> Response:
+        """``POST /<endpoint>/purge``: cancel every queued request of the API (``error.kind`` ``purged``).
+
+        Running requests keep running; other APIs are untouched. Answers ``{"cancelled": N}``.
+        """
+        reason = f"the queue of api {api.name} was purged before this request ran"
+        try:
+            ids = await cancel_requests(
+                self.backends.queue,
+                self.backends.records,
+                api.name,
+                kind=ErrorKind.PURGED,
+                reason=reason,
+                queued_only=True,
+            )
+        except BackendError as exc:
+            log.error("could not purge %s: %s", api.name, exc, extra=_ctx(api.name, "", "purge"))
+            return error_response(503, "the request store is unavailable; try again (a purge can be repeated)")
+        for request_id in ids:  # this process's waiters learn it now; the other gateways' at their deadline
+            self.backends.plane.changes.changed(request_id)
+        log.info("purged %s: cancelled %d queued requests", api.name, len(ids), extra=_ctx(api.name, "", "purge"))
+        return Response(json.dumps({"cancelled": len(ids)}).encode(), media_type="application/json")
+
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
         """``DELETE /<endpoint>/<id>``: a queued request never runs; a running one has its call aborted.
 
@@ -544,6 +602,15 @@ def _check_extension_headers(key: str | None, webhook_url: str | None) -> str | 
     if webhook_url is not None and (len(webhook_url) > MAX_WEBHOOK_URL or _WEBHOOK_URL.fullmatch(webhook_url) is None):
         return f"X-Cortex-Webhook-URL must be an http:// or https:// URL (got {webhook_url[:100]!r})"
     return None
+
+
+def _priority(header: str | None) -> tuple[int | None, str | None]:
+    """The ``X-Cortex-Priority`` asked for (None when absent), or what is wrong with it."""
+    if header is None:
+        return None, None
+    if header.isascii() and header.isdigit() and MIN_PRIORITY <= int(header) <= MAX_PRIORITY:
+        return int(header), None
+    return None, f"{PRIORITY_HEADER} must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY} (got {header[:20]!r})"
 
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)

@@ -27,6 +27,9 @@ OPENAPI_PATH = "/openapi.json"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
 WEBHOOK_URL_PATTERN = r"^https?://[!-.0-~][!-~]*$"  # a host after the scheme: the first character is no '/'
 MAX_WEBHOOK_URL = 2048
+#: ``X-Cortex-Priority``: an integer in this range, higher taken first (0 when absent)
+PRIORITY_HEADER = "X-Cortex-Priority"
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
 _ERROR = {
     "type": "object",
@@ -81,6 +84,16 @@ _IDEMPOTENCY_KEY = {
     "nothing; the same key with another body is 409.",
     "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
     "example": "order-42",
+}
+
+_PRIORITY = {
+    "name": PRIORITY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": f"{MIN_PRIORITY} to {MAX_PRIORITY}, default {MIN_PRIORITY}: a worker takes the queued requests of"
+    " the highest priority first, the oldest first within one.",
+    "schema": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY, "default": MIN_PRIORITY},
+    "example": 9,
 }
 
 _WEBHOOK_URL = {
@@ -159,7 +172,7 @@ _DOCUMENT: dict[str, Any] = {
                 "operationId": "submit",
                 "summary": "Store and queue a request; answers its id once both are durable (with Prefer: wait, "
                 "the finished request if it ends within the wait).",
-                "parameters": [_IDEMPOTENCY_KEY, _WEBHOOK_URL, _PREFER_WAIT],
+                "parameters": [_IDEMPOTENCY_KEY, _WEBHOOK_URL, _PREFER_WAIT, _PRIORITY],
                 "requestBody": {
                     "required": False,
                     "description": "Any body, any content type; forwarded as it is to the user server.",
@@ -183,12 +196,38 @@ _DOCUMENT: dict[str, Any] = {
                             "cancel": {"operationId": "cancel", "parameters": {"id": "$response.body#/id"}},
                         },
                     },
-                    "400": _error("A malformed Idempotency-Key or X-Cortex-Webhook-URL, or the body was cut short."),
+                    "400": _error(
+                        "A malformed Idempotency-Key, X-Cortex-Webhook-URL or X-Cortex-Priority, or the body was cut"
+                        " short."
+                    ),
                     **_ACCESS,
                     "404": _NOT_FOUND,
                     "408": _error("The body stopped arriving for longer than the gateway's body timeout."),
                     "409": _error("The Idempotency-Key was already used with another body."),
                     "413": _error("The body is larger than the API's async.max_payload_size."),
+                    "431": _HEADER_TOO_LARGE,
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/{endpoint}/purge": {
+            "parameters": [_ENDPOINT],
+            "post": {
+                "operationId": "purge",
+                "summary": "Cancel every queued request of the API (error kind 'purged'); running ones keep running.",
+                "description": "Needs a key of the cluster when the cluster has one (an API's own key is refused "
+                "then); else one of the API's own keys when it has some.",
+                "responses": {
+                    "200": _json(
+                        "How many queued requests were cancelled.",
+                        {
+                            "type": "object",
+                            "required": ["cancelled"],
+                            "properties": {"cancelled": {"type": "integer", "minimum": 0}},
+                        },
+                    ),
+                    **_ACCESS,
+                    "404": _NOT_FOUND,
                     "431": _HEADER_TOO_LARGE,
                     "503": _UNAVAILABLE,
                 },

@@ -55,6 +55,15 @@ CREATE INDEX IF NOT EXISTS queue_visible ON {s}.queue (api, visible_at, seq);
 CREATE SEQUENCE IF NOT EXISTS {s}.queue_token;
 """
 
+#: the queue table's versions after :data:`SCHEMA` (``{s}.queue_version`` says how many were applied).
+#: Never edit one that shipped; add the next.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: X-Cortex-Priority: a lease takes the highest priority first, then the longest visible; the
+    # index serves that order (queue_visible still serves depth's oldest visible row)
+    "ALTER TABLE {s}.queue ADD COLUMN IF NOT EXISTS priority SMALLINT NOT NULL DEFAULT 0;"
+    " CREATE INDEX IF NOT EXISTS queue_priority ON {s}.queue (api, priority DESC, visible_at, seq)",
+)
+
 _ENQUEUE = """
 WITH added AS (INSERT INTO {s}.queue (api, id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING api)
 SELECT pg_notify($3, api) FROM added
@@ -62,12 +71,12 @@ SELECT pg_notify($3, api) FROM added
 _LEASE = """
 WITH picked AS (
     SELECT seq, visible_at FROM {s}.queue WHERE api = $1 AND visible_at <= now()
-    ORDER BY visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED
+    ORDER BY priority DESC, visible_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 UPDATE {s}.queue AS q
 SET visible_at = now() + make_interval(secs => $3), attempts = q.attempts + 1, token = nextval('{s}.queue_token')
 FROM picked WHERE q.seq = picked.seq
-RETURNING q.id, q.attempts, q.token, picked.visible_at, picked.seq
+RETURNING q.id, q.attempts, q.token, picked.visible_at, picked.seq, q.priority
 """
 _NEXT_LAPSE = """
 SELECT EXTRACT(EPOCH FROM min(visible_at) - now())::float8 FROM {s}.queue WHERE api = $1 AND visible_at > now()
@@ -175,8 +184,8 @@ class PostgresQueue(Queue):
 
     async def lease(self, api: str, *, visibility: float, limit: int = 1) -> list[Lease]:
         rows = await self._fetch("lease", api, limit, float(visibility))
-        # RETURNING keeps no order: put the longest-visible first again
-        rows.sort(key=lambda row: (row[3], row[4]))
+        # RETURNING keeps no order: put the highest priority, then the longest-visible, first again
+        rows.sort(key=lambda row: (-row[5], row[3], row[4]))
         return [Lease(api=api, id=row[0], attempts=row[1], token=row[2]) for row in rows]
 
     async def renew(self, lease: Lease, *, visibility: float) -> bool:
@@ -255,4 +264,4 @@ _STATEMENTS = {
 
 async def open_queue(url: str, resources: Resources) -> PostgresQueue:
     """The queue in the PostgreSQL database of ``postgresql://user@host:port/db?schema=cortex``."""
-    return PostgresQueue(await open_server(url, resources, SCHEMA))
+    return PostgresQueue(await open_server(url, resources, SCHEMA, migrations=MIGRATIONS, versions="queue_version"))

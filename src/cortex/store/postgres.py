@@ -86,6 +86,8 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA,
     # 2: the sweep finds terminal records that still name a payload blob
     "CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL",
+    # 3: X-Cortex-Priority, as the client sent it (the queue keeps its own copy, for the take's order)
+    "ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS priority INTEGER",
 )
 
 _LIGHT = columns(fields.LIGHT)
@@ -94,8 +96,8 @@ LIGHT, FULL = _LIGHT, _FULL
 
 _CREATE = """
 INSERT INTO {s}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
-    idempotency_key, body_digest, webhook_url)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    idempotency_key, body_digest, webhook_url, priority)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (api, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 """
 _HOLDER = """
@@ -163,6 +165,7 @@ class PostgresRecordStore(RecordStore):
             request.idempotency_key,
             request.body_digest,
             request.webhook_url,
+            request.priority,
         )
         insert = self._server.sql(_CREATE)
         with wrap_errors("create", self._server.url):

@@ -217,6 +217,7 @@ class RedisRecordStore(RecordStore):
             "idempotency_key": request.idempotency_key,
             "body_digest": request.body_digest,
             "webhook_url": request.webhook_url,
+            "priority": None if request.priority is None else str(request.priority),
         }
         fields += [item for name, value in optional.items() if value is not None for item in (name, value)]
         record_key = self._record_key(request.id)
