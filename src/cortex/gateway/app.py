@@ -15,8 +15,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,17 +30,13 @@ from cortex.bulkcancel import cancel_requests
 from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
 from cortex.gateway.answers import error_response, not_allowed, render_record, shown, too_large, unknown_request
+from cortex.gateway.asked import extension_header_problem, prefer_wait, priority_asked, wait_asked
 from cortex.gateway.body import BodyTimeout, PayloadTooLarge, limited, take_body
 from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.gateway.openapi import (
-    IDEMPOTENCY_KEY_PATTERN,
-    MAX_PRIORITY,
-    MAX_WEBHOOK_URL,
-    MIN_PRIORITY,
     OPENAPI_PATH,
     PRIORITY_HEADER,
-    WEBHOOK_URL_PATTERN,
     openapi_document,
 )
 from cortex.gateway.readiness import Readiness
@@ -83,8 +77,6 @@ PURGE = "purge"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cortex"'}
 
 
-#: the longest ``Prefer: wait`` honoured, in seconds
-MAX_WAIT = 60.0
 #: seconds an events stream goes without reading the record again when no notification came
 EVENTS_RECHECK = 15.0
 
@@ -209,8 +201,8 @@ class Gateway:
             return too_large(api)
         key = request.headers.get("idempotency-key")
         webhook_url = request.headers.get(URL_HEADER)
-        priority, problem = _priority(request.headers.get(PRIORITY_HEADER))
-        problem = problem or _check_extension_headers(key, webhook_url)
+        priority, problem = priority_asked(request.headers.get(PRIORITY_HEADER))
+        problem = problem or extension_header_problem(key, webhook_url)
         if problem is None and webhook_url is not None and self.settings.refuse_private_webhooks:
             refused = await url_problem(webhook_url)
             problem = None if refused is None else f"X-Cortex-Webhook-URL refused: {refused}"
@@ -555,66 +547,9 @@ class Gateway:
                 return removed
 
 
-def wait_asked(request: Request) -> float | Response | None:
-    """The seconds ``?wait=N`` or ``Prefer: wait=N`` asks to wait (at most :data:`MAX_WAIT`), None when none
-    is asked, or the 400 of a bad ``?wait=``."""
-    text = request.query_params.get("wait")
-    if text is None:
-        return prefer_wait(request)
-    try:
-        asked = float(text)
-    except ValueError:
-        asked = math.nan
-    if not math.isfinite(asked) or asked < 0:
-        return error_response(400, f"wait must be a number of seconds from 0 to {MAX_WAIT:g} (got {shown(text, 40)!r})")
-    return min(asked, MAX_WAIT)
-
-
-def prefer_wait(request: Request) -> float | None:
-    """The seconds ``Prefer: wait=N`` asks to wait, at most :data:`MAX_WAIT`; None when none is asked.
-
-    A preference the gateway does not understand, or a wait that is not a number, is ignored (RFC 7240).
-    """
-    asked: float | None = None
-    for header in request.headers.getlist("prefer"):
-        for preference in header.split(","):
-            name, _, value = preference.partition(";")[0].strip().partition("=")
-            if name.strip().lower() != "wait":
-                continue
-            try:
-                seconds = float(value.strip().strip('"'))
-            except ValueError:
-                continue
-            if math.isfinite(seconds) and seconds >= 0:
-                asked = min(seconds, MAX_WAIT)
-    return asked
-
-
 def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:
     """The ``extra=`` of a log line about one request (the JSON logs' ``api``, ``request_id``, ``action``)."""
     return {"api": api, "request_id": request_id, "action": action}
-
-
-def _check_extension_headers(key: str | None, webhook_url: str | None) -> str | None:
-    """What is wrong with ``Idempotency-Key`` or ``X-Cortex-Webhook-URL``, or None."""
-    if key is not None and _IDEMPOTENCY_KEY.fullmatch(key) is None:
-        return "Idempotency-Key must be 1 to 255 printable characters (ASCII, not starting or ending with a space)"
-    if webhook_url is not None and (len(webhook_url) > MAX_WEBHOOK_URL or _WEBHOOK_URL.fullmatch(webhook_url) is None):
-        return f"X-Cortex-Webhook-URL must be an http:// or https:// URL (got {webhook_url[:100]!r})"
-    return None
-
-
-def _priority(header: str | None) -> tuple[int | None, str | None]:
-    """The ``X-Cortex-Priority`` asked for (None when absent), or what is wrong with it."""
-    if header is None:
-        return None, None
-    if header.isascii() and header.isdigit() and MIN_PRIORITY <= int(header) <= MAX_PRIORITY:
-        return int(header), None
-    return None, f"{PRIORITY_HEADER} must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY} (got {header[:20]!r})"
-
-
-_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
-_WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
 
 
 def _refused_method(method: str, path: str) -> Response | None:

@@ -105,14 +105,14 @@ _WEBHOOK_URL = {
     "example": "https://example.com/hooks/cortex",
 }
 
-#: the longest wait the gateway grants (gateway.app.MAX_WAIT)
-_MAX_WAIT = 60
+#: the longest ``Prefer: wait`` / ``?wait=`` the gateway grants, in seconds
+MAX_WAIT = 60.0
 
 _PREFER_WAIT = {
     "name": "Prefer",
     "in": "header",
     "required": False,
-    "description": f"wait=N (RFC 7240, N seconds, at most {_MAX_WAIT}): answer once the request has ended, or "
+    "description": f"wait=N (RFC 7240, N seconds, at most {MAX_WAIT:g}): answer once the request has ended, or "
     "after N seconds as it then stands. The gateway is woken by the backend's notification of the finish, "
     "not by polling. Answered with Preference-Applied: wait=N; other preferences are ignored.",
     "schema": {"type": "string"},
@@ -122,7 +122,7 @@ _WAIT_QUERY = {
     "name": "wait",
     "in": "query",
     "required": False,
-    "description": f"As Prefer: wait=N: seconds to wait for the request to end (at most {_MAX_WAIT}; more is "
+    "description": f"As Prefer: wait=N: seconds to wait for the request to end (at most {MAX_WAIT:g}; more is "
     "taken as that). Not a number from 0 up is 400.",
     "schema": {"type": "number", "minimum": 0},
 }
