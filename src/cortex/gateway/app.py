@@ -339,14 +339,7 @@ class Gateway:
                 else:
                     record = await self._settled(api.name, request_id, wait)
             except BackendError as exc:
-                log.error(
-                    "could not read request %s of %s: %s",
-                    request_id,
-                    api.name,
-                    exc,
-                    extra=_ctx(api.name, request_id, "read"),
-                )
-                return error_response(503, "the request store is unavailable; try again")
+                return _store_unavailable(api.name, request_id, "read", exc)
         if record is None:
             return unknown_request(api, request_id)
         applied = None if wait is None else {"Preference-Applied": f"wait={wait:g}"}
@@ -362,14 +355,7 @@ class Gateway:
         try:
             first = await self.backends.records.get(api.name, request_id, now=now())
         except BackendError as exc:
-            log.error(
-                "could not read request %s of %s: %s",
-                request_id,
-                api.name,
-                exc,
-                extra=_ctx(api.name, request_id, "read"),
-            )
-            return error_response(503, "the request store is unavailable; try again")
+            return _store_unavailable(api.name, request_id, "read", exc)
         if first is None:
             return unknown_request(api, request_id)
         return StreamingResponse(
@@ -423,9 +409,7 @@ class Gateway:
             try:
                 record = await self.backends.records.get(name, request_id, now=now())
             except BackendError as exc:
-                context = _ctx(name, request_id, "read")
-                log.error("could not read request %s of %s: %s", request_id, name, exc, extra=context)
-                return error_response(503, "the request store is unavailable; try again")
+                return _store_unavailable(name, request_id, "read", exc)
         if record is None:
             return error_response(404, f"no API is deployed at {shown(path)}")
         return Response(render_record(record), media_type="application/json")
@@ -497,14 +481,7 @@ class Gateway:
                     await self.backends.queue.remove(api.name, request_id)
                 record = await records.get(api.name, request_id, now=now())
         except BackendError as exc:
-            log.error(
-                "could not cancel request %s of %s: %s",
-                request_id,
-                api.name,
-                exc,
-                extra=_ctx(api.name, request_id, "cancel"),
-            )
-            return error_response(503, "the request store is unavailable; try again")
+            return _store_unavailable(api.name, request_id, "cancel", exc)
         if record is None:
             return unknown_request(api, request_id)
         if record.status != Status.CANCELLED:
@@ -545,6 +522,12 @@ class Gateway:
             removed += swept.deleted
             if swept.deleted < SWEEP_BATCH and len(swept.blob_keys) < SWEEP_BATCH:
                 return removed
+
+
+def _store_unavailable(api: str, request_id: str, action: str, exc: BackendError) -> Response:
+    """Log, in one line, that ``action`` on one request met a backend error, and answer the 503 that says to retry."""
+    log.error("could not %s request %s of %s: %s", action, request_id, api, exc, extra=_ctx(api, request_id, action))
+    return error_response(503, "the request store is unavailable; try again")
 
 
 def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:
