@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -23,12 +24,22 @@ async def scrape(dequeuer: Dequeuer) -> str:
         return await response.text()
 
 
+async def scrape_once_counted(dequeuer: Dequeuer, ended: int) -> str:
+    """The metrics once ``ended`` requests are counted: a record reads terminal a moment before its counters move."""
+    for _ in range(100):
+        text = await scrape(dequeuer)
+        if value(text, "cortex_async_requests_total") >= ended:
+            return text
+        await asyncio.sleep(0.05)
+    return text
+
+
 async def test_each_answer_is_counted_with_its_latency_and_queue_time(make_cluster: MakeCluster) -> None:
     cluster = await make_cluster()
     ids = [await cluster.submit(json={"n": n}) for n in range(3)]
     async with cluster.dequeuer() as dequeuer:
         results = [await cluster.wait(rid) for rid in ids]
-        text = await scrape(dequeuer)
+        text = await scrape_once_counted(dequeuer, 3)
     assert [r["status"] for r in results] == ["completed"] * 3
     samples(text)  # parses, no series twice
     answered = dict(api_name="echo", api_kind="AsyncAPI")
@@ -52,7 +63,7 @@ async def test_failures_and_cancels_are_counted_by_outcome(make_cluster: MakeClu
     assert (await cluster.client.delete(f"/echo/{cancelled}")).status_code == 200
     async with cluster.dequeuer() as dequeuer:
         assert (await cluster.wait(failed))["status"] == "failed"
-        text = await scrape(dequeuer)
+        text = await scrape_once_counted(dequeuer, 1)
     assert value(text, "cortex_async_request_count_total", status_code="500") == 1
     assert value(text, "cortex_async_request_count_total", status_code="200") == 0
     assert value(text, "cortex_async_requests_total", status="failed") == 1
