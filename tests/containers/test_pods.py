@@ -136,12 +136,18 @@ def test_kill_9_then_up_leaves_no_old_container_and_loses_no_request(
 def test_exec_liveness_runs_inside_the_container_and_restarts_it_when_failing(
     cluster: LocalCluster, user_server_image: str
 ) -> None:
-    def liveness(path: str) -> dict[str, Any]:
-        return {"exec": {"command": ["test", "-e", path]}, "period_seconds": 1, "failure_threshold": 1}
+    def liveness(path: str, **timing: int) -> dict[str, Any]:
+        return {"exec": {"command": ["test", "-e", path]}, "period_seconds": 1, "failure_threshold": 1, **timing}
 
     containers: list[dict[str, Any]] = [
-        # /mnt/api.started exists only inside the pod: passing proves the probe runs there
-        {"name": "api", "image": user_server_image, "liveness_probe": liveness("/mnt/api.started")},
+        # /mnt/api.started exists only inside the pod: passing proves the probe runs there. Python writes it a
+        # moment after the engine reports the container running (seconds on a loaded machine): hence the delay
+        # and the threshold, as a user would set them for a server that takes a while to start
+        {
+            "name": "api",
+            "image": user_server_image,
+            "liveness_probe": liveness("/mnt/api.started", initial_delay_seconds=3, failure_threshold=3),
+        },
         {
             "name": "side",
             "image": user_server_image,
@@ -152,12 +158,16 @@ def test_exec_liveness_runs_inside_the_container_and_restarts_it_when_failing(
     ]
     cluster.cortex("deploy", str(write_api(cluster, containers)))
     seen: list[str] = []
+    # past the side's failure, long enough for the api's probe to have run (and passed) several times
+    settled = time.monotonic() + 12
     deadline = time.monotonic() + 40
-    while not any("container side failed its liveness probe" in d and "exit code 1" in d for d in seen):
+    while time.monotonic() < settled or not any(
+        "container side failed its liveness probe" in d and "exit code 1" in d for d in seen
+    ):
         assert time.monotonic() < deadline, seen
         seen += [r["detail"] for r in cluster.json("describe", "echo")["replicas"]]
         time.sleep(0.3)
-    assert not any("container api" in detail for detail in seen)
+    assert not any("container api" in detail for detail in seen), seen
 
 
 def test_kill_9_then_down_removes_the_pods_of_the_killed_cluster(
