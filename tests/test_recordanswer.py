@@ -64,6 +64,8 @@ def test_every_declared_answer_field_is_rendered_and_in_the_openapi_schema() -> 
         error=RequestError("internal", "x"),  # never together with a result, but every key shows
         webhook={"status": "pending"},
         priority=9,
+        progress={"step": 2},
+        progress_at=T + 1.5,
     )
     keys = [shown.key for shown in ANSWER]
     assert list(json.loads(render_record(everything))) == keys

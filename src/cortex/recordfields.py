@@ -187,6 +187,23 @@ FIELDS: tuple[Field, ...] = (
             ),
         ),
     ),
+    Field(
+        "progress",
+        Kind.JSON,
+        shown=(
+            Shown(
+                {
+                    "description": "The latest progress its user server reported (POST $CORTEX_DEQUEUER_URL/progress):"
+                    " any JSON value, at most 4 KiB; once one was reported. Kept once it ends."
+                }
+            ),
+        ),
+    ),
+    Field(
+        "progress_at",
+        Kind.REAL,
+        shown=(Shown({**_TIMESTAMP, "description": "When that progress was stored."}, render=Render.TIMESTAMP),),
+    ),
 )
 BY_NAME = {field.name: field for field in FIELDS}
 #: what a status read returns, in this order

@@ -129,6 +129,9 @@ class RequestRecord:
     webhook: dict[str, Any] | None = None
     #: ``X-Cortex-Priority``, when the client sent it (unset counts as 0)
     priority: int | None = None
+    #: the latest progress the user server reported while running it (any JSON value), and when
+    progress: Any = None
+    progress_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -88,6 +88,8 @@ MIGRATIONS: tuple[str, ...] = (
     " ALTER TABLE queue ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
     " CREATE INDEX queue_priority ON queue(api, lease_until, priority DESC, seq);"
     " DROP INDEX IF EXISTS queue_ready;",
+    # 4: the progress the user server reports while a request runs (issue 19), and when it was stored
+    "ALTER TABLE requests ADD COLUMN progress TEXT; ALTER TABLE requests ADD COLUMN progress_at REAL;",
 )
 
 LIGHT = columns(fields.LIGHT)
@@ -218,6 +220,19 @@ def finish_record(conn: sqlite3.Connection, api: str, request_id: str, outcome: 
             api,
             *sources,
         ),
+    )
+    return cursor.rowcount == 1
+
+
+def record_progress(conn: sqlite3.Connection, lease: Lease, progress: str, *, now: float) -> bool:
+    """Store ``progress`` (JSON text) on the running request ``lease`` holds; False if the lease is not held
+    (or the record is not ``in_progress``): nothing written."""
+    held = conn.execute("SELECT 1 FROM queue WHERE id = ? AND token = ?", (lease.id, lease.token)).fetchone()
+    if held is None:
+        return False
+    cursor = conn.execute(
+        "UPDATE requests SET progress = ?, progress_at = ? WHERE id = ? AND api = ? AND status = ?",
+        (progress, now, lease.id, lease.api, Status.IN_PROGRESS.value),
     )
     return cursor.rowcount == 1
 

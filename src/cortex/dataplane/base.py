@@ -5,7 +5,8 @@ The gateway and the dequeuer see only this interface (DESIGN §1):
 - :meth:`DataPlane.submit`: the record, its queue entry and its idempotency key, all or nothing;
 - :meth:`DataPlane.take`: leases, and the start of each leased request (``attempts`` counted,
   ``max_attempts`` applied), returned together with the record and where its payload is;
-- :meth:`DataPlane.finish`: the outcome and the ack, fenced by the lease.
+- :meth:`DataPlane.finish`: the outcome and the ack, fenced by the lease;
+- :meth:`DataPlane.report_progress`: the progress the user server reported, fenced by the lease.
 
 Each backend does each step its own best way: SQLite in one commit (its group commit), Redis in
 one Lua script, PostgreSQL in one statement. That is why the queue and the records of a cluster
@@ -107,6 +108,16 @@ class DataPlane(abc.ABC):
         entry is gone), nothing is written and :attr:`Finished.LEASE_LOST` says so. A terminal
         status never changes: a record already terminal is left as it is and only the lease
         is acked.
+        """
+
+    @abc.abstractmethod
+    async def report_progress(self, lease: Lease, progress: str, *, now: float) -> bool:
+        """Store ``progress`` (JSON text) as the running request's latest progress, and announce it.
+
+        The value replaces the one before; ``progress_at`` is set to ``now``. Fenced by the lease,
+        as :meth:`finish` is: when the lease is no longer held (another worker took the request)
+        or the record is not ``in_progress`` (cancelled, finished), nothing is written and this
+        returns False. One round trip; the change is announced on :attr:`changes` like a start.
         """
 
     async def aclose(self) -> None:

@@ -146,6 +146,15 @@ FROM input LEFT JOIN held ON held.id = input.id LEFT JOIN finished ON finished.i
 ORDER BY input.n
 """
 
+# The progress of a running request, fenced by its lease: $1 id, $2 token, $3 api, $4 progress (JSON
+# text), $5 progress_at, $6 in_progress. One row when written (and announced), none otherwise.
+_PROGRESS = """
+UPDATE {s}.requests AS r SET progress = $4, progress_at = $5
+WHERE r.id = $1 AND r.api = $3 AND r.status = $6
+    AND EXISTS (SELECT 1 FROM {s}.queue AS q WHERE q.id = $1 AND q.token = $2)
+RETURNING r.id, pg_notify('{c}', r.id)
+"""
+
 _START_SOURCES = list(status_values(sources_of(Status.IN_PROGRESS)))
 
 
@@ -158,8 +167,8 @@ class PostgresDataPlane(DataPlane):
         self._queue = PostgresQueue(server)
         #: where take and finish announce the ids they start or finish (:mod:`cortex.dataplane.watch`)
         self._channel = f"cortex_chg_{server.schema}"
-        self._submit, self._take, self._finish = (
-            server.sql(text.replace("{c}", self._channel)) for text in (_SUBMIT, _TAKE, _FINISH)
+        self._submit, self._take, self._finish, self._progress = (
+            server.sql(text.replace("{c}", self._channel)) for text in (_SUBMIT, _TAKE, _FINISH, _PROGRESS)
         )
         self._submits: TurnBatcher[NewRequest, Duplicate | BackendError | None] = TurnBatcher(self._submit_all)
         self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
@@ -261,6 +270,13 @@ class PostgresDataPlane(DataPlane):
             Finished.LEASE_LOST if not acked else Finished.FINISHED if finished else Finished.ALREADY_TERMINAL
             for _, acked, finished in rows
         ]
+
+    async def report_progress(self, lease: Lease, progress: str, *, now: float) -> bool:
+        with wrap_errors("progress", self._server.url):
+            rows = await self._pool.fetch(
+                self._progress, lease.id, lease.token, lease.api, progress, now, Status.IN_PROGRESS.value
+            )
+        return bool(rows)
 
     async def _listen_changes(self, watch: ChangeWatch) -> None:
         conn = await asyncpg.connect(self._server.dsn, timeout=CONNECT_TIMEOUT_S)

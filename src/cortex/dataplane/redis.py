@@ -186,6 +186,18 @@ end
 return out
 """
 
+# The progress of a running request. KEYS: record, tokens. ARGV: id, token, api, progress, progress_at,
+# the channel of status changes. Returns 1 (written and published) or 0 (the lease is not held, or the
+# record is not in_progress: nothing written).
+_PROGRESS = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+local current = redis.call('HMGET', KEYS[1], 'api', 'status')
+if current[1] ~= ARGV[3] or current[2] ~= 'STARTED' then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[4], 'progress_at', ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[1])
+return 1
+""".replace("STARTED", Status.IN_PROGRESS.value)
+
 _FINISHED = {0: Finished.LEASE_LOST, 1: Finished.FINISHED, 2: Finished.ALREADY_TERMINAL}
 _START_SOURCES = status_values(sources_of(Status.IN_PROGRESS))
 
@@ -203,6 +215,7 @@ class RedisDataPlane(DataPlane):
         self._records = RedisRecordStore(server)
         register = server.client.register_script
         self._submit, self._take, self._finish = register(_SUBMIT), register(_TAKE), register(_FINISH)
+        self._progress = register(_PROGRESS)
         self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
         #: where the scripts publish the ids they start or finish (:mod:`cortex.dataplane.watch`)
         self._channel = server.key("changes")
@@ -258,6 +271,12 @@ class RedisDataPlane(DataPlane):
         with wrap_errors("finish", self._server.url):
             codes = await self._finish(keys=keys, args=args)
         return [_FINISHED[int(code)] for code in codes]
+
+    async def report_progress(self, lease: Lease, progress: str, *, now: float) -> bool:
+        keys = [self._records.record_key(lease.id), *self._queue.keys(lease.api, "tokens")]
+        args: list[Any] = [lease.id, lease.token, lease.api, progress, text_of(now), self._channel]
+        with wrap_errors("progress", self._server.url):
+            return int(await self._progress(keys=keys, args=args)) == 1
 
     #: redis-py can lose a cancel of a pub/sub read: the loop looks at ``watch.closed`` instead
     _listen_stops_itself = True

@@ -18,6 +18,7 @@ from cortex.sqlitetables import (
     insert_record,
     insert_row,
     read_record,
+    record_progress,
     start_record,
     take_leases,
 )
@@ -75,6 +76,15 @@ class SqliteDataPlane(DataPlane):
         if finished is Finished.FINISHED:
             self._announce([lease.id])
         return finished
+
+    async def report_progress(self, lease: Lease, progress: str, *, now: float) -> bool:
+        def held(conn: sqlite3.Connection) -> bool:
+            return record_progress(conn, lease, progress, now=now)
+
+        written = await self._db.write(held)
+        if written:
+            self._announce([lease.id])
+        return written
 
     def _announce(self, ids: list[str]) -> None:
         """Tell the watching processes that ``ids`` changed status (once committed)."""

@@ -88,6 +88,9 @@ MIGRATIONS: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL",
     # 3: X-Cortex-Priority, as the client sent it (the queue keeps its own copy, for the take's order)
     "ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS priority INTEGER",
+    # 4: the progress the user server reports while a request runs (issue 19), and when it was stored
+    "ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS progress TEXT,"
+    " ADD COLUMN IF NOT EXISTS progress_at DOUBLE PRECISION",
 )
 
 _LIGHT = columns(fields.LIGHT)
