@@ -18,8 +18,7 @@ from starlette.applications import Starlette
 
 from cortex.backends import Backends
 from cortex.dataplane.base import Finished, Taken
-from cortex.gateway import GatewaySettings, create_app
-from cortex.gateway import app as gateway_app
+from cortex.gateway import GatewaySettings, create_app, waiting
 from cortex.ids import new_id
 from cortex.requests import Outcome, Status, now
 from tests.e2e.conftest import free_port
@@ -164,7 +163,7 @@ async def test_events_stream_shows_each_status_in_order(
     app: Starlette, backends: Backends, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # no re-read without a notification within the test's timeout: each event comes from one
-    monkeypatch.setattr(gateway_app, "EVENTS_RECHECK", 3600.0)
+    monkeypatch.setattr(waiting, "EVENTS_RECHECK", 3600.0)
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
         rid = (await client.post("/echo", content=b"{}")).json()["id"]
         async with client.stream("GET", f"/echo/{rid}/events") as stream:

@@ -8,11 +8,15 @@ record's JSON (:func:`render_record`) is derived from the record's declaration i
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.responses import Response
 
+from cortex.errors import BackendError
 from cortex.gateway.directory import RoutedApi
 from cortex.recordanswer import render_record as render_record
+
+log = logging.getLogger("cortex.gateway.app")
 
 #: seconds a client is asked to wait before it tries again after a 503 (an outage of the backend)
 RETRY_AFTER = "1"
@@ -45,3 +49,16 @@ def shown(text: str, limit: int = 200) -> str:
 
 def unknown_request(api: RoutedApi, request_id: str) -> Response:
     return error_response(404, f"request {shown(request_id)} of api {api.name} not found (unknown or expired)")
+
+
+def store_unavailable(api: str, request_id: str, action: str, exc: BackendError) -> Response:
+    """Log, in one line, that ``action`` on one request met a backend error, and answer the 503 that says to retry."""
+    log.error(
+        "could not %s request %s of %s: %s", action, request_id, api, exc, extra=log_context(api, request_id, action)
+    )
+    return error_response(503, "the request store is unavailable; try again")
+
+
+def log_context(api: str, request_id: str, action: str) -> dict[str, str]:
+    """The ``extra=`` of a log line about one request (the JSON logs' ``api``, ``request_id``, ``action``)."""
+    return {"api": api, "request_id": request_id, "action": action}

@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -29,7 +29,16 @@ from cortex.backends import Backends
 from cortex.bulkcancel import cancel_requests
 from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
-from cortex.gateway.answers import error_response, not_allowed, render_record, shown, too_large, unknown_request
+from cortex.gateway.answers import (
+    error_response,
+    log_context,
+    not_allowed,
+    render_record,
+    shown,
+    store_unavailable,
+    too_large,
+    unknown_request,
+)
 from cortex.gateway.asked import extension_header_problem, prefer_wait, priority_asked, wait_asked
 from cortex.gateway.body import BodyTimeout, PayloadTooLarge, limited, take_body
 from cortex.gateway.directory import ApiDirectory, RoutedApi
@@ -40,8 +49,9 @@ from cortex.gateway.openapi import (
     openapi_document,
 )
 from cortex.gateway.readiness import Readiness
+from cortex.gateway.waiting import Waiting
 from cortex.ids import is_valid_id, new_id
-from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, RequestRecord, Status, now
+from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, Status, now
 from cortex.webhooks.events import URL_HEADER, schedule
 from cortex.webhooks.targets import url_problem
 
@@ -76,9 +86,6 @@ PURGE = "purge"
 #: the answer to a request without a key says how to send one (RFC 6750)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cortex"'}
 
-
-#: seconds an events stream goes without reading the record again when no notification came
-EVENTS_RECHECK = 15.0
 
 #: seconds a request body may stop arriving (nginx's client_body_timeout is 60 s, between two reads too)
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -116,6 +123,8 @@ class Gateway:
         self.backends = backends
         self.settings = settings
         self.directory = ApiDirectory(backends.catalog, ttl=settings.catalog_ttl)
+        #: ``Prefer: wait`` and the events stream
+        self.waiting = Waiting(backends)
 
     async def route(self, request: Request) -> Response:
         """Dispatch ``/<endpoint>`` and ``/<endpoint>/<id>`` by method."""
@@ -162,7 +171,7 @@ class Gateway:
             return None
         request.scope[ROUTE_KEY] = ("events", api.name)
         denied, _ = self._access(request, api)
-        return denied or await self.events(api, request_id)
+        return denied or await self.waiting.events(api, request_id)
 
     def _access(self, request: Request, api: RoutedApi) -> tuple[Response | None, frozenset[str]]:
         """None and the header the key came in (never stored), or the 401 or 403 to answer.
@@ -256,50 +265,7 @@ class Gateway:
             request_id = stored.id
         if wait is None:
             return Response(b'{"id":"' + request_id.encode() + b'"}', media_type="application/json")
-        return await self._submitted_after_wait(api, request_id, wait)
-
-    async def _submitted_after_wait(self, api: RoutedApi, request_id: str, wait: float) -> Response:
-        """The answer to a submission with ``Prefer: wait``: the record once terminal, else ``{"id", "status"}``."""
-        applied = {"Preference-Applied": f"wait={wait:g}"}
-        try:
-            record = await self._settled(api.name, request_id, wait)
-        except BackendError as exc:
-            log.error(
-                "could not read request %s of %s: %s",
-                request_id,
-                api.name,
-                exc,
-                extra=_ctx(api.name, request_id, "read"),
-            )
-            record = None  # stored and queued: it is still the id to answer
-        if record is not None and record.status.terminal:
-            return Response(render_record(record), media_type="application/json", headers=applied)
-        status = Status.IN_QUEUE if record is None else record.status
-        body = json.dumps({"id": request_id, "status": status.value}, separators=(",", ":")).encode()
-        return Response(body, media_type="application/json", headers=applied)
-
-    async def _settled(self, api: str, request_id: str, wait: float) -> RequestRecord | None:
-        """The record once terminal, or as it stands after ``wait`` seconds (None when unknown).
-
-        Woken by the data plane's change notifications (:mod:`cortex.dataplane.watch`): one read at
-        the start, one per notification of this id, one at the deadline, so a lost notification
-        costs latency, never a wrong answer.
-        """
-        watch = self.backends.plane.changes
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while True:
-            woken = watch.waiter(request_id)  # before the read: a change after it wakes this wait
-            try:
-                record = await self.backends.records.get(api, request_id, now=now())
-            except BaseException:
-                watch.forget(request_id, woken)
-                raise
-            remaining = deadline - loop.time()
-            if record is None or record.status.terminal or remaining <= 0:
-                watch.forget(request_id, woken)
-                return record
-            await watch.wait(request_id, woken, remaining)
+        return await self.waiting.submitted(api, request_id, wait)
 
     async def _store(self, record: NewRequest) -> Response | Duplicate | None:
         """Store the record and queue its id in one step: None once both are durable, the
@@ -317,7 +283,7 @@ class Gateway:
                 record.id,
                 record.api,
                 exc,
-                extra=_ctx(record.api, record.id, "store"),
+                extra=log_context(record.api, record.id, "store"),
             )
             return error_response(
                 503,
@@ -337,56 +303,13 @@ class Gateway:
                 if wait is None:
                     record = await self.backends.records.get(api.name, request_id, now=now())
                 else:
-                    record = await self._settled(api.name, request_id, wait)
+                    record = await self.waiting.settled(api.name, request_id, wait)
             except BackendError as exc:
-                return _store_unavailable(api.name, request_id, "read", exc)
+                return store_unavailable(api.name, request_id, "read", exc)
         if record is None:
             return unknown_request(api, request_id)
         applied = None if wait is None else {"Preference-Applied": f"wait={wait:g}"}
         return Response(render_record(record), media_type="application/json", headers=applied)
-
-    async def events(self, api: RoutedApi, request_id: str) -> Response:
-        """``GET /<endpoint>/<id>/events``: Server-Sent Events, one ``status`` event per status seen, until terminal.
-
-        Each event's data is the record as ``GET /<endpoint>/<id>`` answers it. The stream is woken
-        by the data plane's notifications of starts and finishes, and reads the record again every
-        :data:`EVENTS_RECHECK` seconds in case one was lost (a comment line keeps proxies from timing out).
-        """
-        try:
-            first = await self.backends.records.get(api.name, request_id, now=now())
-        except BackendError as exc:
-            return _store_unavailable(api.name, request_id, "read", exc)
-        if first is None:
-            return unknown_request(api, request_id)
-        return StreamingResponse(
-            self._event_stream(api.name, request_id, first),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
-    async def _event_stream(self, api: str, request_id: str, record: RequestRecord) -> AsyncIterator[bytes]:
-        watch = self.backends.plane.changes
-        shown_status: Status | None = None
-        while True:
-            if record.status != shown_status:
-                shown_status = record.status
-                yield b"event: status\ndata: " + render_record(record) + b"\n\n"
-            if record.status.terminal:
-                return
-            woken = watch.waiter(request_id)  # before the read: a change after it wakes this wait
-            try:
-                fresh = await self.backends.records.get(api, request_id, now=now())
-            except BackendError as exc:
-                log.warning("events of request %s of %s: the store is unavailable: %s", request_id, api, exc)
-                fresh = record
-            if fresh is None:  # expired meanwhile
-                watch.forget(request_id, woken)
-                return
-            if fresh.status != record.status:
-                watch.forget(request_id, woken)
-            elif not await watch.wait(request_id, woken, EVENTS_RECHECK):
-                yield b": waiting\n\n"
-            record = fresh
 
     async def status_after_delete(self, request: Request, prefix: str, request_id: str, path: str) -> Response:
         """``GET /<name>/<id>`` once the API is deleted: its requests stay readable until they expire.
@@ -409,7 +332,7 @@ class Gateway:
             try:
                 record = await self.backends.records.get(name, request_id, now=now())
             except BackendError as exc:
-                return _store_unavailable(name, request_id, "read", exc)
+                return store_unavailable(name, request_id, "read", exc)
         if record is None:
             return error_response(404, f"no API is deployed at {shown(path)}")
         return Response(render_record(record), media_type="application/json")
@@ -455,11 +378,13 @@ class Gateway:
                 queued_only=True,
             )
         except BackendError as exc:
-            log.error("could not purge %s: %s", api.name, exc, extra=_ctx(api.name, "", "purge"))
+            log.error("could not purge %s: %s", api.name, exc, extra=log_context(api.name, "", "purge"))
             return error_response(503, "the request store is unavailable; try again (a purge can be repeated)")
         for request_id in ids:  # this process's waiters learn it now; the other gateways' at their deadline
             self.backends.plane.changes.changed(request_id)
-        log.info("purged %s: cancelled %d queued requests", api.name, len(ids), extra=_ctx(api.name, "", "purge"))
+        log.info(
+            "purged %s: cancelled %d queued requests", api.name, len(ids), extra=log_context(api.name, "", "purge")
+        )
         return Response(json.dumps({"cancelled": len(ids)}).encode(), media_type="application/json")
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
@@ -481,7 +406,7 @@ class Gateway:
                     await self.backends.queue.remove(api.name, request_id)
                 record = await records.get(api.name, request_id, now=now())
         except BackendError as exc:
-            return _store_unavailable(api.name, request_id, "cancel", exc)
+            return store_unavailable(api.name, request_id, "cancel", exc)
         if record is None:
             return unknown_request(api, request_id)
         if record.status != Status.CANCELLED:
@@ -522,17 +447,6 @@ class Gateway:
             removed += swept.deleted
             if swept.deleted < SWEEP_BATCH and len(swept.blob_keys) < SWEEP_BATCH:
                 return removed
-
-
-def _store_unavailable(api: str, request_id: str, action: str, exc: BackendError) -> Response:
-    """Log, in one line, that ``action`` on one request met a backend error, and answer the 503 that says to retry."""
-    log.error("could not %s request %s of %s: %s", action, request_id, api, exc, extra=_ctx(api, request_id, action))
-    return error_response(503, "the request store is unavailable; try again")
-
-
-def _ctx(api: str, request_id: str, action: str) -> dict[str, str]:
-    """The ``extra=`` of a log line about one request (the JSON logs' ``api``, ``request_id``, ``action``)."""
-    return {"api": api, "request_id": request_id, "action": action}
 
 
 def _refused_method(method: str, path: str) -> Response | None:
