@@ -15,13 +15,14 @@ import dataclasses
 import json
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.dequeuer.metrics import DequeuerMetrics
+from cortex.dequeuer.progress import MAX_PROGRESS_BYTES, ProgressProblem, progress_body
 from cortex.dequeuer.worker import Dequeuer, DequeuerSettings
 from cortex.errors import BackendError, NotFound
 from cortex.spec import ApiSpec
@@ -44,6 +45,11 @@ def admin_app(
     spec_id: Callable[[], str] | None = None,
 ) -> web.Application:
     """The admin port: ``/healthz`` reflects the readiness probes (200 healthy, 500 unhealthy); ``/metrics``.
+
+    ``POST /progress`` is the user server's: the progress of the request it runs (named by
+    ``X-Cortex-Request-ID``), any JSON value up to :data:`MAX_PROGRESS_BYTES`, answered 202 once taken
+    (it is stored within :data:`~cortex.dequeuer.progress.PROGRESS_INTERVAL`); 404 for a request this
+    replica is not running, 400 for a body that is not JSON, 413 for one too large.
 
     ``/drain`` is the user containers' ``preStop`` hook on Kubernetes, where every container of a
     removed pod gets SIGTERM at once: it answers once ``stop`` is set and no request is in flight,
@@ -86,10 +92,39 @@ def admin_app(
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_post("/progress", _progress_route(current))
     app.router.add_get("/drain", drain)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def _progress_route(current: Callable[[], Dequeuer]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``POST /progress``: the user server's report of the request it runs (see :func:`admin_app`)."""
+
+    async def progress(request: web.Request) -> web.Response:
+        request_id = request.headers.get("X-Cortex-Request-ID", "")
+        if not request_id:
+            return _refused(400, "send the id of the running request as the header X-Cortex-Request-ID")
+        declared = request.content_length
+        if declared is not None and declared > MAX_PROGRESS_BYTES:
+            return _refused(413, f"the progress body is {declared} bytes; at most {MAX_PROGRESS_BYTES} are accepted")
+        body = b""  # read to one byte past the limit at most, whatever the chunks
+        while len(body) <= MAX_PROGRESS_BYTES and (chunk := await request.content.read(MAX_PROGRESS_BYTES + 1)):
+            body += chunk
+        try:
+            value = progress_body(body)
+        except ProgressProblem as exc:
+            return _refused(413 if len(body) > MAX_PROGRESS_BYTES else 400, str(exc))
+        if not current().progress.report(request_id, value):
+            return _refused(404, f"request {request_id[:64]!r} is not running on this replica")
+        return web.Response(status=202, text=json.dumps({"id": request_id}), content_type="application/json")
+
+    return progress
+
+
+def _refused(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=json.dumps({"error": message}), content_type="application/json")
 
 
 async def serve(

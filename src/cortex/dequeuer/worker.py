@@ -24,6 +24,7 @@ from cortex.dataplane.base import Finished, Taken
 from cortex.dequeuer.forward import forward
 from cortex.dequeuer.metrics import DequeuerMetrics
 from cortex.dequeuer.probes import Prober
+from cortex.dequeuer.progress import PROGRESS_INTERVAL, ProgressReports
 from cortex.dequeuer.readiness import probes_for
 from cortex.errors import BackendError, NotFound
 from cortex.queue.base import Lease
@@ -56,6 +57,8 @@ class DequeuerSettings:
     poll_interval: float = 0.1
     #: how often a running request's status is checked for a cancel
     cancel_check: float = 0.5
+    #: the most a running request's progress is written to the backend: once per this many seconds
+    progress_interval: float = PROGRESS_INTERVAL
 
 
 class Dequeuer:
@@ -72,6 +75,8 @@ class Dequeuer:
         self.url = f"http://{settings.user_host}:{settings.user_port}/"
         self._running: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+        #: what the user server reports of the requests it runs (``POST /progress`` on the admin port)
+        self.progress = ProgressReports(self._write_progress, interval=settings.progress_interval)
 
     @property
     def in_flight(self) -> int:
@@ -212,7 +217,13 @@ class Dequeuer:
             self.metrics.started(api, (record.started_at or now()) - record.created_at)
         log.info("processing request %s (attempt %d)", lease.id, lease.attempts, extra=self._ctx(lease, "start"))
         await self._notify(lease.id, record.webhook_url, "in_progress")
-        outcome = await self._run_unless_cancelled(session, record)
+        self.progress.open(lease)
+        try:
+            outcome = await self._run_unless_cancelled(session, record)
+            if outcome is not None:  # the last progress reported is stored before the outcome
+                await self.progress.flush(lease.id)
+        finally:
+            self.progress.close(lease.id)
         if outcome is None:
             log.info(
                 "request %s cancelled while running: upstream call aborted", lease.id, extra=self._ctx(lease, "cancel")
@@ -251,6 +262,9 @@ class Dequeuer:
         waits for the status to match, and a re-run queues the same delivery id again (a no-op).
         """
         await schedule(self.backends.queue, self.spec, self.spec.name, request_id, url, event)
+
+    async def _write_progress(self, lease: Lease, progress: str) -> bool:
+        return await self.backends.plane.report_progress(lease, progress, now=now())
 
     async def _finish(self, lease: Lease, outcome: Outcome) -> bool:
         """Record the outcome and ack the lease in one step; False if the lease was lost meanwhile."""
