@@ -74,6 +74,7 @@ def test_containers_of_a_replica_share_mnt_and_localhost_replicas_do_not(
         # both replicas' servers listen on 8080, each in the network namespace of its own pod
         assert answer["env"]["CORTEX_PORT"] == "8080" and answer["env"]["CORTEX_MNT"] == "/mnt"
         assert answer["env"]["CORTEX_GATEWAY_URL"] == f"http://10.0.2.2:{cluster.gateway_port}"
+        assert answer["env"]["CORTEX_DEQUEUER_URL"].startswith("http://10.0.2.2:")  # the host's dequeuer
 
 
 def test_an_image_that_cannot_be_pulled_fails_deploy_wait_fast_with_the_reason(cluster: LocalCluster) -> None:

@@ -159,6 +159,7 @@ def test_user_containers_get_mnt_client_config_env_and_command() -> None:
         assert variables["CORTEX_MNT"] == "/mnt"
         assert variables["CORTEX_CLI_CONFIG_DIR"] == "/cortex/client"
         assert variables["CORTEX_GATEWAY_URL"] == "http://gw:8888"
+        assert variables["CORTEX_DEQUEUER_URL"] == "http://localhost:15000"  # the dequeuer sidecar's admin port
         assert variables["CORTEX_API_NAME"] == "transcriber"
         assert variables["CORTEX_API_KEY"] == {
             "secretKeyRef": {"name": "cortex-client", "key": "api_key", "optional": True}

@@ -33,11 +33,13 @@ async def test_replicas_get_the_worker_contract(harness: Harness) -> None:
     assert {a["replica"] for a in answers} == {r.id for r in replicas}
     ports = {a["env"]["CORTEX_PORT"] for a in answers}
     assert len(ports) == 2
+    assert len({a["env"]["CORTEX_DEQUEUER_URL"] for a in answers}) == 2  # each replica's own dequeuer
     for answer in answers:
         seen = answer["env"]
         port, replica = seen["CORTEX_PORT"], answer["replica"]
         assert seen["CORTEX_MNT"] == str(harness.tmp / "state" / "replicas" / "echo" / replica / "mnt")
         assert seen["CORTEX_GATEWAY_URL"] == harness.marker
+        assert seen["CORTEX_DEQUEUER_URL"].startswith("http://127.0.0.1:")
         assert seen["CORTEX_VERSION"] == "9.9.9"
         assert seen["CORTEX_CLI_CONFIG_DIR"] == str(harness.tmp / "cli")
         assert seen["CORTEX_API_NAME"] == "echo" and seen["CORTEX_REPLICA_ID"] == replica
@@ -45,6 +47,17 @@ async def test_replicas_get_the_worker_contract(harness: Harness) -> None:
         assert seen["TEST_GREETING"] == "hello echo" and seen["TEST_ESCAPED"] == "$(CORTEX_PORT)"
         assert answer["argv"] == ["api", f"--port={port}", "$(NOT_DEFINED)"]
         assert answer["mnt_files"] == ["api.started"]
+
+
+async def test_a_replica_reports_progress_to_its_own_dequeuer(harness: Harness) -> None:
+    await harness.apply(api_yaml("echo", server("api")), replicas=2)
+    await harness.wait_ready(2)
+    request_id = await harness.submit('progress:{"step": 1, "of": 3}')
+    answer = await harness.result(request_id)
+    assert answer["env"]["CORTEX_DEQUEUER_URL"].startswith("http://127.0.0.1:")
+    assert answer["progress_status"] == 202  # the dequeuer that runs the request took it
+    record = await harness.record(request_id)
+    assert record.progress == {"step": 1, "of": 3} and record.progress_at is not None
 
 
 async def test_containers_of_a_replica_share_cortex_mnt(harness: Harness) -> None:

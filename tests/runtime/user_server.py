@@ -2,7 +2,9 @@
 
 ``python user_server.py [name] [args...]`` serves on ``$CORTEX_PORT``: ``POST /`` answers JSON
 ``{"pid", "replica", "argv", "env", "mnt_files", "body"}`` (``env``: the ``CORTEX_*`` and ``TEST_*``
-variables), after sleeping N seconds if the body is ``sleep:N``; ``GET /healthz`` answers 200. On start
+variables), after sleeping N seconds if the body is ``sleep:N``, or after posting the JSON ``J`` as its
+progress to ``$CORTEX_DEQUEUER_URL/progress`` if the body is ``progress:J`` (then with ``"progress_status"``,
+the status that answered); ``GET /healthz`` answers 200. On start
 it writes ``$CORTEX_MNT/<name>.started``. ``--idle`` (last argument) writes the marker and only sleeps.
 If ``$TEST_TRACE_DIR`` is set, each POST first writes ``<dir>/<request id>.<replica id>``; if
 ``$TEST_SIGTERM_FILE`` is set, SIGTERM writes the time there before exiting.
@@ -15,6 +17,8 @@ import os
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -25,6 +29,17 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
     if target:
         Path(target).write_text(repr(time.time()))
     os._exit(0)
+
+
+def report(request_id: str, progress: str) -> int:
+    """Post ``progress`` for the request being run, as a user server would; the status that answered."""
+    url = os.environ["CORTEX_DEQUEUER_URL"] + "/progress"
+    headers = {"X-Cortex-Request-ID": request_id, "Content-Type": "application/json"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, progress.encode(), headers), timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,7 +55,8 @@ class Handler(BaseHTTPRequestHandler):
         print(f"handling {request_id} body={body}", file=sys.stderr, flush=True)
         if body.startswith("sleep:"):
             time.sleep(float(body.removeprefix("sleep:")))
-        answer = {
+        reported = report(request_id, body.removeprefix("progress:")) if body.startswith("progress:") else None
+        answer: dict[str, object] = {
             "pid": os.getpid(),
             "replica": os.environ["CORTEX_REPLICA_ID"],
             "argv": sys.argv[1:],
@@ -48,6 +64,8 @@ class Handler(BaseHTTPRequestHandler):
             "mnt_files": sorted(os.listdir(os.environ["CORTEX_MNT"])),
             "body": body,
         }
+        if reported is not None:
+            answer["progress_status"] = reported
         self._send(200, json.dumps(answer).encode(), "application/json")
 
     def _body(self) -> bytes:

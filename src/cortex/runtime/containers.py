@@ -128,6 +128,8 @@ class ContainerRuntime(LocalRuntime):
             "CORTEX_VERSION": self.env.version,
             "CORTEX_CLI_CONFIG_DIR": CLI_DIR,
             "CORTEX_GATEWAY_URL": self._in_pod(self.env.gateway_url),
+            # the dequeuer is a host process: its admin port on this machine's loopback, as seen from the pod
+            "CORTEX_DEQUEUER_URL": self._in_pod(f"http://127.0.0.1:{plan.admin_port}"),
             "CORTEX_MNT": MNT,
             "CORTEX_API_NAME": spec.name,
             "CORTEX_REPLICA_ID": plan.id,

@@ -304,6 +304,8 @@ def _cortex_env(spec: ApiSpec, settings: KubeSettings) -> dict[str, str]:
         "CORTEX_LOG_LEVEL": "INFO",
         "CORTEX_CLI_CONFIG_DIR": CLIENT_DIR,
         "CORTEX_GATEWAY_URL": settings.gateway_url,
+        # the dequeuer is a sidecar of the pod: its admin port, for progress reports
+        "CORTEX_DEQUEUER_URL": f"http://localhost:{ADMIN_PORT}",
         "CORTEX_MNT": MNT,
         "CORTEX_API_NAME": spec.name,
     }

@@ -342,6 +342,8 @@ class LocalRuntime(Runtime):
             "CORTEX_VERSION": self.env.version,
             "CORTEX_CLI_CONFIG_DIR": str(self.env.cli_config_dir),
             "CORTEX_GATEWAY_URL": self.env.gateway_url,
+            # the replica's dequeuer, for progress reports (POST $CORTEX_DEQUEUER_URL/progress)
+            "CORTEX_DEQUEUER_URL": f"http://127.0.0.1:{admin_port}",
             "CORTEX_MNT": str(folder / "mnt"),
             "CORTEX_API_NAME": spec.name,
             "CORTEX_REPLICA_ID": replica_id,
