@@ -8,6 +8,10 @@ once, last value wins). When the request ends with an outcome, the value still p
 before the outcome (:meth:`ProgressReports.flush`), so the final record and the events stream show
 the last progress reported; when its run is abandoned (cancelled, lease lost, handed back) it is
 dropped (:meth:`ProgressReports.close`).
+
+A request whose API asks for ``progress`` webhooks has one queued after a write, at most once per
+:data:`~cortex.webhooks.events.PROGRESS_EVERY` seconds (the delivery sends the record as it then
+stands, so the latest progress).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from cortex.errors import BackendError
 from cortex.queue.base import Lease
+from cortex.webhooks.events import PROGRESS_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +63,16 @@ class _Running:
     """One running request's reports: the value not yet written, and its writer."""
 
     lease: Lease
+    #: queues the request's progress webhook, when its API asks for them
+    notify: Callable[[], Awaitable[None]] | None = None
     pending: str | None = None
     #: the loop time of the last write (its start); -inf before the first
     written_at: float = float("-inf")
     writer: asyncio.Task[None] | None = None
     #: whether the writer is still waiting for its turn (then it can be cancelled without losing a write)
     sleeping: bool = False
+    #: the loop time the last progress webhook was queued; -inf before the first
+    notified_at: float = float("-inf")
 
 
 class ProgressReports:
@@ -72,18 +81,28 @@ class ProgressReports:
     ``write(lease, progress)`` is the data plane's fenced step (:meth:`DataPlane.report_progress`).
     """
 
-    def __init__(self, write: Callable[[Lease, str], Awaitable[bool]], *, interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(
+        self,
+        write: Callable[[Lease, str], Awaitable[bool]],
+        *,
+        interval: float = PROGRESS_INTERVAL,
+        notify_every: float = PROGRESS_EVERY,
+    ) -> None:
         self._write = write
         self._interval = interval
+        self._notify_every = notify_every
         self._running: dict[str, _Running] = {}
         #: backend writes made (what coalescing saves is reports minus writes)
         self.writes = 0
         #: reports accepted
         self.reports = 0
 
-    def open(self, lease: Lease) -> None:
-        """``lease``'s request is running here: its reports are accepted from now on."""
-        self._running[lease.id] = _Running(lease)
+    def open(self, lease: Lease, notify: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``lease``'s request is running here: its reports are accepted from now on.
+
+        ``notify`` queues its progress webhook (given when its API asks for them).
+        """
+        self._running[lease.id] = _Running(lease, notify)
 
     def report(self, request_id: str, progress: str) -> bool:
         """Take ``progress`` (JSON text) as the latest of ``request_id``; False if it does not run here."""
@@ -108,18 +127,24 @@ class ProgressReports:
             if progress is None:
                 break
             running.written_at = loop.time()
-            await self._store(running.lease, progress)
+            await self._store(running, progress)
             if running.pending is None or self._running.get(running.lease.id) is not running:
                 break  # nothing new, or flushed meanwhile (the flush writes what is pending)
             running.sleeping = True
             delay = max(0.0, running.written_at + self._interval - loop.time())
         running.writer = None
 
-    async def _store(self, lease: Lease, progress: str) -> None:
+    async def _store(self, running: _Running, progress: str) -> None:
+        lease = running.lease
         self.writes += 1
         try:
             if not await self._write(lease, progress):
                 log.debug("request %s: progress not stored (no longer running under this lease)", lease.id)
+                return
+            loop = asyncio.get_running_loop()
+            if running.notify is not None and loop.time() - running.notified_at >= self._notify_every:
+                running.notified_at = loop.time()
+                await running.notify()
         except BackendError as exc:  # progress is advisory: the run goes on, a later report may get through
             log.warning("request %s: progress not stored: %s", lease.id, exc)
 
@@ -135,7 +160,7 @@ class ProgressReports:
             await asyncio.wait({writer})
         if running.pending is not None:
             progress, running.pending = running.pending, None
-            await self._store(running.lease, progress)
+            await self._store(running, progress)
 
     def close(self, request_id: str) -> None:
         """Stop taking reports for ``request_id``; a value still pending is dropped."""

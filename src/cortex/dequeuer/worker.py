@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -31,7 +32,7 @@ from cortex.queue.base import Lease
 from cortex.requests import ErrorKind, Outcome, RequestRecord, Status, now
 from cortex.spec import ApiSpec, Retry
 from cortex.store.base import SizedBlob
-from cortex.webhooks.events import schedule
+from cortex.webhooks.events import PROGRESS_EVENT, PROGRESS_EVERY, schedule, target
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class DequeuerSettings:
     cancel_check: float = 0.5
     #: the most a running request's progress is written to the backend: once per this many seconds
     progress_interval: float = PROGRESS_INTERVAL
+    #: the least time between two progress webhooks of one request (when its API asks for them)
+    progress_webhook_every: float = PROGRESS_EVERY
 
 
 class Dequeuer:
@@ -76,7 +79,11 @@ class Dequeuer:
         self._running: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         #: what the user server reports of the requests it runs (``POST /progress`` on the admin port)
-        self.progress = ProgressReports(self._write_progress, interval=settings.progress_interval)
+        self.progress = ProgressReports(
+            self._write_progress,
+            interval=settings.progress_interval,
+            notify_every=settings.progress_webhook_every,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -217,7 +224,10 @@ class Dequeuer:
             self.metrics.started(api, (record.started_at or now()) - record.created_at)
         log.info("processing request %s (attempt %d)", lease.id, lease.attempts, extra=self._ctx(lease, "start"))
         await self._notify(lease.id, record.webhook_url, "in_progress")
-        self.progress.open(lease)
+        wants_hook = target(self.spec, record.webhook_url, PROGRESS_EVENT) is not None
+        self.progress.open(
+            lease, functools.partial(self._notify, lease.id, record.webhook_url, PROGRESS_EVENT) if wants_hook else None
+        )
         try:
             outcome = await self._run_unless_cancelled(session, record)
             if outcome is not None:  # the last progress reported is stored before the outcome

@@ -179,7 +179,8 @@ def _unique(values: list[str]) -> list[str]:
     return values
 
 
-WebhookEvent = Literal["in_progress", "completed", "failed", "cancelled"]
+#: ``progress`` (opt-in): the progress the user server reports, at most one delivery per request every few seconds
+WebhookEvent = Literal["in_progress", "progress", "completed", "failed", "cancelled"]
 
 
 class Webhook(BaseModel):

@@ -31,7 +31,7 @@ from cortex.queue.base import Lease
 from cortex.recordanswer import render_record
 from cortex.requests import Status, now
 from cortex.spec import ApiSpec
-from cortex.webhooks.events import WEBHOOK_QUEUE, parse_delivery_id, target
+from cortex.webhooks.events import PROGRESS_EVENT, WEBHOOK_QUEUE, parse_delivery_id, target
 from cortex.webhooks.signing import headers
 from cortex.webhooks.targets import HINT, PublicOnlyResolver, literal_problem
 
@@ -131,7 +131,11 @@ class WebhookDispatcher:
             if record is None:  # expired or never stored: nothing to say
                 await queue.ack(lease)
                 return
-            if event != Status.IN_PROGRESS.value and record.status.value != event:
+            if event == PROGRESS_EVENT:
+                if record.status != Status.IN_PROGRESS:  # it ended: its end has its own delivery
+                    await queue.ack(lease)
+                    return
+            elif event != Status.IN_PROGRESS.value and record.status.value != event:
                 if record.status.terminal:  # it ended another way; that event has its own delivery
                     await queue.ack(lease)
                 else:  # queued just before the status was written: look again shortly, uncounted
@@ -143,7 +147,10 @@ class WebhookDispatcher:
             if url is None or secret is None:
                 await queue.ack(lease)
                 return
-            error = await self._post(session, url, secret, lease.id, render_record(record))
+            message = lease.id
+            if event == PROGRESS_EVENT:  # each progress delivery is its own message: a receiver dedupes on it
+                message += f"/{round((record.progress_at or 0) * 1000)}"
+            error = await self._post(session, url, secret, message, render_record(record))
             max_age = spec.async_.webhook.max_age if spec and spec.async_.webhook else DEFAULT_MAX_AGE
             await self._settle(
                 lease, api, request_id, error, since=record.finished_at or record.created_at, max_age=max_age

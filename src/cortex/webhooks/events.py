@@ -11,6 +11,10 @@ WEBHOOK_QUEUE = "_webhooks"
 DEFAULT_EVENTS = ("completed", "failed", "cancelled")
 #: the request header that asks for a webhook
 URL_HEADER = "x-cortex-webhook-url"
+#: the event of a progress report (opt-in: only when the API's ``async.webhook.events`` lists it)
+PROGRESS_EVENT = "progress"
+#: seconds between two progress deliveries of one request, at least (and never two queued at once)
+PROGRESS_EVERY = 5.0
 
 
 def target(spec: ApiSpec | None, request_url: str | None, event: str) -> str | None:
@@ -25,7 +29,11 @@ def target(spec: ApiSpec | None, request_url: str | None, event: str) -> str | N
 
 
 def delivery_id(api: str, request_id: str, event: str) -> str:
-    """The queue item of one event: the same event of the same request is queued once."""
+    """The queue item of one event: the same event of the same request is queued once.
+
+    A progress event is queued again once its delivery is done: while one waits, later reports
+    add nothing, and it carries the latest progress when it is sent.
+    """
     return f"{api}/{request_id}/{event}"
 
 
