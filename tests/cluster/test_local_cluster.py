@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +45,32 @@ def test_hello_world_as_a_new_user(local_cluster: LocalCluster) -> None:
     assert local_cluster.json("get", "-e", "local") == []
     local_cluster.cortex("cluster", "down")
     assert local_cluster.processes() == []
+
+
+def test_the_progress_example_streams_its_progress_in_order(local_cluster: LocalCluster) -> None:
+    config = local_cluster.example("progress")
+    local_cluster.cortex("deploy", str(config))
+    local_cluster.wait_live("progress")
+    endpoint = f"{local_cluster.gateway}/progress"
+    rid = httpx.post(endpoint, json={"steps": 3, "seconds": 0.4}).json()["id"]
+    seen: list[tuple[str, Any]] = []
+    event = ""
+    with httpx.stream("GET", f"{endpoint}/{rid}/events", timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+                seen.append((event, data["status"] if event == "status" else data))
+    # the server reports a step every 0.4 s and the dequeuer writes at most one every 0.5 s: some
+    # steps may be coalesced, never reordered, and the last one is stored before the outcome
+    statuses = [value for name, value in seen if name == "status"]
+    progress = [value for name, value in seen if name == "progress"]
+    assert statuses[-2:] == ["in_progress", "completed"] and statuses[0] in ("in_queue", "in_progress"), seen
+    assert seen.index(("status", "in_progress")) < seen.index(("progress", progress[0])), seen
+    assert seen[-2:] == [("progress", {"step": 3, "of": 3}), ("status", "completed")], seen
+    assert [step["step"] for step in progress] == sorted({step["step"] for step in progress}), seen
+    assert local_cluster.wait_result("progress", rid)["progress"] == {"step": 3, "of": 3}
 
 
 def test_config_error_names_file_api_and_field(local_cluster: LocalCluster) -> None:

@@ -129,6 +129,16 @@ async def test_a_large_result_is_left_out_of_the_detail(cluster: Cluster) -> Non
     assert (detail["result"], detail["result_size"], detail["result_shown"]) == (None, len(big), False)
 
 
+async def test_a_running_request_shows_its_progress(cluster: Cluster) -> None:
+    await cluster.deploy("api")
+    rid = await cluster.submit("api")
+    (taken,) = await cluster.backends.plane.take("api", visibility=60, limit=1, max_attempts=3, timeout=0)
+    assert await cluster.backends.plane.report_progress(taken.lease, '{"step":2,"of":5}', now=now())
+    detail = (await cluster.get(f"/status/apis/api/requests/{rid}")).json()
+    assert detail["status"] == "in_progress" and detail["more"]["progress"] == {"step": 2, "of": 5}
+    assert detail["more"]["progress_at"].endswith("Z")
+
+
 @pytest.mark.parametrize(
     ("path", "status", "message"),
     [
