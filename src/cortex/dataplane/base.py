@@ -120,6 +120,14 @@ class DataPlane(abc.ABC):
         returns False. One round trip; the change is announced on :attr:`changes` like a start.
         """
 
+    @abc.abstractmethod
+    async def announce(self, ids: list[str]) -> None:
+        """Announce on :attr:`changes`, to every process watching, that ``ids`` changed (one round trip).
+
+        For the changes made outside the steps, which announce their own: a cancel, a purge. The
+        gateways that hold waiters of those ids then read them at once rather than at their deadline.
+        """
+
     async def aclose(self) -> None:
         """Release what the data plane holds beyond the shared connections (wake-up sockets, listeners)."""
         if self._watch is not None:

@@ -278,6 +278,14 @@ class PostgresDataPlane(DataPlane):
             )
         return bool(rows)
 
+    async def announce(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        with wrap_errors("announce", self._server.url):
+            await self._pool.execute(
+                "SELECT count(pg_notify($1, id)) FROM unnest($2::text[]) AS id", self._channel, ids
+            )
+
     async def _listen_changes(self, watch: ChangeWatch) -> None:
         conn = await asyncpg.connect(self._server.dsn, timeout=CONNECT_TIMEOUT_S)
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -278,6 +278,15 @@ class RedisDataPlane(DataPlane):
         with wrap_errors("progress", self._server.url):
             return int(await self._progress(keys=keys, args=args)) == 1
 
+    async def announce(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        pipeline = self._server.client.pipeline(transaction=False)
+        for request_id in ids:
+            pipeline.publish(self._channel, request_id)
+        with wrap_errors("announce", self._server.url):
+            await pipeline.execute()
+
     #: redis-py can lose a cancel of a pub/sub read: the loop looks at ``watch.closed`` instead
     _listen_stops_itself = True
 

@@ -86,10 +86,13 @@ class SqliteDataPlane(DataPlane):
             self._announce([lease.id])
         return written
 
+    async def announce(self, ids: list[str]) -> None:
+        self._announce(ids)
+
     def _announce(self, ids: list[str]) -> None:
         """Tell the watching processes that ``ids`` changed status (once committed)."""
-        if ids:
-            send(self._changes_dir, _CHANGES, "\n".join(ids).encode())
+        for start in range(0, len(ids), _IDS_PER_DATAGRAM):  # a listener reads 64 KiB at most per datagram
+            send(self._changes_dir, _CHANGES, "\n".join(ids[start : start + _IDS_PER_DATAGRAM]).encode())
 
     async def _listen_changes(self, watch: ChangeWatch) -> None:
         listener = WakeListener(self._changes_dir, _CHANGES)
@@ -108,6 +111,8 @@ class SqliteDataPlane(DataPlane):
 
 #: the name of a watching process's socket in the ``changes`` folder
 _CHANGES = "changes"
+#: ids per datagram: 26 characters and a newline each, well under the 64 KiB a listener reads
+_IDS_PER_DATAGRAM = 2000
 
 
 async def open_plane(url: str, resources: Resources) -> SqliteDataPlane:

@@ -380,8 +380,7 @@ class Gateway:
         except BackendError as exc:
             log.error("could not purge %s: %s", api.name, exc, extra=log_context(api.name, "", "purge"))
             return error_response(503, "the request store is unavailable; try again (a purge can be repeated)")
-        for request_id in ids:  # this process's waiters learn it now; the other gateways' at their deadline
-            self.backends.plane.changes.changed(request_id)
+        await self._announce(api.name, ids)
         log.info(
             "purged %s: cancelled %d queued requests", api.name, len(ids), extra=log_context(api.name, "", "purge")
         )
@@ -400,8 +399,7 @@ class Gateway:
             if not record.status.terminal:
                 await schedule(self.backends.queue, api.spec, api.name, request_id, record.webhook_url, "cancelled")
                 if await records.finish(api.name, request_id, Outcome(Status.CANCELLED), now=now()):
-                    # this process's waiters learn it now; the other gateways' at their deadline
-                    self.backends.plane.changes.changed(request_id)
+                    await self._announce(api.name, [request_id])
                     # the dequeuer holding it (if any) sees the status and aborts the upstream call
                     await self.backends.queue.remove(api.name, request_id)
                 record = await records.get(api.name, request_id, now=now())
@@ -415,6 +413,18 @@ class Gateway:
             )
             return Response(body.encode(), status_code=409, media_type="application/json")
         return Response(render_record(record), media_type="application/json")
+
+    async def _announce(self, api: str, ids: list[str]) -> None:
+        """Wake the waiters of ``ids`` (cancelled here): this process's now, the other gateways' by notification.
+
+        The notification is best effort: should it fail, the other gateways' waiters read at their deadline.
+        """
+        for request_id in ids:
+            self.backends.plane.changes.changed(request_id)
+        try:
+            await self.backends.plane.announce(ids)
+        except BackendError as exc:
+            log.warning("could not announce %d cancelled request(s) of %s to other gateways: %s", len(ids), api, exc)
 
     async def ping(self) -> None:
         """Read one record by id (none is found): the cheapest call that needs the backend to answer.
