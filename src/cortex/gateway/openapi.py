@@ -265,10 +265,14 @@ _DOCUMENT: dict[str, Any] = {
             "parameters": [_ENDPOINT, _ID],
             "get": {
                 "operationId": "events",
-                "summary": "Server-Sent Events: one 'status' event per status the request takes, until it ends.",
-                "description": "Each event's data is the request as GET /{endpoint}/{id} answers it: in_queue, "
+                "summary": "Server-Sent Events: a 'status' event per status the request takes and a 'progress' event"
+                " per progress report, until it ends.",
+                "description": "A 'status' event's data is the request as GET /{endpoint}/{id} answers it: in_queue, "
                 "in_progress, then the terminal status (whose event carries the result); the stream then closes. "
-                "Woken by the backend's notifications of starts and finishes; comment lines keep it alive.",
+                "A 'progress' event's data is the JSON value the user server last reported (POST "
+                "$CORTEX_DEQUEUER_URL/progress), between in_progress and the terminal status; reports closer than "
+                "0.5 s apart may be coalesced (the last one wins). Woken by the backend's notifications of starts, "
+                "progress and finishes; comment lines keep it alive.",
                 "responses": {
                     "200": {
                         "description": "The stream.",
