@@ -67,6 +67,24 @@ async def test_concurrent_finishes_share_one_round_trip(backend: str, tmp_path: 
         assert sent[1] == 1
 
 
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+async def test_a_progress_report_and_an_announcement_are_one_round_trip_each(backend: str, tmp_path: Path) -> None:
+    async with proxied(backend, tmp_path) as (through, _, proxy):
+        await through.plane.submit(_new())
+        (taken,) = await through.plane.take("echo", visibility=30, limit=1, max_attempts=3, timeout=1)
+        assert await through.plane.report_progress(taken.lease, "1", now=now())  # the script loaded, prepared
+        await through.plane.announce(["x"])
+        sent = []
+        for n in range(2, 6):
+            before = proxy.sent
+            assert await through.plane.report_progress(taken.lease, str(n), now=now())
+            sent.append(proxy.sent - before)
+        before = proxy.sent
+        await through.plane.announce([new_id() for _ in range(100)])  # a purge's worth, at once
+        sent.append(proxy.sent - before)
+    assert sent == [1] * 5
+
+
 @pytest.mark.parametrize("backend", ["postgres"])  # Redis keeps nothing on disk: no flush to share
 async def test_concurrent_submissions_share_one_round_trip(backend: str, tmp_path: Path) -> None:
     async with proxied(backend, tmp_path) as (through, direct, proxy):
