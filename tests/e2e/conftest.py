@@ -54,9 +54,9 @@ class Processes:
     #: added to every gateway and dequeuer command line (e.g. --queue/--store/--blobs URLs)
     backend_args: list[str] = dataclasses.field(default_factory=list)
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}-{len(self.started)}.log", "wb")  # noqa: SIM115 - closed with the process
-        env = {**os.environ, "CORTEX_LOG_LEVEL": "INFO"}
+        env = {**os.environ, "CORTEX_LOG_LEVEL": "INFO", **(env or {})}
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         self.started.append(proc)
@@ -68,13 +68,19 @@ class Processes:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         return proc
 
-    def dequeuer(self, api: str, user_port: int, *, lease_seconds: float = 2.0) -> subprocess.Popen[bytes]:
+    def dequeuer(
+        self, api: str, user_port: int, *, lease_seconds: float = 2.0, admin_port: int | None = None
+    ) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "cortex", "dequeuer", "--state-dir", str(self.state_dir), "--api", api]
         argv += ["--user-port", str(user_port), "--lease-seconds", str(lease_seconds), "--grace-period", "5"]
+        if admin_port is not None:
+            argv += ["--admin-port", str(admin_port)]
         return self._spawn("dequeuer", argv + self.backend_args)
 
-    def user_server(self, port: int) -> subprocess.Popen[bytes]:
-        proc = self._spawn("user", [sys.executable, str(USER_SERVER), str(port)])
+    def user_server(
+        self, port: int, script: Path = USER_SERVER, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = self._spawn("user", [sys.executable, str(script), str(port)], env)
         wait_http(f"http://127.0.0.1:{port}/healthz")
         return proc
 
