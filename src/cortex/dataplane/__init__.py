@@ -1,1 +1,1 @@
-"""The data plane: the three atomic steps of a request, one module per backend (see :mod:`.base`)."""
+"""The data plane: the atomic steps of a request, one module per backend (see :mod:`.base`)."""

@@ -1,4 +1,4 @@
-"""The data plane: the three steps of a request, each atomic and one round trip on every backend.
+"""The data plane: the steps of a request, each atomic and one round trip on every backend.
 
 The gateway and the dequeuer see only this interface (DESIGN §1):
 
