@@ -108,14 +108,18 @@ def _progress_route(current: Callable[[], Dequeuer]) -> Callable[[web.Request], 
             return _refused(400, "send the id of the running request as the header X-Cortex-Request-ID")
         declared = request.content_length
         if declared is not None and declared > MAX_PROGRESS_BYTES:
-            return _refused(413, f"the progress body is {declared} bytes; at most {MAX_PROGRESS_BYTES} are accepted")
+            return _refused(413, f"the progress body is {declared} bytes, over the {MAX_PROGRESS_BYTES} accepted")
         body = b""  # read to one byte past the limit at most, whatever the chunks
-        while len(body) <= MAX_PROGRESS_BYTES and (chunk := await request.content.read(MAX_PROGRESS_BYTES + 1)):
+        while len(body) <= MAX_PROGRESS_BYTES and (
+            chunk := await request.content.read(MAX_PROGRESS_BYTES + 1 - len(body))
+        ):
             body += chunk
+        if len(body) > MAX_PROGRESS_BYTES:
+            return _refused(413, f"the progress body is larger than {MAX_PROGRESS_BYTES} bytes, the most accepted")
         try:
             value = progress_body(body)
         except ProgressProblem as exc:
-            return _refused(413 if len(body) > MAX_PROGRESS_BYTES else 400, str(exc))
+            return _refused(400, str(exc))
         if not current().progress.report(request_id, value):
             return _refused(404, f"request {request_id[:64]!r} is not running on this replica")
         return web.Response(status=202, text=json.dumps({"id": request_id}), content_type="application/json")
