@@ -23,6 +23,7 @@ from cortex.dequeuer.service import admin_app
 from cortex.gateway import create_app, waiting
 from tests.dequeuer.conftest import Cluster
 from tests.gateway.test_wait import next_event, served
+from tests.promtext import value
 
 MakeCluster = Callable[..., Awaitable[Cluster]]
 ID = "X-Cortex-Request-ID"
@@ -105,8 +106,12 @@ async def test_a_thousand_reports_cost_a_write_per_interval_and_the_last_one_is_
         admin_up.set()
         record = await cluster.wait(rid, timeout=60)
         reports, writes = dequeuer.progress.reports, dequeuer.progress.writes
+        async with aiohttp.ClientSession() as session, session.get(server.make_url("/metrics")) as answer:
+            exposition = await answer.text()
     assert record["status"] == "completed" and record["progress"] == 999
     assert reports == 1000
+    assert value(exposition, "cortex_async_progress_reports_total", api_name="echo") == 1000
+    assert value(exposition, "cortex_async_progress_writes_total", api_name="echo") == writes
     # the first at once, then one per interval while reports come, then the flush before the outcome
     assert 1 <= writes <= 2 + spent[0] / PROGRESS_INTERVAL, (writes, spent)
 

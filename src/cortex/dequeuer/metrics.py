@@ -57,6 +57,26 @@ class DequeuerMetrics:
             ("api_name", "status"),
             registry=self.registry,
         )
+        self.progress_reports = Counter(
+            "cortex_async_progress_reports",
+            "Progress reports the user server posted for its running requests (POST /progress, accepted).",
+            ("api_name",),
+            registry=self.registry,
+        )
+        self.progress_writes = Counter(
+            "cortex_async_progress_writes",
+            "Progress writes to the backend: the reports, coalesced to one per request per interval.",
+            ("api_name",),
+            registry=self.registry,
+        )
+
+    def progress_reported(self, api: str) -> None:
+        """The user server posted a progress report that was taken."""
+        self.progress_reports.labels(api).inc()
+
+    def progress_written(self, api: str) -> None:
+        """A progress value was written to the backend."""
+        self.progress_writes.labels(api).inc()
 
     def answered(self, api: str, status_code: int, seconds: float) -> None:
         """The user server answered ``status_code`` after ``seconds``."""

@@ -120,7 +120,7 @@ def _progress_route(current: Callable[[], Dequeuer]) -> Callable[[web.Request], 
             value = progress_body(body)
         except ProgressProblem as exc:
             return _refused(400, str(exc))
-        if not current().progress.report(request_id, value):
+        if not current().report_progress(request_id, value):
             return _refused(404, f"request {request_id[:64]!r} is not running on this replica")
         return web.Response(status=202, text=json.dumps({"id": request_id}), content_type="application/json")
 

@@ -273,7 +273,15 @@ class Dequeuer:
         """
         await schedule(self.backends.queue, self.spec, self.spec.name, request_id, url, event)
 
+    def report_progress(self, request_id: str, progress: str) -> bool:
+        """The user server's report (JSON text) for ``request_id``; False if it is not running here."""
+        taken = self.progress.report(request_id, progress)
+        if taken:
+            self.metrics.progress_reported(self.spec.name)
+        return taken
+
     async def _write_progress(self, lease: Lease, progress: str) -> bool:
+        self.metrics.progress_written(self.spec.name)
         return await self.backends.plane.report_progress(lease, progress, now=now())
 
     async def _finish(self, lease: Lease, outcome: Outcome) -> bool:
