@@ -69,9 +69,11 @@ for b = 0, #KEYS - 1, 10 do
 end
 if any_held then return held end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- one microsecond apart, the last at now: a take's order follows the batch's, not the ids'
+local at = tonumber(t[1]) * 1000000 + tonumber(t[2]) - #KEYS / 10
 a = 1
 for b = 0, #KEYS - 1, 10 do
+  at = at + 1
   local n = tonumber(ARGV[a])
   local record, idem, id = KEYS[b + 1], KEYS[b + 4], ARGV[a + 3]
   redis.call('HSET', record, unpack(ARGV, a + 7, a + n))
@@ -88,8 +90,8 @@ for b = 0, #KEYS - 1, 10 do
   redis.call('ZADD', KEYS[b + 5], 0, id)
   redis.call('ZREMRANGEBYRANK', KEYS[b + 5], 0, -(KEPT + 1))
   if redis.call('HSETNX', KEYS[b + 8], id, 0) == 1 then
-    redis.call('ZADD', KEYS[b + 7], now, id)
-    if KEYS[b + 10] ~= KEYS[b + 7] then redis.call('ZADD', KEYS[b + 10], now, id) end
+    redis.call('ZADD', KEYS[b + 7], at, id)
+    if KEYS[b + 10] ~= KEYS[b + 7] then redis.call('ZADD', KEYS[b + 10], at, id) end
     redis.call('RPUSH', KEYS[b + 9], 1)
   end
   a = a + 1 + n

@@ -78,7 +78,7 @@ def split_batch(body: bytes, *, json_lines: bool, max_items: int, max_item_size:
         return BatchProblem(400, "the batch holds no payload: send at least one")
     sized = [
         ItemProblem(index, f"the payload is {len(item)} bytes, over the API's limit of {max_item_size}", line)
-        for index, (item, line) in enumerate(items)
+        for item, index, line in items
         if len(item) > max_item_size
     ]
     problems = sorted([*problems, *sized], key=lambda problem: problem.index)
@@ -90,10 +90,11 @@ def split_batch(body: bytes, *, json_lines: bool, max_items: int, max_item_size:
             " nothing was stored",
             tuple(problems[:MAX_REPORTED]),
         )
-    return [item for item, _ in items]
+    return [item for item, _, _ in items]
 
 
-_Split = tuple[list[tuple[bytes, int | None]], list[ItemProblem]]
+#: the payloads that parsed (each with its index, and its line in JSON Lines), and the problems of the others
+_Split = tuple[list[tuple[bytes, int, int | None]], list[ItemProblem]]
 
 
 def _too_many(max_items: int) -> BatchProblem:
@@ -111,7 +112,7 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 def _lines(text: str, max_items: int) -> _Split | BatchProblem:
     """One payload per non-blank line."""
-    items: list[tuple[bytes, int | None]] = []
+    items: list[tuple[bytes, int, int | None]] = []
     problems: list[ItemProblem] = []
     index = 0
     for number, line in enumerate(text.split("\n"), start=1):
@@ -124,7 +125,7 @@ def _lines(text: str, max_items: int) -> _Split | BatchProblem:
         if problem is not None:
             problems.append(ItemProblem(index, problem, number))
         else:
-            items.append((value.encode(), number))
+            items.append((value.encode(), index, number))
         index += 1
     return items, problems
 
@@ -145,7 +146,7 @@ def _array(text: str, max_items: int) -> _Split | BatchProblem:
     at = _skip(text, 0)
     if not text.startswith("[", at):
         return BatchProblem(400, "the body must be a JSON array of payloads (or JSON Lines, as application/x-ndjson)")
-    items: list[tuple[bytes, int | None]] = []
+    items: list[tuple[bytes, int, int | None]] = []
     at = _skip(text, at + 1)
     if text.startswith("]", at):
         return _after_array(text, at, items)
@@ -156,7 +157,7 @@ def _array(text: str, max_items: int) -> _Split | BatchProblem:
             _, end = _DECODER.raw_decode(text, at)
         except ValueError as exc:
             return items, [ItemProblem(len(items), _described(exc))]
-        items.append((text[at:end].encode(), None))
+        items.append((text[at:end].encode(), len(items), None))
         at = _skip(text, end)
         if text.startswith("]", at):
             return _after_array(text, at, items)
@@ -165,7 +166,7 @@ def _array(text: str, max_items: int) -> _Split | BatchProblem:
         at = _skip(text, at + 1)
 
 
-def _after_array(text: str, closing: int, items: list[tuple[bytes, int | None]]) -> _Split | BatchProblem:
+def _after_array(text: str, closing: int, items: list[tuple[bytes, int, int | None]]) -> _Split | BatchProblem:
     rest = _skip(text, closing + 1)
     if rest != len(text):
         return BatchProblem(400, f"the body goes on after its JSON array (character {rest + 1})")
