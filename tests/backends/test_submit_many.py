@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Callable
@@ -66,6 +67,17 @@ async def test_a_replayed_batch_answers_the_holders_of_every_key(backends: Backe
     assert again == [Duplicate(id=f"r{n}", body_digest="batch-digest") for n in range(3)]
     assert await stored(backends, ["s0", "s1", "s2"]) == []
     assert (await backends.queue.depth("api")).queued == 3
+
+
+async def test_of_two_batches_racing_for_their_keys_one_is_stored(backends: Backends) -> None:
+    """Sent at once (on PostgreSQL, two statements on two connections): the other answers the first's holders."""
+    for round_ in range(3):
+        first, second = batch(f"a{round_}-", 20, key=f"k{round_}"), batch(f"b{round_}-", 20, key=f"k{round_}")
+        answers = await asyncio.gather(backends.plane.submit_many(first), backends.plane.submit_many(second))
+        assert answers.count(None) == 1
+        winner, held = (first, answers[1]) if answers[0] is None else (second, answers[0])
+        assert held == [Duplicate(id=request.id, body_digest="batch-digest") for request in winner]
+    assert (await backends.queue.depth("api")).queued == 60
 
 
 async def test_an_id_already_stored_fails_the_whole_batch(backends: Backends) -> None:

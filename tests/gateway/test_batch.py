@@ -12,6 +12,7 @@ import pytest
 from cortex.backends import Backends
 from cortex.dataplane.base import Taken
 from cortex.gateway import GatewaySettings, create_app
+from cortex.gateway.server import MAX_BATCH_BYTES_VAR, MAX_BATCH_ITEMS_VAR, settings_from_environ
 from cortex.requests import Status
 from tests.faults.test_interrupted_submit import proxied
 from tests.helpers import api_yaml, deploy
@@ -177,3 +178,10 @@ async def test_a_batch_of_a_thousand_is_one_round_trip(backend: str, tmp_path: P
                 assert len(answer.json()["ids"]) == 1000
         assert turns[1] == 1
         assert (await direct.queue.depth("echo")).queued == 2000
+
+
+def test_the_batch_limits_are_settings_of_the_gateway() -> None:
+    settings = settings_from_environ({MAX_BATCH_ITEMS_VAR: "5000", MAX_BATCH_BYTES_VAR: "1048576"})
+    assert (settings.max_batch_items, settings.max_batch_bytes) == (5000, 2**20)
+    defaults = settings_from_environ({})
+    assert (defaults.max_batch_items, defaults.max_batch_bytes) == (1000, 32 * 2**20)
