@@ -16,6 +16,7 @@ from cortex.gateway.server import MAX_BATCH_BYTES_VAR, MAX_BATCH_ITEMS_VAR, sett
 from cortex.requests import Status
 from tests.faults.test_interrupted_submit import proxied
 from tests.helpers import api_yaml, deploy
+from tests.promtext import value
 
 API_KEY = "batch-own-key-0123456789"
 #: the payloads of most tests, as a JSON array and as JSON Lines (spacing kept as sent)
@@ -185,3 +186,13 @@ def test_the_batch_limits_are_settings_of_the_gateway() -> None:
     assert (settings.max_batch_items, settings.max_batch_bytes) == (5000, 2**20)
     defaults = settings_from_environ({})
     assert (defaults.max_batch_items, defaults.max_batch_bytes) == (1000, 32 * 2**20)
+
+
+async def test_batches_are_counted_as_their_own_route(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/echo/batch", content=b"[1, 2]")).status_code == 200
+    assert (await client.post("/echo/batch", content=b"[]")).status_code == 400
+    text = (await client.get("/metrics")).text
+    name = "cortex_async_gateway_requests_total"
+    assert value(text, name, api_name="echo", route="batch", code="200") == 1
+    assert value(text, name, api_name="echo", route="batch", code="400") == 1
+    assert value(text, name, api_name="echo", route="submit") == 0
