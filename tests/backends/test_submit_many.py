@@ -9,14 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
-from cortex.backends import Backends, open_backends
+from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.errors import BackendError
 from cortex.requests import Duplicate, NewRequest, Status, now
 from cortex.sqlitedb import SqliteDatabase
 from tests.backends.test_dataplane_conformance import new, take
 from tests.faults.test_interrupted_submit import proxied
 from tests.servers.databases import urls_for
+from tests.servers.private_redis import private_redis
 
 #: the size of batch the issue asks to be one atomic step
 THOUSAND = 1000
@@ -168,3 +170,30 @@ async def test_a_thousand_requests_take_one_sqlite_commit(tmp_path: Path, monkey
         finally:
             await backends.aclose()
     assert [s for s in run if s.strip().upper().startswith(("COMMIT", "BEGIN"))] == ["BEGIN IMMEDIATE", "COMMIT"]
+
+
+async def test_a_redis_out_of_memory_refuses_the_whole_batch(tmp_path: Path) -> None:
+    """Redis does not roll a script back; it refuses a write for want of memory only before the
+    script's first write (``scriptVerifyOOM`` in its script.c: "otherwise we can't stop in the
+    middle"). The batch's script does all its checks before it writes, so a server out of memory
+    refuses the whole batch, and one that runs out during a batch lets it finish: never a part of it.
+    """
+    async with private_redis(tmp_path) as server:
+        url = f"{server.url}?prefix=oom"
+        backends = await open_backends(BackendUrls(queue=url, store=url, blobs=f"file://{tmp_path / 'blobs'}"))
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            assert await backends.plane.submit_many(batch("a", 3)) is None
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", int((await admin.info("memory"))["used_memory"]))
+            with pytest.raises(BackendError, match="maxmemory"):
+                await backends.plane.submit_many(batch("b", THOUSAND, key="k"))
+            await admin.config_set("maxmemory", 0)
+            assert (await backends.queue.depth("api")).queued == 3
+            assert await stored(backends, ["b0", f"b{THOUSAND - 1}"]) == []
+            assert await admin.keys("oom:idem*") == []
+            assert await backends.plane.submit_many(batch("c", 3, key="k")) is None  # its keys were not taken
+            assert len(await admin.keys("oom:idem*")) == 3
+        finally:
+            await admin.aclose()
+            await backends.aclose()
