@@ -49,8 +49,9 @@ return 1
 # A batch of submissions (``POST /<api>/batch``): per request, what :data:`_SUBMIT` does. Redis does not
 # roll a script back, so every check comes before the first write: an id already stored or a held
 # idempotency key stores nothing. Nor does memory run out half-way: Redis refuses a script's write
-# for want of memory only before its first write, never in the middle. KEYS per request (10): the create keys (record, expiry, refs,
-# idempotency key or the record's key again when none, recent, apis), then due, attempts, wake, and
+# for want of memory only before its first write, never in the middle. KEYS per request (10): the
+# create keys (record, expiry, refs, idempotency key or the record's key again when none, recent,
+# apis), then due, attempts, wake, and
 # the set of its priority level (``due`` again at level 0). ARGV per request: N, then N arguments as
 # the create's (ttl, expires_at, id, blob key, created_at, digest, field/value pairs, 'api' first).
 # Returns 1 once all are stored, or per request {holder id, holder digest} or false when a key is held.
