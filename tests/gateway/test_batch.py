@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -11,9 +11,11 @@ import pytest
 
 from cortex.backends import Backends
 from cortex.dataplane.base import Taken
+from cortex.errors import BackendError
 from cortex.gateway import GatewaySettings, create_app
 from cortex.gateway.server import MAX_BATCH_BYTES_VAR, MAX_BATCH_ITEMS_VAR, settings_from_environ
 from cortex.requests import Status
+from cortex.store.files import FileBlobStore
 from tests.faults.test_interrupted_submit import proxied
 from tests.helpers import api_yaml, deploy
 from tests.promtext import value
@@ -196,3 +198,25 @@ async def test_batches_are_counted_as_their_own_route(client: httpx.AsyncClient)
     assert value(text, name, api_name="echo", route="batch", code="200") == 1
     assert value(text, name, api_name="echo", route="batch", code="400") == 1
     assert value(text, name, api_name="echo", route="submit") == 0
+
+
+class _FullAfterOne(FileBlobStore):
+    """The real file store, whose disk fills up after its first blob."""
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        if any(path.is_file() for path in self.root.rglob("*")):
+            raise BackendError(f"blob {key}: no space left on device")
+        return await super().put(key, chunks)
+
+
+async def test_a_blob_that_cannot_be_stored_leaves_nothing_of_the_batch(backends: Backends, tmp_path: Path) -> None:
+    await deploy(backends.catalog, api_yaml("echo"))
+    root = tmp_path / "full"
+    backends.blobs = _FullAfterOne(root)
+    app = create_app(backends, settings=SETTINGS)
+    big = json.dumps({"text": "y" * 100}).encode()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        answer = await client.post("/echo/batch", content=array([big, b"1", big]))
+    assert answer.status_code == 503 and "nothing was queued" in answer.json()["error"]
+    assert [path for path in root.rglob("*") if path.is_file()] == []  # the first blob was deleted again
+    assert (await backends.queue.depth("echo")).queued == 0

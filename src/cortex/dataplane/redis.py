@@ -51,9 +51,9 @@ return 1
 # idempotency key stores nothing. Nor does memory run out half-way: Redis refuses a script's write
 # for want of memory only before its first write, never in the middle. KEYS per request (10): the
 # create keys (record, expiry, refs, idempotency key or the record's key again when none, recent,
-# apis), then due, attempts, wake, and
-# the set of its priority level (``due`` again at level 0). ARGV per request: N, then N arguments as
-# the create's (ttl, expires_at, id, blob key, created_at, digest, field/value pairs, 'api' first).
+# apis), then due, attempts, wake, and the set of its priority level (``due`` again at level 0).
+# ARGV per request: N, then N arguments as the create's (ttl, expires_at, id, blob key, created_at,
+# digest, field/value pairs, 'api' first).
 # Returns 1 once all are stored, or per request {holder id, holder digest} or false when a key is held.
 _SUBMIT_MANY = """
 local held, any_held, a = {}, false, 1
@@ -70,6 +70,7 @@ for b = 0, #KEYS - 1, 10 do
   a = a + 1 + tonumber(ARGV[a])
 end
 if any_held then return held end
+local recent = {}
 local t = redis.call('TIME')
 -- one microsecond apart, the last at now: a take's order follows the batch's, not the ids'
 local at = tonumber(t[1]) * 1000000 + tonumber(t[2]) - #KEYS / 10
@@ -90,7 +91,7 @@ for b = 0, #KEYS - 1, 10 do
   redis.call('HSET', KEYS[b + 6], id, ARGV[a + 8])
   if ARGV[a + 4] ~= '' then redis.call('HSET', KEYS[b + 3], id, ARGV[a + 4]) end
   redis.call('ZADD', KEYS[b + 5], 0, id)
-  redis.call('ZREMRANGEBYRANK', KEYS[b + 5], 0, -(KEPT + 1))
+  recent[KEYS[b + 5]] = true
   if redis.call('HSETNX', KEYS[b + 8], id, 0) == 1 then
     redis.call('ZADD', KEYS[b + 7], at, id)
     if KEYS[b + 10] ~= KEYS[b + 7] then redis.call('ZADD', KEYS[b + 10], at, id) end
@@ -98,6 +99,7 @@ for b = 0, #KEYS - 1, 10 do
   end
   a = a + 1 + n
 end
+for key in pairs(recent) do redis.call('ZREMRANGEBYRANK', key, 0, -(KEPT + 1)) end
 return 1
 """.replace("KEPT", str(RECENT_KEPT))
 

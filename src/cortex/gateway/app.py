@@ -1,4 +1,4 @@
-"""The gateway's routes (DESIGN §2): submit, status and result, health.
+"""The gateway's routes (DESIGN §2): submit (one request, or a batch: :mod:`.batch`), status and result, health.
 
 ``POST /<endpoint>`` streams the body into the store (small bodies stay in the record, larger
 ones go to a blob), stores the record and queues the id in one step of the data plane

@@ -14,6 +14,7 @@ with the digest of the whole body; sending the same batch again answers the same
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from cortex.gateway.body import BodyTimeout, PayloadTooLarge, limited
 from cortex.gateway.directory import RoutedApi
 from cortex.ids import new_id
 from cortex.requests import Duplicate, NewRequest, now
+from cortex.store.base import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +87,7 @@ async def submit_batch(
     requests = []
     for index, payload in enumerate(payloads):
         request_id = new_id()
-        ref = None
-        if len(payload) > inline_limit:
-            await backends.blobs.put(request_id, _once(payload))
-            ref = request_id
+        ref = request_id if len(payload) > inline_limit else None
         requests.append(
             NewRequest(
                 id=request_id,
@@ -104,6 +103,9 @@ async def submit_batch(
                 priority=asked.priority,
             )
         )
+    refs = [(new.payload_ref, payload) for new, payload in zip(requests, payloads, strict=True) if new.payload_ref]
+    if not await _put_blobs(backends.blobs, refs, api.name):
+        return error_response(503, "the payloads could not be stored, and nothing was queued; send the batch again")
     try:
         held = await backends.plane.submit_many(requests)
     except BackendError as exc:
@@ -116,9 +118,7 @@ async def submit_batch(
         )
     if held is None:
         return _ids([new.id for new in requests])
-    for new in requests:
-        if new.payload_ref is not None:
-            await backends.blobs.delete(new.payload_ref)
+    await _delete_blobs(backends.blobs, [key for key, _ in refs])
     return _replayed(asked.idempotency_key, requests, held)
 
 
@@ -163,6 +163,27 @@ def _too_large(max_bytes: int) -> Response:
     return error_response(
         413, f"a batch's body may take at most {max_bytes} bytes (cortex gateway --max-batch-bytes); split it"
     )
+
+
+async def _put_blobs(blobs: BlobStore, refs: list[tuple[str, bytes]], api: str) -> bool:
+    """Store the payloads over the inline limit, each under its key; on failure, delete those stored (False)."""
+    stored: list[str] = []
+    try:
+        for key, payload in refs:
+            await blobs.put(key, _once(payload))
+            stored.append(key)
+    except BackendError as exc:
+        log.error("could not store the payloads of a batch of %s: %s", api, exc)
+        await _delete_blobs(blobs, stored)
+        return False
+    return True
+
+
+async def _delete_blobs(blobs: BlobStore, keys: list[str]) -> None:
+    """Delete the blobs of a batch that was not stored; one left behind (the store down) only costs space."""
+    for key in keys:
+        with contextlib.suppress(BackendError):
+            await blobs.delete(key)
 
 
 async def _once(payload: bytes) -> AsyncIterator[bytes]:
