@@ -58,6 +58,14 @@ def test_an_array_names_the_payload_where_it_stops_parsing() -> None:
     )
 
 
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_a_payload_nested_too_deeply_is_named_not_a_crash(json_lines: bool) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    problem = split(b"1\n" + deep if json_lines else b"[1, " + deep + b"]", json_lines=json_lines, max_item_size=10**6)
+    assert isinstance(problem, BatchProblem)
+    assert [(item.index, item.error) for item in problem.items] == [(1, "nested too deeply to parse")]
+
+
 def test_an_oversized_payload_of_an_array_is_named() -> None:
     problem = split(b'[1, "' + b"x" * 200 + b'", 3]')
     assert isinstance(problem, BatchProblem)

@@ -134,7 +134,7 @@ def _one_value(text: str) -> str | None:
     """What keeps ``text`` from being exactly one JSON value, or None."""
     try:
         _, end = _DECODER.raw_decode(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return _described(exc)
     if end != len(text):
         return f"more than one JSON value on the line (from column {end + 1})"
@@ -155,7 +155,7 @@ def _array(text: str, max_items: int) -> _Split | BatchProblem:
             return _too_many(max_items)
         try:
             _, end = _DECODER.raw_decode(text, at)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return items, [ItemProblem(len(items), _described(exc))]
         items.append((text[at:end].encode(), len(items), None))
         at = _skip(text, end)
@@ -179,8 +179,10 @@ def _skip(text: str, at: int) -> int:
     return at if match is None else match.end()
 
 
-def _described(exc: ValueError) -> str:
+def _described(exc: ValueError | RecursionError) -> str:
     """The decoder's message, without the position it counts in the whole body (the index says where)."""
     if isinstance(exc, json.JSONDecodeError):
         return f"not JSON: {exc.msg}"
+    if isinstance(exc, RecursionError):  # Python's decoder recurses once per level of nesting
+        return "nested too deeply to parse"
     return f"not JSON: {exc}"
