@@ -88,6 +88,9 @@ MIGRATIONS: tuple[str, ...] = (
     " ALTER TABLE queue ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
     " CREATE INDEX queue_priority ON queue(api, lease_until, priority DESC, seq);"
     " DROP INDEX IF EXISTS queue_ready;",
+    # 4: a deleted API's last entry, whose spec and webhook secret its requests' webhooks are still sent with
+    "CREATE TABLE retired_apis (name TEXT PRIMARY KEY, spec TEXT NOT NULL, spec_id TEXT NOT NULL,"
+    " created_at REAL NOT NULL, updated_at REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');",
 )
 
 LIGHT = columns(fields.LIGHT)
