@@ -16,14 +16,22 @@ With ``queued_only`` (a purge: ``POST /<api>/purge``) only the ``in_queue`` requ
 visible entry whose request is ``in_progress`` (its lease lapsed) is handed back untouched once the
 queue has been walked, and a running request keeps running.
 
+Every request cancelled gets its ``cancelled`` webhook, as one cancelled by ``DELETE /<api>/<id>``
+does: queued (durably) before the record is finished. A deleted API's deliveries are signed and
+sent with the spec and secret it had (:meth:`~cortex.store.base.Catalog.get_retired_api`).
+
 Records keep their retention, so a request stays readable until it expires.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cortex.queue.base import Lease, Queue
 from cortex.requests import ErrorKind, Outcome, RequestError, Status, now
+from cortex.spec import ApiSpec
 from cortex.store.base import RECENT_KEPT, RecordStore
+from cortex.webhooks.events import schedule
 
 #: how long the operator holds what it leases while it cancels it
 _VISIBILITY = 60.0
@@ -31,30 +39,58 @@ _BATCH = 100
 
 
 async def cancel_requests(
-    queue: Queue, records: RecordStore, api: str, *, kind: ErrorKind, reason: str, queued_only: bool = False
-) -> list[str]:
+    queue: Queue,
+    records: RecordStore,
+    api: str,
+    spec: ApiSpec | None,
+    *,
+    kind: ErrorKind,
+    reason: str,
+    queued_only: bool = False,
+    on_cancelled: Callable[[list[str]], None] | None = None,
+) -> int:
     """Cancel the unfinished requests of ``api`` (only the ``in_queue`` ones if ``queued_only``) with
-    ``error`` ``{kind, reason}``; return the ids of those cancelled."""
+    ``error`` ``{kind, reason}``; return how many were cancelled.
+
+    Each one's ``cancelled`` webhook is queued before its status is written, as a single cancel
+    queues it (``spec``: the API's, for its webhook configuration; None when it is not known).
+    ``on_cancelled`` is told the ids of each batch cancelled; none is kept here, so the memory a
+    purge takes does not grow with the queue.
+    """
     outcome = Outcome(Status.CANCELLED, error=RequestError(kind.value, reason))
-    cancelled: list[str] = []
+    count = 0
     running: list[Lease] = []  # held until the walk ends, so that it does not find them again
+
+    async def cancel(request_id: str, webhook_url: str | None) -> bool:
+        await schedule(queue, spec, api, request_id, webhook_url, "cancelled")
+        return await records.finish(api, request_id, outcome, now=now())
+
+    def tell(ids: list[str]) -> None:
+        nonlocal count
+        count += len(ids)
+        if on_cancelled is not None and ids:
+            on_cancelled(ids)
+
     try:
         while leases := await queue.lease(api, visibility=_VISIBILITY, limit=_BATCH):
+            batch: list[str] = []
             for lease in leases:
-                if queued_only:
-                    record = await records.get(api, lease.id, now=now())
-                    if record is not None and record.status is Status.IN_PROGRESS:
-                        running.append(lease)
-                        continue
-                if await records.finish(api, lease.id, outcome, now=now()):
-                    cancelled.append(lease.id)
+                record = await records.get(api, lease.id, now=now())
+                if record is not None and queued_only and record.status is Status.IN_PROGRESS:
+                    running.append(lease)
+                    continue
+                if record is not None and not record.status.terminal and await cancel(lease.id, record.webhook_url):
+                    batch.append(lease.id)
                 await queue.ack(lease)
+            tell(batch)
     finally:
         for lease in running:
             await queue.release(lease)
+    batch = []
     for record in await records.recent(api, limit=RECENT_KEPT, now=now()):
         wanted = record.status is Status.IN_QUEUE if queued_only else not record.status.terminal
-        if wanted and await records.finish(api, record.id, outcome, now=now()):
-            cancelled.append(record.id)
+        if wanted and await cancel(record.id, record.webhook_url):
+            batch.append(record.id)
             await queue.remove(api, record.id)
-    return cancelled
+    tell(batch)
+    return count

@@ -471,27 +471,33 @@ class Gateway:
         return None
 
     async def purge(self, api: RoutedApi) -> Response:
-        """``POST /<endpoint>/purge``: cancel every queued request of the API (``error.kind`` ``purged``).
+        """``POST /<endpoint>/purge``: cancel every queued request of the API (``error.kind`` ``purged``),
+        each with its ``cancelled`` webhook.
 
         Running requests keep running; other APIs are untouched. Answers ``{"cancelled": N}``.
         """
         reason = f"the queue of api {api.name} was purged before this request ran"
         try:
-            ids = await cancel_requests(
+            count = await cancel_requests(
                 self.backends.queue,
                 self.backends.records,
                 api.name,
+                api.spec,
                 kind=ErrorKind.PURGED,
                 reason=reason,
                 queued_only=True,
+                on_cancelled=self._changed,
             )
         except BackendError as exc:
             log.error("could not purge %s: %s", api.name, exc, extra=_ctx(api.name, "", "purge"))
             return error_response(503, "the request store is unavailable; try again (a purge can be repeated)")
-        for request_id in ids:  # this process's waiters learn it now; the other gateways' at their deadline
+        log.info("purged %s: cancelled %d queued requests", api.name, count, extra=_ctx(api.name, "", "purge"))
+        return Response(json.dumps({"cancelled": count}).encode(), media_type="application/json")
+
+    def _changed(self, request_ids: list[str]) -> None:
+        """This process's waiters learn of these requests' ends now; the other gateways' at their deadline."""
+        for request_id in request_ids:
             self.backends.plane.changes.changed(request_id)
-        log.info("purged %s: cancelled %d queued requests", api.name, len(ids), extra=_ctx(api.name, "", "purge"))
-        return Response(json.dumps({"cancelled": len(ids)}).encode(), media_type="application/json")
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
         """``DELETE /<endpoint>/<id>``: a queued request never runs; a running one has its call aborted.
