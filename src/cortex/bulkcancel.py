@@ -25,17 +25,22 @@ Records keep their retention, so a request stays readable until it expires.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from cortex.queue.base import Lease, Queue
-from cortex.requests import ErrorKind, Outcome, RequestError, Status, now
+from cortex.requests import ErrorKind, Outcome, RequestError, RequestRecord, Status, now
 from cortex.spec import ApiSpec
 from cortex.store.base import RECENT_KEPT, RecordStore
 from cortex.webhooks.events import schedule
 
 #: how long the operator holds what it leases while it cancels it
 _VISIBILITY = 60.0
+#: requests leased, and cancelled at once, per step
 _BATCH = 100
+
+T = TypeVar("T")
 
 
 async def cancel_requests(
@@ -71,26 +76,43 @@ async def cancel_requests(
         if on_cancelled is not None and ids:
             on_cancelled(ids)
 
+    async def leased(lease: Lease) -> str | None:
+        record = await records.get(api, lease.id, now=now())
+        if record is not None and queued_only and record.status is Status.IN_PROGRESS:
+            running.append(lease)
+            return None
+        done = record is not None and not record.status.terminal and await cancel(lease.id, record.webhook_url)
+        await queue.ack(lease)
+        return lease.id if done else None
+
+    async def listed(record: RequestRecord) -> str | None:
+        wanted = record.status is Status.IN_QUEUE if queued_only else not record.status.terminal
+        if not (wanted and await cancel(record.id, record.webhook_url)):
+            return None
+        await queue.remove(api, record.id)
+        return record.id
+
     try:
         while leases := await queue.lease(api, visibility=_VISIBILITY, limit=_BATCH):
-            batch: list[str] = []
-            for lease in leases:
-                record = await records.get(api, lease.id, now=now())
-                if record is not None and queued_only and record.status is Status.IN_PROGRESS:
-                    running.append(lease)
-                    continue
-                if record is not None and not record.status.terminal and await cancel(lease.id, record.webhook_url):
-                    batch.append(lease.id)
-                await queue.ack(lease)
-            tell(batch)
+            tell(await _each(leased, leases))
     finally:
         for lease in running:
             await queue.release(lease)
-    batch = []
-    for record in await records.recent(api, limit=RECENT_KEPT, now=now()):
-        wanted = record.status is Status.IN_QUEUE if queued_only else not record.status.terminal
-        if wanted and await cancel(record.id, record.webhook_url):
-            batch.append(record.id)
-            await queue.remove(api, record.id)
-    tell(batch)
+    listing = await records.recent(api, limit=RECENT_KEPT, now=now())
+    for start in range(0, len(listing), _BATCH):
+        tell(await _each(listed, listing[start : start + _BATCH]))
     return count
+
+
+async def _each(step: Callable[[T], Awaitable[str | None]], items: list[T]) -> list[str]:
+    """Run ``step`` on every item of one batch at once (the backends pipeline concurrent calls: a purge of
+    100,000 requests is not 400,000 round trips one after the other); the ids it answered.
+
+    Every step ends before the first error, if any, is raised (a :class:`~cortex.errors.BackendError`
+    as such, not in a group), so no step of the batch is left running.
+    """
+    results = await asyncio.gather(*(step(item) for item in items), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [result for result in results if isinstance(result, str)]

@@ -17,8 +17,10 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from cortex import bulkcancel
 from cortex.backends import Backends
 from cortex.bulkcancel import cancel_requests
+from cortex.errors import BackendError
 from cortex.gateway import create_app
 from cortex.ids import new_id
 from cortex.requests import ErrorKind, NewRequest, now
@@ -190,3 +192,23 @@ async def test_a_large_purge_is_handled_in_bounded_batches(backends: Backends, r
     assert cancelled == sum(batches) == count
     assert max(batches) <= 100 and len(batches) >= 3  # told batch by batch, never the whole list at once
     assert (await backends.queue.depth(WEBHOOK_QUEUE)).queued == count  # one delivery queued for each
+
+
+async def test_a_store_error_in_a_batch_is_raised_as_itself_once_every_step_ended() -> None:
+    ended: list[int] = []
+
+    async def step(n: int) -> str | None:
+        await asyncio.sleep(0.001 * (5 - n))  # the failing one ends first; the others still end
+        ended.append(n)
+        if n == 3:
+            raise BackendError("the store did not answer")
+        return f"id{n}" if n % 2 == 0 else None
+
+    with pytest.raises(BackendError, match="did not answer"):  # what the gateway answers 503 to, not a group
+        await bulkcancel._each(step, [0, 1, 2, 3, 4])
+    assert sorted(ended) == [0, 1, 2, 3, 4]
+
+    async def fine(n: int) -> str | None:
+        return f"id{n}" if n % 2 == 0 else None
+
+    assert await bulkcancel._each(fine, [0, 1, 2, 3, 4]) == ["id0", "id2", "id4"]
