@@ -31,6 +31,8 @@ expired are dropped from it when a listing finds them gone.
 
 Catalog: hash ``<prefix>:apis`` (name -> JSON of spec, spec_id, updated_at, meta) beside hash
 ``<prefix>:apis:created`` (name -> created_at), so a replacement keeps ``created_at`` atomically.
+A delete moves the name's two fields to ``<prefix>:apis:retired`` and ``<prefix>:apis:retired:created``
+in one script (:meth:`~cortex.store.base.Catalog.get_retired_api`).
 """
 
 from __future__ import annotations
