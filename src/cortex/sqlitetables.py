@@ -90,6 +90,9 @@ MIGRATIONS: tuple[str, ...] = (
     " DROP INDEX IF EXISTS queue_ready;",
     # 4: the progress the user server reports while a request runs (issue 19), and when it was stored
     "ALTER TABLE requests ADD COLUMN progress TEXT; ALTER TABLE requests ADD COLUMN progress_at REAL;",
+    # 5: a deleted API's last entry, whose spec and webhook secret its requests' webhooks are still sent with
+    "CREATE TABLE retired_apis (name TEXT PRIMARY KEY, spec TEXT NOT NULL, spec_id TEXT NOT NULL,"
+    " created_at REAL NOT NULL, updated_at REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');",
 )
 
 LIGHT = columns(fields.LIGHT)

@@ -170,3 +170,27 @@ async def test_catalog_put_get_list_delete(backends: Backends) -> None:
     assert await cat.delete_api("b-api")
     assert not await cat.delete_api("b-api")
     assert await cat.get_api("b-api") is None
+
+
+async def test_a_deleted_api_is_kept_as_retired_until_deleted_again(backends: Backends) -> None:
+    cat = backends.catalog
+    assert await cat.get_retired_api("r-api") is None
+    first = await cat.put_api("r-api", {"name": "r-api", "v": 1}, "id1", now=T0, meta={"webhook_secret": "whsec_1"})
+    assert await cat.get_retired_api("r-api") is None  # a deployed API is not retired
+    assert await cat.delete_api("r-api")
+    retired = await cat.get_retired_api("r-api")
+    assert retired == first  # spec, meta (its webhook secret) and times, as deployed
+    assert await cat.get_api("r-api") is None and [e.name for e in await cat.list_apis()] == []
+    assert not await cat.delete_api("r-api")  # deleting nothing retires nothing
+    assert await cat.get_retired_api("r-api") == first
+    # deployed again and deleted again: the last entry replaces the first
+    await cat.put_api("r-api", {"name": "r-api", "v": 2}, "id2", now=T0 + 9, meta={"webhook_secret": "whsec_2"})
+    assert await cat.get_retired_api("r-api") == first
+    assert await cat.delete_api("r-api")
+    again = await cat.get_retired_api("r-api")
+    assert again is not None and (again.spec, again.meta, again.created_at) == (
+        {"name": "r-api", "v": 2},
+        {"webhook_secret": "whsec_2"},
+        T0 + 9,
+    )
+    assert await cat.get_retired_api("other") is None

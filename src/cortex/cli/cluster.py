@@ -38,6 +38,22 @@ DEFAULT_GRACE = 30.0
 #: `cluster up` options that configure only a cluster on this machine: refused with --provider kubernetes,
 #: where they would do nothing (every other option reaches the installation; tests/kube/test_up_flags.py)
 LOCAL_ONLY_OPTIONS = frozenset({"state_dir", "host", "foreground", "container_engine", "containers"})
+#: `cluster up` options that configure only an installation on Kubernetes: refused with --provider local,
+#: where they would do nothing (tests/cli/test_up_local_flags.py)
+KUBERNETES_ONLY_OPTIONS = frozenset(
+    {
+        "namespace",
+        "kubeconfig",
+        "context",
+        "image",
+        "service_type",
+        "operator_url",
+        "image_pull_secrets",
+        "node_group_label",
+        "dry_run",
+        "timeout",
+    }
+)
 
 state_dir_option = click.option(
     "--state-dir",
@@ -206,7 +222,7 @@ def up(
     # the CLI environment gets a key it can send: the first one given in clear
     client_key = next((key for key in api_keys if not key.startswith(DIGEST_PREFIX)), None)
     if provider == "kubernetes":
-        _refuse_local_only(click.get_current_context())
+        _refuse_given(click.get_current_context(), LOCAL_ONLY_OPTIONS, "only for a cluster on this machine", provider)
         urls = {"--queue": queue_url, "--store": store_url, "--blobs": blobs_url}
         missing = [flag for flag, url in urls.items() if not url]
         if missing:
@@ -247,6 +263,7 @@ def up(
             timeout=timeout,
         )
         return
+    _refuse_given(click.get_current_context(), KUBERNETES_ONLY_OPTIONS, "only for Kubernetes", provider)
     env_name = env_name or "local"
     settings = ClusterSettings(
         state_dir=state_dir,
@@ -344,20 +361,25 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
 
 
-def _refuse_local_only(ctx: click.Context) -> None:
-    """Refuse the options of :data:`LOCAL_ONLY_OPTIONS` given on the command line (not a shell's environment)."""
+def _refuse_given(ctx: click.Context, names: frozenset[str], only: str, provider: str) -> None:
+    """Refuse the options ``names`` given on the command line (not a shell's environment): with ``provider``
+    they would do nothing, and a flag ignored without a word is worse than one refused."""
     given = [
-        param.opts[0]
+        _long_name(param)
         for param in ctx.command.params
-        if param.name in LOCAL_ONLY_OPTIONS
-        and ctx.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
+        if param.name in names and ctx.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
     ]
     if given:
-        it = "it" if len(given) == 1 else "them"
+        they, them = ("it", "it") if len(given) == 1 else ("they", "them")
+        hint = "" if provider == "kubernetes" else " (or add --provider kubernetes to install on Kubernetes)"
         raise click.UsageError(
-            f"{', '.join(given)}: only for a cluster on this machine; with --provider kubernetes"
-            f" {it} would do nothing, so leave {it} out"
+            f"{', '.join(given)}: {only}; with --provider {provider} {they} would do nothing, so leave {them} out{hint}"
         )
+
+
+def _long_name(param: click.Parameter) -> str:
+    """How a message names an option: ``--namespace``, not ``-n``."""
+    return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
 
 
 def _up_kubernetes(

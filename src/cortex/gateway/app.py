@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -394,28 +395,32 @@ class Gateway:
         return None
 
     async def purge(self, api: RoutedApi) -> Response:
-        """``POST /<endpoint>/purge``: cancel every queued request of the API (``error.kind`` ``purged``).
+        """``POST /<endpoint>/purge``: cancel every queued request of the API (``error.kind`` ``purged``),
+        each with its ``cancelled`` webhook.
 
         Running requests keep running; other APIs are untouched. Answers ``{"cancelled": N}``.
         """
         reason = f"the queue of api {api.name} was purged before this request ran"
         try:
-            ids = await cancel_requests(
+            count = await cancel_requests(
                 self.backends.queue,
                 self.backends.records,
                 api.name,
+                api.spec,
                 kind=ErrorKind.PURGED,
                 reason=reason,
                 queued_only=True,
+                on_cancelled=functools.partial(self._purged, api.name),
             )
         except BackendError as exc:
             log.error("could not purge %s: %s", api.name, exc, extra=log_context(api.name, "", "purge"))
             return error_response(503, "the request store is unavailable; try again (a purge can be repeated)")
-        await self._announce(api.name, ids)
-        log.info(
-            "purged %s: cancelled %d queued requests", api.name, len(ids), extra=log_context(api.name, "", "purge")
-        )
-        return Response(json.dumps({"cancelled": len(ids)}).encode(), media_type="application/json")
+        log.info("purged %s: cancelled %d queued requests", api.name, count, extra=log_context(api.name, "", "purge"))
+        return Response(json.dumps({"cancelled": count}).encode(), media_type="application/json")
+
+    async def _purged(self, api: str, request_ids: list[str]) -> None:
+        """Announce one cancelled batch of a purge as it ends (no id list is kept, so memory does not grow)."""
+        await self._announce(api, request_ids)
 
     async def cancel(self, api: RoutedApi, request_id: str) -> Response:
         """``DELETE /<endpoint>/<id>``: a queued request never runs; a running one has its call aborted.

@@ -289,7 +289,8 @@ _DOCUMENT: dict[str, Any] = {
                 "operationId": "purge",
                 "summary": "Cancel every queued request of the API (error kind 'purged'); running ones keep running.",
                 "description": "Needs a key of the cluster when the cluster has one (an API's own key is refused "
-                "then); else one of the API's own keys when it has some.",
+                "then); else one of the API's own keys when it has some. Each request cancelled gets its "
+                "'cancelled' webhook, as one cancelled by DELETE does.",
                 "responses": {
                     "200": _json(
                         "How many queued requests were cancelled.",

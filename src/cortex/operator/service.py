@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex.autoscaler.events import ScalingEvents
-from cortex.errors import CortexError, NotFound
+from cortex.errors import CortexError, NotFound, SpecError
 from cortex.operator.leftovers import cancel_leftovers
 from cortex.queue.base import Queue
 from cortex.requests import now
@@ -181,18 +181,20 @@ class Operator:
         The replicas drain first (what they hold finishes or is handed back); then every request
         still queued is cancelled (:mod:`cortex.operator.leftovers`).
         """
-        await self._entry(name)
-        await self.catalog.delete_api(name)
+        entry = await self._entry(name)
+        await self.catalog.delete_api(name)  # kept as retired: its requests' webhooks are still signed with it
         await self.runtime.delete(name)
-        cancelled = await self._cancel_leftovers(name, f"api {name} was deleted before this request ran")
+        cancelled = await self._cancel_leftovers(
+            name, f"api {name} was deleted before this request ran", spec=_spec_of(entry)
+        )
         if cancelled:
             log.info("deleted %s: cancelled %d queued requests", name, cancelled)
         return f"deleting {name}"
 
-    async def _cancel_leftovers(self, name: str, reason: str) -> int:
+    async def _cancel_leftovers(self, name: str, reason: str, *, spec: ApiSpec | None = None) -> int:
         if self.queue is None or self.records is None:
             return 0
-        return await cancel_leftovers(self.queue, self.records, name, reason=reason)
+        return await cancel_leftovers(self.queue, self.records, name, spec, reason=reason)
 
     async def get_all(self) -> list[dict[str, Any]]:
         """Cortex's ``APIResponse`` for every API (without secrets)."""
@@ -338,3 +340,11 @@ def _replica_json(replica: ReplicaStatus) -> dict[str, Any]:
         "restarts": replica.restarts,
         "detail": replica.detail,
     }
+
+
+def _spec_of(entry: ApiEntry) -> ApiSpec | None:
+    """The spec a catalog entry holds; None if this version no longer reads it."""
+    try:
+        return ApiSpec.from_dict(entry.spec)
+    except SpecError:
+        return None

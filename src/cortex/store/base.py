@@ -121,7 +121,15 @@ class Catalog(_Closable, abc.ABC):
 
     @abc.abstractmethod
     async def delete_api(self, name: str) -> bool:
-        """Remove ``name``; False if it was not deployed."""
+        """Remove ``name``, keeping its entry as retired (:meth:`get_retired_api`); False if it was not deployed."""
+
+    @abc.abstractmethod
+    async def get_retired_api(self, name: str) -> ApiEntry | None:
+        """The entry ``name`` had when it was last deleted; None if it never was.
+
+        The webhooks of a deleted API's requests (the ``cancelled`` its deletion sends, the retries of
+        earlier ones) are still sent and signed by it. One entry per name, replaced by the next delete.
+        """
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

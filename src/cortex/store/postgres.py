@@ -91,6 +91,9 @@ MIGRATIONS: tuple[str, ...] = (
     # 4: the progress the user server reports while a request runs (issue 19), and when it was stored
     "ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS progress TEXT,"
     " ADD COLUMN IF NOT EXISTS progress_at DOUBLE PRECISION",
+    # 5: a deleted API's last entry, whose spec and webhook secret its requests' webhooks are still sent with
+    "CREATE TABLE IF NOT EXISTS {s}.retired_apis (name TEXT PRIMARY KEY, spec TEXT NOT NULL, spec_id TEXT NOT NULL,"
+    " created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, meta TEXT NOT NULL DEFAULT '{}')",
 )
 
 _LIGHT = columns(fields.LIGHT)
@@ -256,6 +259,14 @@ ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, spec_id = excluded.spec_i
 RETURNING {_API_COLUMNS}
 """
 
+# one statement: the entry leaves the catalog and is kept as retired, or neither
+_RETIRE_API = f"""
+WITH gone AS (DELETE FROM {{s}}.apis WHERE name = $1 RETURNING {_API_COLUMNS})
+INSERT INTO {{s}}.retired_apis ({_API_COLUMNS}) SELECT {_API_COLUMNS} FROM gone
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, spec_id = excluded.spec_id,
+    created_at = excluded.created_at, updated_at = excluded.updated_at, meta = excluded.meta
+"""
+
 
 class PostgresCatalog(Catalog):
     """Deployed API specs in PostgreSQL."""
@@ -289,8 +300,15 @@ class PostgresCatalog(Catalog):
 
     async def delete_api(self, name: str) -> bool:
         with wrap_errors("catalog write", self._server.url):
-            status = await self._pool.execute(self._server.sql("DELETE FROM {s}.apis WHERE name = $1"), name)
-        return status == "DELETE 1"
+            status = await self._pool.execute(self._server.sql(_RETIRE_API), name)
+        return status == "INSERT 0 1"
+
+    async def get_retired_api(self, name: str) -> ApiEntry | None:
+        with wrap_errors("catalog read", self._server.url):
+            row = await self._pool.fetchrow(
+                self._server.sql(f"SELECT {_API_COLUMNS} FROM {{s}}.retired_apis WHERE name = $1"), name
+            )
+        return None if row is None else _entry(row)
 
 
 def _entry(row: asyncpg.Record) -> ApiEntry:

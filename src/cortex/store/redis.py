@@ -31,6 +31,8 @@ expired are dropped from it when a listing finds them gone.
 
 Catalog: hash ``<prefix>:apis`` (name -> JSON of spec, spec_id, updated_at, meta) beside hash
 ``<prefix>:apis:created`` (name -> created_at), so a replacement keeps ``created_at`` atomically.
+A delete moves the name's two fields to ``<prefix>:apis:retired`` and ``<prefix>:apis:retired:created``
+in one script (:meth:`~cortex.store.base.Catalog.get_retired_api`).
 """
 
 from __future__ import annotations
@@ -350,10 +352,25 @@ class RedisCatalog(Catalog):
     return redis.call('HGET', KEYS[2], ARGV[1])
     """
 
+    # the entry leaves the catalog's hashes for the retired ones (replacing the name's last), or stays
+    _RETIRE = """
+    local doc = redis.call('HGET', KEYS[1], ARGV[1])
+    if not doc then return 0 end
+    local created = redis.call('HGET', KEYS[2], ARGV[1])
+    redis.call('HSET', KEYS[3], ARGV[1], doc)
+    if created then redis.call('HSET', KEYS[4], ARGV[1], created) else redis.call('HDEL', KEYS[4], ARGV[1]) end
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return 1
+    """
+
     def __init__(self, server: RedisServer) -> None:
         self._server = server
         self._apis, self._created = server.key("apis"), server.key("apis", "created")
+        self._retired = server.key("apis", "retired")
+        self._retired_created = server.key("apis", "retired", "created")
         self._put = server.client.register_script(self._PUT)
+        self._retire = server.client.register_script(self._RETIRE)
 
     async def put_api(
         self, name: str, spec: dict[str, Any], spec_id: str, *, now: float, meta: dict[str, Any] | None = None
@@ -381,12 +398,17 @@ class RedisCatalog(Catalog):
         return sorted(entries, key=lambda entry: entry.name)
 
     async def delete_api(self, name: str) -> bool:
+        keys = [self._apis, self._created, self._retired, self._retired_created]
         with wrap_errors("catalog write", self._server.url):
+            return bool(await self._retire(keys=keys, args=[name]))
+
+    async def get_retired_api(self, name: str) -> ApiEntry | None:
+        with wrap_errors("catalog read", self._server.url):
             async with self._server.client.pipeline(transaction=True) as pipe:
-                pipe.hdel(self._apis, name)
-                pipe.hdel(self._created, name)
-                deleted, _ = await pipe.execute()
-        return bool(deleted)
+                pipe.hget(self._retired, name)
+                pipe.hget(self._retired_created, name)
+                doc, created = await pipe.execute()
+        return None if doc is None else _entry(name, doc, created)
 
 
 def _entry(name: str, doc: bytes, created: bytes | None) -> ApiEntry:

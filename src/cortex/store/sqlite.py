@@ -7,6 +7,7 @@ The records and the queue share that database; the steps that touch both are
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from cortex.backends import Resources
@@ -109,7 +110,17 @@ class SqliteCatalog(Catalog):
         return [_entry(row) for row in rows]
 
     async def delete_api(self, name: str) -> bool:
-        return await self._db.write(lambda c: c.execute("DELETE FROM apis WHERE name = ?", (name,)).rowcount == 1)
+        def retire(c: sqlite3.Connection) -> bool:
+            c.execute(f"INSERT OR REPLACE INTO retired_apis SELECT {_API_COLUMNS} FROM apis WHERE name = ?", (name,))
+            return c.execute("DELETE FROM apis WHERE name = ?", (name,)).rowcount == 1
+
+        return await self._db.write(retire)
+
+    async def get_retired_api(self, name: str) -> ApiEntry | None:
+        row = await self._db.read(
+            lambda c: c.execute(f"SELECT {_API_COLUMNS} FROM retired_apis WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else _entry(row)
 
 
 _API_COLUMNS = "name, spec, spec_id, created_at, updated_at, meta"

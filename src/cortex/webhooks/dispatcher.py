@@ -10,6 +10,9 @@ delays its own deliveries: workers never wait on it.
 Redirects are not followed (a 3xx is a failed attempt). With ``refuse_private``, a receiver that
 is or resolves to a non-public address is not called, whatever the gateway checked when the
 request was submitted (:mod:`cortex.webhooks.targets`).
+
+A deleted API's deliveries go on, with the spec and the secret its catalog entry had when it was
+deleted (:meth:`cortex.store.base.Catalog.get_retired_api`).
 """
 
 from __future__ import annotations
@@ -127,7 +130,10 @@ class WebhookDispatcher:
             return
         try:
             record = await records.get(api, request_id, now=now())
-            entry = await self.backends.catalog.get_api(api)
+            catalog = self.backends.catalog
+            # a deleted API's requests are still told (the cancelled its deletion sends, earlier events'
+            # retries), with the spec and the secret it had
+            entry = await catalog.get_api(api) or await catalog.get_retired_api(api)
             if record is None:  # expired or never stored: nothing to say
                 await queue.ack(lease)
                 return
