@@ -26,6 +26,7 @@ the Redis server's (``TIME``), so hosts with skewed clocks agree on lapses.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -253,6 +254,32 @@ class RedisQueue(Queue):
             with wrap_errors("BLPOP", self._server.url):
                 # a zero timeout would block forever
                 await self._server.client.blpop([wake], timeout=max(pause, 0.001))
+
+    async def wait_work(self, api: str, *, timeout: float, poll: float = 0.25) -> bool:
+        """Woken by the enqueue's wake-up token, which ``BLMOVE`` from the list to itself leaves in place.
+
+        A worker's ``BLPOP`` consumes the token; this rotation only looks, so a worker blocked
+        behind it is served next. Should a worker take the token first, the request is then in
+        flight, which the next look (within a second) counts as work. Tokens left over with no
+        work (a lease that raced the trim) end the block at once: this then pauses ``poll``
+        seconds before it looks again, so it never spins.
+        """
+        deadline = time.monotonic() + timeout
+        (wake,) = self._keys(api, "wake")
+        while True:
+            if (await self.depth(api)).total:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # the server must answer within the socket's deadline, or the wait would fail as an outage
+            pause = min(remaining, _SAFETY_POLL_S, self._server.timeout / 2)
+            with wrap_errors("BLMOVE", self._server.url):
+                # typed for whole seconds, but the server (6.0 and later) takes fractions
+                timeout = max(pause, 0.001)
+                token = await self._server.client.blmove(wake, wake, timeout, "RIGHT", "LEFT")  # type: ignore[arg-type]
+            if token is not None and not (await self.depth(api)).total:
+                await asyncio.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
 
     def keys(self, api: str, *names: str) -> list[str]:
         """The keys of ``api``'s queue (``due``, ``attempts``, ``tokens``, ``wake``), for scripts that join it."""
