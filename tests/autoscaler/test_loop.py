@@ -298,6 +298,29 @@ async def test_a_submit_to_a_sleeping_api_wakes_it_without_waiting_for_the_tick(
     assert autoscaler.sleeping == set()
 
 
+async def test_an_api_deployed_while_the_loop_sleeps_is_watched_at_once(
+    backends: Backends, runtime: RecordingRuntime
+) -> None:
+    """The operator's deploy nudges the loop, so a new API at zero is watched before the next (hourly) tick."""
+    autoscaler = Autoscaler(backends.catalog, backends.queue, runtime, interval=3600.0)
+    operator = Operator(backends.catalog, runtime, gateway_url="http://gw", on_deployed=autoscaler.nudge)
+    autoscaler.start()
+    try:
+        await asyncio.sleep(0.2)  # the first tick ran and found no API
+        await operator.deploy(api_yaml("fresh", extra=SLOW_TO_WAKE), "/tmp/cortex.yaml")
+        deadline = time.monotonic() + 20
+        while autoscaler.sleeping != {"fresh"}:
+            assert time.monotonic() < deadline, "the deploy did not run a tick"
+            await asyncio.sleep(0.01)
+        await backends.queue.enqueue("fresh", "r1")
+        while not runtime.calls:
+            assert time.monotonic() < deadline, "the enqueue did not wake the new API"
+            await asyncio.sleep(0.01)
+        assert runtime.calls == [("fresh", 1)]
+    finally:
+        await autoscaler.aclose()
+
+
 async def test_ticks_come_every_interval(backends: Backends, runtime: RecordingRuntime) -> None:
     await start(backends, runtime, "ticking", QUICK, replicas=0)
     autoscaler = Autoscaler(backends.catalog, backends.queue, runtime, interval=0.05)
