@@ -16,8 +16,11 @@ is measured separately, by starting it alone, outside any cluster. Per trial, in
 - ``ready_take_s``: listening → dispatched (the readiness probe's first pass, the dequeuer's first take,
   the forward).
 
-``python -m bench.wake [--trials N] [--backend sqlite|redis|postgres] [--tick S]`` writes the figures
-into ``bench/results.json`` under ``wake_from_zero`` (one entry per backend) and prints them.
+``python -m bench.wake [--trials N] [--backend sqlite|redis|postgres]... [--tick S] [--slow S]`` runs
+each backend (default all three, on the test servers of ``bench/backends.py``), then the first one
+again with a server that sleeps ``--slow`` seconds (default 2) before it listens, where the readiness
+probe's first pass shows. It writes the figures into ``bench/results.json`` under ``wake_from_zero``
+(one entry per run) and prints the table of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class WakeCluster(Cluster):
     def __init__(self, root: Path, *, backend_url: str | None, tick: float) -> None:
         super().__init__(root, backend_url=backend_url)
         self.tick = tick
+        self.tag = root.name
 
     @property
     def up_command(self) -> list[str]:
@@ -64,7 +68,7 @@ class WakeCluster(Cluster):
         return command
 
 
-def api_spec(name: str, trace: Path) -> dict[str, Any]:
+def api_spec(name: str, trace: Path, delay: float) -> dict[str, Any]:
     """An API at zero replicas whose user server traces its start and first dispatch into ``trace``."""
     return {
         "name": name,
@@ -72,20 +76,26 @@ def api_spec(name: str, trace: Path) -> dict[str, Any]:
         "pod": {
             "max_concurrency": 1,
             "containers": [
-                {"name": "api", "command": [sys.executable, str(SERVER)], "env": {"WAKE_TRACE": str(trace)}}
+                {
+                    "name": "api",
+                    "command": [sys.executable, str(SERVER)],
+                    "env": {"WAKE_TRACE": str(trace), "WAKE_DELAY": f"{delay:g}"},
+                }
             ],
         },
         "autoscaling": {"min_replicas": 0, "max_replicas": 1},
     }
 
 
-def server_start(runs: int = 10) -> float:
+def server_start(delay: float, runs: int = 10) -> float:
     """The median time from spawning the user server alone to its port accepting a connection."""
     times = []
     for _ in range(runs):
         port = free_port()
         spawned = time.perf_counter()
-        process = subprocess.Popen([sys.executable, str(SERVER)], env={**os.environ, "CORTEX_PORT": str(port)})
+        process = subprocess.Popen(
+            [sys.executable, str(SERVER)], env={**os.environ, "CORTEX_PORT": str(port), "WAKE_DELAY": f"{delay:g}"}
+        )
         try:
             while True:
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -100,12 +110,14 @@ def server_start(runs: int = 10) -> float:
     return statistics.median(times)
 
 
-def one_trial(cluster: WakeCluster, work: Path, index: int, rng: random.Random, own_start: float) -> dict[str, float]:
+def one_trial(
+    cluster: WakeCluster, work: Path, index: int, rng: random.Random, own_start: float, delay: float
+) -> dict[str, float]:
     """Deploy a sleeping API, wait idle, submit once, and read where the time went."""
     name = f"wake-{index}"
-    trace = work / f"trace-{index}"
+    trace = work / f"trace-{cluster.tag}-{index}"
     trace.mkdir()
-    cluster.deploy(api_spec(name, trace), wait=False)
+    cluster.deploy(api_spec(name, trace, delay), wait=False)
     time.sleep(rng.uniform(*IDLE_S))
     submitted = time.time()
     response = httpx.post(f"{cluster.gateway_url}/{name}", content=b"{}", timeout=10)
@@ -135,19 +147,21 @@ def _trace(folder: Path) -> dict[str, float]:
     return {}
 
 
-def measure(work: Path, *, backend: str, trials: int, tick: float, seed: int = 19) -> dict[str, Any]:
-    """``trials`` wakes on one cluster of ``backend``; each trial's figures and their p50 and max."""
+def measure(
+    work: Path, *, backend: str, trials: int, tick: float, delay: float = 0.0, seed: int = 19
+) -> dict[str, Any]:
+    """``trials`` wakes on one cluster of ``backend`` (servers that sleep ``delay`` s before they listen)."""
     base = {"sqlite": None, "redis": REDIS, "postgres": POSTGRES}[backend]
     rng = random.Random(seed)
-    own_start = server_start()
+    own_start = server_start(delay)
     print(f"  wake: the user server starts alone in {own_start * 1000:.0f} ms", file=sys.stderr)
     rows = []
     with _namespace(backend, base) as url:
-        cluster = WakeCluster(work / f"cluster-wake-{backend}", backend_url=url, tick=tick)
+        cluster = WakeCluster(work / f"cluster-wake-{backend}-{delay:g}", backend_url=url, tick=tick)
         cluster.up()
         try:
             for index in range(trials):
-                row = one_trial(cluster, work, index, rng, own_start)
+                row = one_trial(cluster, work, index, rng, own_start, delay)
                 rows.append(row)
                 print(f"  wake {backend} trial {index + 1}: " + _line(row), file=sys.stderr)
         finally:
@@ -159,6 +173,7 @@ def measure(work: Path, *, backend: str, trials: int, tick: float, seed: int = 1
     }
     return {
         "tick_s": tick,
+        "server_delay_s": delay,
         "trials": len(rows),
         "server_start_s": round(own_start, 4),
         **summary,
@@ -209,16 +224,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--backend", action="append", choices=("sqlite", "redis", "postgres"))
     parser.add_argument("--tick", type=float, default=10.0, help="the autoscaler's tick (cortex's default: 10)")
+    parser.add_argument(
+        "--slow", type=float, default=2.0, help="also one run whose server sleeps this long before it listens (0: none)"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--dry", action="store_true", help="print, do not write the results file")
     args = parser.parse_args(argv)
     figures = {}
     with tempfile.TemporaryDirectory(prefix="cortex-wake-") as tmp:
-        for backend in args.backend or ["sqlite"]:
-            figures[backend] = measure(Path(tmp), backend=backend, trials=args.trials, tick=args.tick)
-            row = figures[backend]
+        backends = args.backend or ["sqlite", "redis", "postgres"]
+        runs = [(backend, backend, 0.0) for backend in backends]
+        if args.slow > 0:
+            runs.append((f"{backends[0]}, server starting in {args.slow:g} s", backends[0], args.slow))
+        for label, backend, delay in runs:
+            figures[label] = row = measure(Path(tmp), backend=backend, trials=args.trials, tick=args.tick, delay=delay)
             print(
-                f"wake from zero, {backend}: p50 {row['wake_s_p50'] * 1000:.0f} ms,"
+                f"wake from zero, {label}: p50 {row['wake_s_p50'] * 1000:.0f} ms,"
                 f" max {row['wake_s_max'] * 1000:.0f} ms",
                 file=sys.stderr,
             )

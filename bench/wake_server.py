@@ -3,7 +3,8 @@
 It listens on ``$CORTEX_PORT`` and answers ``{}`` to ``POST /`` and ``200`` to anything else. With
 ``$WAKE_TRACE`` set, it writes into ``$WAKE_TRACE/<pid>.json``, in Unix seconds: ``started`` (this
 script's first line ran: the interpreter is up), ``listening`` (the socket bound and listening) and
-``dispatched`` (the first ``POST /`` received). HTTP/1.0, one write per answer: no keep-alive trap.
+``dispatched`` (the first ``POST /`` received). ``$WAKE_DELAY`` seconds of sleep before it binds
+stand for a server that loads a model. HTTP/1.0, one write per answer: no keep-alive trap.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    time.sleep(float(os.environ.get("WAKE_DELAY") or 0))
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
     record("listening")
     server.serve_forever()
