@@ -49,6 +49,12 @@ SERVER = REPO / "bench" / "wake_server.py"
 RESULTS = REPO / "bench" / "results.json"
 #: the goal of issue 19: what the platform adds to a wake, at most
 GOAL_S = 1.0
+#: each backend's URL base, as in scenario (f): the test servers (None: the embedded SQLite)
+BACKENDS: dict[str, str | None] = {"sqlite": None, "redis": REDIS, "postgres": POSTGRES}
+#: the autoscaler's tick: cortex's default, as a user gets it
+TICK_S = 10.0
+#: how long the slow run's server sleeps before it listens (a model loading)
+SLOW_S = 2.0
 #: the idle pause before each submit is drawn from this range (seconds): a tick's phase, at random
 IDLE_S = (1.0, 4.0)
 
@@ -151,7 +157,7 @@ def measure(
     work: Path, *, backend: str, trials: int, tick: float, delay: float = 0.0, seed: int = 19
 ) -> dict[str, Any]:
     """``trials`` wakes on one cluster of ``backend`` (servers that sleep ``delay`` s before they listen)."""
-    base = {"sqlite": None, "redis": REDIS, "postgres": POSTGRES}[backend]
+    base = BACKENDS[backend]
     rng = random.Random(seed)
     own_start = server_start(delay)
     print(f"  wake: the user server starts alone in {own_start * 1000:.0f} ms", file=sys.stderr)
@@ -180,6 +186,21 @@ def measure(
         "runs": rows,
         "goal_s": GOAL_S,
     }
+
+
+def measure_all(work: Path, backends: list[str], *, trials: int, tick: float, slow: float) -> dict[str, Any]:
+    """Each backend in turn, then the first one again with a server that takes ``slow`` s to listen (unless 0)."""
+    runs = [(backend, backend, 0.0) for backend in backends]
+    if slow > 0:
+        runs.append((f"{backends[0]}, server starting in {slow:g} s", backends[0], slow))
+    figures = {}
+    for label, backend, delay in runs:
+        figures[label] = row = measure(work, backend=backend, trials=trials, tick=tick, delay=delay)
+        print(
+            f"wake from zero, {label}: p50 {row['wake_s_p50'] * 1000:.0f} ms, max {row['wake_s_max'] * 1000:.0f} ms",
+            file=sys.stderr,
+        )
+    return figures
 
 
 def _line(row: dict[str, float]) -> str:
@@ -223,26 +244,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.wake", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--backend", action="append", choices=("sqlite", "redis", "postgres"))
-    parser.add_argument("--tick", type=float, default=10.0, help="the autoscaler's tick (cortex's default: 10)")
+    parser.add_argument("--tick", type=float, default=TICK_S, help="the autoscaler's tick (cortex's default: 10)")
     parser.add_argument(
-        "--slow", type=float, default=2.0, help="also one run whose server sleeps this long before it listens (0: none)"
+        "--slow",
+        type=float,
+        default=SLOW_S,
+        help="also one run whose server sleeps this long before it listens (0: none)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--dry", action="store_true", help="print, do not write the results file")
     args = parser.parse_args(argv)
-    figures = {}
     with tempfile.TemporaryDirectory(prefix="cortex-wake-") as tmp:
-        backends = args.backend or ["sqlite", "redis", "postgres"]
-        runs = [(backend, backend, 0.0) for backend in backends]
-        if args.slow > 0:
-            runs.append((f"{backends[0]}, server starting in {args.slow:g} s", backends[0], args.slow))
-        for label, backend, delay in runs:
-            figures[label] = row = measure(Path(tmp), backend=backend, trials=args.trials, tick=args.tick, delay=delay)
-            print(
-                f"wake from zero, {label}: p50 {row['wake_s_p50'] * 1000:.0f} ms,"
-                f" max {row['wake_s_max'] * 1000:.0f} ms",
-                file=sys.stderr,
-            )
+        figures = measure_all(
+            Path(tmp), args.backend or list(BACKENDS), trials=args.trials, tick=args.tick, slow=args.slow
+        )
     if not args.dry:
         results = json.loads(args.results.read_text()) if args.results.exists() else {}
         results["wake_from_zero"] = {**results.get("wake_from_zero", {}), **figures}
