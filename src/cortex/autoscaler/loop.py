@@ -3,8 +3,8 @@
 The deciding is :func:`cortex.autoscaler.policy.decide`; this module only gathers its inputs and
 carries out its decisions (reference §7, "Registration" and "Each tick"):
 
-- the APIs are the catalog's, re-read every tick: a new API is picked up at the next tick, and a
-  deleted one's samples, history, events and metrics are dropped;
+- the APIs are the catalog's, re-read every tick: a new API is picked up at the next tick (a
+  deploy runs one at once), and a deleted one's samples, history, events and metrics are dropped;
 - the autoscaling spec is re-read every tick, so a redeploy's new knobs apply at once; the
   start-up hold counts from the first tick that saw the API, like Cortex's "running" clock;
 - ``cur`` is what the runtime was last asked for (:meth:`~cortex.runtime.base.Runtime.requested`);
