@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import backends, dispatch, diy, e2e, machine, report, submit
+from bench import backends, dispatch, diy, e2e, machine, report, submit, wake
 from bench.cluster import Cluster
 from bench.figures import rows
 from bench.procs import REPO
@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one short run of each scenario")
     parser.add_argument("--runs", type=int, help="repetitions of each scenario (default 3)")
-    parser.add_argument("--only", default="a,b,c,d,f", help="scenarios to run, of a,b,c,d,f (e is measured in a and c)")
+    parser.add_argument(
+        "--only", default="a,b,c,d,f,w", help="scenarios to run, of a,b,c,d,f,w (e is measured in a and c)"
+    )
     parser.add_argument("--replicas", type=int, help="replicas in scenario (c) (default 2)")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.json")
@@ -184,6 +186,12 @@ def run(settings: Settings, only: set[str], work: Path) -> dict[str, Any]:
             "cortex cluster up ... --queue URL --store URL   # redis://127.0.0.1:6379/12?prefix=..., "
             "postgresql://postgres@127.0.0.1:5432/test?schema=..."
         )
+    if "w" in only:
+        print("(w) wake from zero", file=sys.stderr)
+        results["wake_from_zero"] = wake.measure_all(
+            work, list(backends.available()), trials=5 if settings.runs > 1 else 2, tick=wake.TICK_S, slow=wake.SLOW_S
+        )
+        commands.append("python -m bench.wake   # (w) wake from zero, on each backend")
     if "d" in only:
         commands += [" ".join(stack.worker_argv).replace(sys.executable, "python") for stack in diy.stacks()]
     results["machine"]["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"

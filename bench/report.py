@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from bench.figures import Row, drain_profile, profile_facts
+from bench.wake import section as wake_section
 
 _SCENARIOS = {
     "a": "submit throughput",
@@ -49,6 +50,7 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
         "|---|---|---:|---:|---:|---|---|",
         *(_row(row) for row in table),
         "",
+        *wake_section(results),
         *drain_profile(results),
         fill(notes, profile_facts(results)).strip(),
         "",

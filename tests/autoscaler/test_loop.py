@@ -21,6 +21,7 @@ from cortex.dequeuer.metrics import DequeuerMetrics
 from cortex.errors import NotFound
 from cortex.operator.app import create_operator_app
 from cortex.operator.service import Operator
+from cortex.requests import NewRequest, now
 from cortex.runtime.base import ReplicaState, ReplicaStatus, Runtime
 from cortex.spec import ApiSpec
 from tests.helpers import api_yaml, deploy, one_route, serving
@@ -268,6 +269,56 @@ async def test_the_background_loop_ticks_and_a_nudge_runs_a_tick_at_once(
         began = time.monotonic()
         await autoscaler.aclose()
     assert time.monotonic() - began < 1  # closing does not wait for the next tick
+
+
+async def test_a_submit_to_a_sleeping_api_wakes_it_without_waiting_for_the_tick(
+    backends: Backends, runtime: RecordingRuntime
+) -> None:
+    """The tick is an hour: only the queue's announcement of the submit can run the tick that wakes it."""
+    await start(backends, runtime, "sleepy", SLOW_TO_WAKE, replicas=0)
+    await start(backends, runtime, "awake", SLOW_TO_WAKE, replicas=1)
+    autoscaler = Autoscaler(backends.catalog, backends.queue, runtime, interval=3600.0)
+    autoscaler.start()
+    try:
+        deadline = time.monotonic() + 20
+        while autoscaler.sleeping != {"sleepy"}:  # the first tick ran; only the API at zero is watched
+            assert time.monotonic() < deadline, f"watching {autoscaler.sleeping}"
+            await asyncio.sleep(0.01)
+        created = now()
+        await backends.plane.submit(NewRequest("r1", "sleepy", created, created + 600, (), payload=b"{}"))
+        while not runtime.calls:
+            assert time.monotonic() < deadline, "the submit did not wake the API before the next tick"
+            await asyncio.sleep(0.01)
+        assert runtime.calls == [("sleepy", 1)]
+        (event,) = autoscaler.events.recent("sleepy")
+        assert event.reason == "wake from zero: 1 queued, 0 in flight"
+        assert autoscaler.sleeping == set()  # awake now: nothing to watch
+    finally:
+        await autoscaler.aclose()
+    assert autoscaler.sleeping == set()
+
+
+async def test_an_api_deployed_while_the_loop_sleeps_is_watched_at_once(
+    backends: Backends, runtime: RecordingRuntime
+) -> None:
+    """The operator's deploy nudges the loop, so a new API at zero is watched before the next (hourly) tick."""
+    autoscaler = Autoscaler(backends.catalog, backends.queue, runtime, interval=3600.0)
+    operator = Operator(backends.catalog, runtime, gateway_url="http://gw", on_deployed=autoscaler.nudge)
+    autoscaler.start()
+    try:
+        await asyncio.sleep(0.2)  # the first tick ran and found no API
+        await operator.deploy(api_yaml("fresh", extra=SLOW_TO_WAKE), "/tmp/cortex.yaml")
+        deadline = time.monotonic() + 20
+        while autoscaler.sleeping != {"fresh"}:
+            assert time.monotonic() < deadline, "the deploy did not run a tick"
+            await asyncio.sleep(0.01)
+        await backends.queue.enqueue("fresh", "r1")
+        while not runtime.calls:
+            assert time.monotonic() < deadline, "the enqueue did not wake the new API"
+            await asyncio.sleep(0.01)
+        assert runtime.calls == [("fresh", 1)]
+    finally:
+        await autoscaler.aclose()
 
 
 async def test_ticks_come_every_interval(backends: Backends, runtime: RecordingRuntime) -> None:

@@ -181,6 +181,32 @@ async def test_wait_lease_gives_up_at_its_deadline(backends: Backends) -> None:
     assert await backends.queue.wait_lease("api", visibility=30, timeout=0.1) == []
 
 
+async def test_wait_work_is_true_at_once_when_work_is_queued(backends: Backends) -> None:
+    await backends.queue.enqueue("api", "a")
+    assert await backends.queue.wait_work("api", timeout=0.0)
+    assert (await backends.queue.depth("api")).queued == 1  # it only looked: nothing was leased
+    await backends.queue.lease("api", visibility=30)
+    assert await backends.queue.wait_work("api", timeout=0.0)  # in flight is work too
+
+
+async def test_wait_work_gives_up_at_its_deadline(backends: Backends) -> None:
+    await backends.queue.enqueue("other", "a")  # another API's work does not count
+    assert not await backends.queue.wait_work("api", timeout=0.1)
+
+
+async def test_wait_work_and_a_workers_wait_both_end_at_an_enqueue(backends: Backends) -> None:
+    """The autoscaler watching a sleeping API does not take the wake-up of a worker waiting on it."""
+    q = backends.queue
+    watching = asyncio.create_task(q.wait_work("api", timeout=3600))
+    working = asyncio.create_task(q.wait_lease("api", visibility=30, timeout=3600))
+    await asyncio.sleep(0.1)
+    assert not watching.done() and not working.done()
+    await q.enqueue("api", "a")
+    assert await asyncio.wait_for(watching, timeout=20)
+    (lease,) = await asyncio.wait_for(working, timeout=20)
+    assert lease.id == "a"
+
+
 async def test_concurrent_workers_never_share_a_request(backends: Backends) -> None:
     q = backends.queue
     await asyncio.gather(*(q.enqueue("api", f"r{i:04d}") for i in range(300)))

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.errors import BackendError
-from cortex.redisdb import parse_url, split_url
+from cortex.redisdb import POOL_SIZE, parse_url, split_url
 from cortex.requests import Duplicate, NewRequest
 from cortex.store.base import Swept
 from tests.servers.databases import REDIS_URL, redis_namespace
@@ -146,6 +146,24 @@ async def test_a_waiter_blocks_on_the_server_and_wakes_at_once(backends: Backend
     leases = await waiting
     assert [lease.id for lease in leases] == ["r1"]
     assert time.monotonic() - enqueued < 0.2
+
+
+async def test_watches_of_many_sleeping_apis_leave_the_shared_pool_free(backends: Backends) -> None:
+    """More watches than the shared pool has connections: each blocks on the watch client's own."""
+    queue = backends.queue
+    apis = [f"api{i}" for i in range(POOL_SIZE + 16)]
+    watches = [asyncio.create_task(queue.wait_work(api, timeout=30)) for api in apis]
+    try:
+        await asyncio.sleep(0.5)  # every watch has looked at its queue and blocks
+        shared = queue._server.client.connection_pool  # type: ignore[attr-defined]
+        assert len(shared._in_use_connections) == 0  # redis-py's count of checked-out connections
+        for api in apis:
+            await queue.enqueue(api, f"r-{api}")
+        assert all(await asyncio.wait_for(asyncio.gather(*watches), timeout=20))
+    finally:
+        for watch in watches:
+            watch.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
 
 
 async def test_a_waiter_wakes_when_a_lease_lapses(backends: Backends) -> None:

@@ -11,6 +11,7 @@ import pytest
 from cortex.backends import BackendUrls, open_backends
 from cortex.queue.sqlite import SqliteQueue
 from cortex.queue.wake import WakeListener, wake
+from cortex.requests import NewRequest, now
 
 
 async def test_an_enqueue_in_another_process_wakes_the_waiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,6 +29,27 @@ async def test_an_enqueue_in_another_process_wakes_the_waiter(tmp_path: Path, mo
         await waiter.aclose()
         await producer.aclose()
     assert list((tmp_path / "wake").iterdir()) == []  # closing removed the socket files
+
+
+async def test_a_submit_in_another_process_ends_a_wait_for_work_without_polling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What wakes the autoscaler when a gateway (another process) submits to an API at zero replicas."""
+    monkeypatch.setattr(SqliteQueue, "FALLBACK_POLL", 3600.0)
+    urls = BackendUrls.for_state_dir(tmp_path)
+    watcher, gateway = await open_backends(urls), await open_backends(urls)
+    try:
+        watching = asyncio.create_task(watcher.queue.wait_work("api", timeout=3600))
+        await asyncio.sleep(0.1)
+        assert not watching.done()
+        created = now()
+        request = NewRequest(id="r1", api="api", created_at=created, expires_at=created + 600, headers=(), payload=b"")
+        await gateway.plane.submit(request)
+        assert await asyncio.wait_for(watching, timeout=20)
+    finally:
+        await watcher.aclose()
+        await gateway.aclose()
+    assert list((tmp_path / "wake").iterdir()) == []  # the watch's socket is gone with it
 
 
 async def test_wake_skips_other_apis_and_removes_stale_sockets(tmp_path: Path) -> None:

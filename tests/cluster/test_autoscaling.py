@@ -87,6 +87,21 @@ def test_a_request_to_an_idle_api_wakes_it_within_one_tick(make_cluster: Cluster
     assert "autoscaling event: api sleepy: 0 -> 1 (wake from zero" in log
 
 
+def test_a_request_to_a_sleeping_api_wakes_it_long_before_the_next_tick(make_cluster: ClusterFactory) -> None:
+    """With a 10-minute tick, only the backend's announcement of the submit can wake the API in time."""
+    cluster = make_cluster("--autoscaler-tick", "600", "--grace-period", "1")
+    config, trace = write_api(cluster, "dozing", {"upscale_stabilization_period": "1m"})
+    cluster.cortex("deploy", str(config))  # after the cluster's first tick: the deploy's own nudge watches it
+    assert cluster.json("describe", "dozing")["replica_counts"]["requested"] == 0
+
+    rid = httpx.post(f"{cluster.gateway}/dozing", content=b"sleep:0", timeout=10).json()["id"]
+    result = cluster.wait_result("dozing", rid, timeout=60)  # far less than the tick
+    assert result["status"] == "completed" and result["attempts"] == 1, result
+    (woke,) = events(cluster, "dozing")
+    assert (woke["from"], woke["to"]) == (0, 1) and woke["reason"].startswith("wake from zero"), woke
+    assert [path.name.split(".")[0] for path in trace.iterdir()] == [rid]
+
+
 @pytest.mark.timeout(150)
 def test_a_burst_scales_up_within_the_step_limits_and_back_to_zero_without_stopping_busy_replicas(
     make_cluster: ClusterFactory,

@@ -249,6 +249,25 @@ async def test_wait_ready_true_when_server_comes_up_later(down: UserServer) -> N
         assert await prober.wait_ready(1.5)
 
 
+async def test_a_probe_that_never_passed_looks_again_soon_whatever_its_period(down: UserServer) -> None:
+    """A fresh replica is taken into service once its server answers, not a whole period later."""
+    prober = Prober([ProbeConfig("implied-tcp", "tcp_socket", down.port, timeout=0.5, period=3600)])
+    async with running(prober):
+        assert not await prober.wait_ready(0.2)  # checked at once: refused
+        await down.listen()
+        assert await prober.wait_ready(20)  # the next check comes long before the hour is up
+
+
+async def test_after_its_first_success_a_probe_keeps_its_period(down: UserServer) -> None:
+    """The quick checks end at the first success, so the success threshold still spans periods."""
+    await down.listen()
+    prober = Prober([ProbeConfig("api:readiness", "http_get", down.port, period=3600, success_threshold=2)])
+    async with running(prober):
+        await down.wait_hits(1)
+        assert not await prober.wait_ready(0.5)
+        assert len(down.paths) == 1
+
+
 async def test_wait_ready_false_at_deadline(server: UserServer) -> None:
     server.status = 503
     prober = Prober([http(server.port)])

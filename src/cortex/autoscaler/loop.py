@@ -3,8 +3,8 @@
 The deciding is :func:`cortex.autoscaler.policy.decide`; this module only gathers its inputs and
 carries out its decisions (reference §7, "Registration" and "Each tick"):
 
-- the APIs are the catalog's, re-read every tick: a new API is picked up at the next tick, and a
-  deleted one's samples, history, events and metrics are dropped;
+- the APIs are the catalog's, re-read every tick: a new API is picked up at the next tick (a
+  deploy runs one at once), and a deleted one's samples, history, events and metrics are dropped;
 - the autoscaling spec is re-read every tick, so a redeploy's new knobs apply at once; the
   start-up hold counts from the first tick that saw the API, like Cortex's "running" clock;
 - ``cur`` is what the runtime was last asked for (:meth:`~cortex.runtime.base.Runtime.requested`);
@@ -16,9 +16,10 @@ carries out its decisions (reference §7, "Registration" and "Each tick"):
   ``on_tick`` (the status page keeps its last hour of them).
 
 Waking early: the gateway runs in another process, so a submit reaches the loop only through
-the queue, which it reads every tick; an API at zero replicas is therefore woken at the first tick
-after its first request. :meth:`Autoscaler.nudge` runs the next tick at once, for whatever in this
-process learns of new work sooner.
+the queue. Between ticks the loop watches the queue of every API at zero replicas with nothing
+queued (:mod:`cortex.autoscaler.sleepers`): the backend's announcement of an enqueue runs the next
+tick at once, so a sleeping API is woken within a moment of its first request, whatever the tick.
+:meth:`Autoscaler.nudge` does the same for whatever in this process learns of new work.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Awaitable, Callable
 
 from cortex.autoscaler.events import ScalingEvent, ScalingEvents
 from cortex.autoscaler.policy import Decision, History, Sample, decide
+from cortex.autoscaler.sleepers import Sleepers
 from cortex.errors import CortexError
 from cortex.metrics import OperatorMetrics
 from cortex.queue.base import Depth, Queue
@@ -118,6 +120,7 @@ class Autoscaler:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sleepers = Sleepers(queue, lambda _api: self.nudge())
 
     def start(self) -> None:
         """Tick in the background, the first tick now, until :meth:`aclose`."""
@@ -138,19 +141,30 @@ class Autoscaler:
             await asyncio.wait_for(task, CLOSE_TIMEOUT)
         except TimeoutError:
             log.warning("autoscaler: a tick did not finish within %gs; cancelled", CLOSE_TIMEOUT)
+        await self._sleepers.aclose()
 
-    async def tick(self) -> None:
-        """One pass over every deployed API: sample, decide, scale, set the gauges, tell ``on_tick``."""
+    @property
+    def sleeping(self) -> set[str]:
+        """The APIs at zero replicas whose queues the running loop watches for a first request."""
+        return self._sleepers.watched
+
+    async def tick(self) -> list[Reading]:
+        """One pass over every deployed API: sample, decide, scale, set the gauges, tell ``on_tick``.
+
+        Returns what it saw of each API whose queue it could read.
+        """
         entries = await self.catalog.list_apis()
         deployed = {entry.name for entry in entries}
         for name in set(self._apis) - deployed:
             self._forget(name)
-        readings = await asyncio.gather(*(self._tick_guarded(entry) for entry in entries))
+        gathered = await asyncio.gather(*(self._tick_guarded(entry) for entry in entries))
+        readings = [reading for reading in gathered if reading is not None]
         if self._on_tick is not None:
             try:
-                await self._on_tick([reading for reading in readings if reading is not None])
+                await self._on_tick(readings)
             except Exception:  # what watches the ticks must not stop them
                 log.exception("autoscaler: the tick listener failed")
+        return readings
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,9 +172,13 @@ class Autoscaler:
             began = loop.time()
             self._wake.clear()
             try:
-                await self.tick()
+                readings = await self.tick()
             except Exception:  # a failed pass (the catalog unreachable) must not end autoscaling
                 log.exception("autoscaler: tick failed")
+            else:
+                # asleep: at zero with nothing queued (with work queued, the tick just woke it, or
+                # could not, and the next tick tries again: watching it would only spin)
+                self._sleepers.watch(r.api for r in readings if r.requested == 0 and r.depth.total == 0)
             delay = self.interval - (loop.time() - began)
             if delay > 0:
                 await _first_of(self._stop, self._wake, timeout=delay)

@@ -20,6 +20,11 @@ import aiohttp
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "kube-probe/cortex"
+#: seconds between two checks of a probe that has not passed once yet. A fresh replica (woken from
+#: zero, say) is then taken into service within a moment of its server answering, not up to a whole
+#: ``period`` later: what a Kubernetes startup probe with a short period gives. From its first
+#: success on, a probe is checked every ``period``, so its thresholds keep their meaning.
+STARTUP_PERIOD = 0.1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -113,8 +118,9 @@ class Prober:
     """Runs a set of probes with the kubelet's semantics and tells whether all are passing.
 
     Every probe starts not ready. It is first checked `initial_delay` seconds after :meth:`run`
-    starts, then every `period` seconds, start to start (a slow check delays nothing: checks of one
-    probe never overlap, and ticks missed meanwhile are skipped). `success_threshold` consecutive
+    starts, then every :data:`STARTUP_PERIOD` (at most `period`) until its first success, then
+    every `period` seconds, start to start (a slow check delays nothing: checks of one probe never
+    overlap, and ticks missed meanwhile are skipped). `success_threshold` consecutive
     successes make it ready, `failure_threshold` consecutive failures make it not ready, and in
     between its state holds. When :meth:`run` ends, every probe is not ready again.
     """
@@ -198,12 +204,15 @@ class Prober:
     async def _run_probe(self, probe: ProbeConfig, session: aiohttp.ClientSession) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time() + probe.initial_delay
+        period = min(probe.period, STARTUP_PERIOD)
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             ok, detail = await check_once(probe, session)
             self._record(probe, ok, detail)
+            if ok:
+                period = probe.period
             # Start to start, like a ticker that drops the ticks a slow check overran.
-            next_at += probe.period * max(1, math.ceil((loop.time() - next_at) / probe.period))
+            next_at += period * max(1, math.ceil((loop.time() - next_at) / period))
 
     def _record(self, probe: ProbeConfig, ok: bool, detail: str) -> None:
         was_ready = self.ready

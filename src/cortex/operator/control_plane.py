@@ -62,17 +62,6 @@ async def serve_control_plane(
     ``peers`` names the replicas' ``/metrics`` URLs; ``on_serving`` runs once the operator is up.
     """
     events, metrics = ScalingEvents(), OperatorMetrics()
-    operator = Operator(
-        backends.catalog,
-        runtime,
-        gateway_url=settings.gateway_url,
-        scaling_events=events,
-        queue=backends.queue,
-        records=backends.records,
-    )
-    webhooks = WebhookDispatcher(backends, metrics=metrics, refuse_private=settings.refuse_private_webhooks)
-    webhooks_stop = asyncio.Event()
-    delivering: asyncio.Task[None] | None = None
     history = History()  # the status page's last hour, fed by every autoscaler tick
     feed = StatusFeed(history, peers)
     autoscaler = Autoscaler(
@@ -84,6 +73,18 @@ async def serve_control_plane(
         metrics=metrics,
         on_tick=feed.on_tick,
     )
+    operator = Operator(
+        backends.catalog,
+        runtime,
+        gateway_url=settings.gateway_url,
+        scaling_events=events,
+        queue=backends.queue,
+        records=backends.records,
+        on_deployed=autoscaler.nudge,
+    )
+    webhooks = WebhookDispatcher(backends, metrics=metrics, refuse_private=settings.refuse_private_webhooks)
+    webhooks_stop = asyncio.Event()
+    delivering: asyncio.Task[None] | None = None
     status = StatusPage(operator, backends.queue, backends.records, history)
     app = create_operator_app(
         operator,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class Operator:
         scaling_events: ScalingEvents | None = None,
         queue: Queue | None = None,
         records: RecordStore | None = None,
+        on_deployed: Callable[[], object] = lambda: None,
     ) -> None:
         self.catalog = catalog
         self.runtime = runtime
@@ -90,6 +91,9 @@ class Operator:
         self.gateway_url = gateway_url.rstrip("/")
         #: written by the autoscaler loop, read by describe
         self.scaling_events = scaling_events if scaling_events is not None else ScalingEvents()
+        #: called once a deploy has stored and applied its APIs (the autoscaler then ticks at once,
+        #: so a new API at zero replicas is watched for its first request without waiting for a tick)
+        self._on_deployed = on_deployed
 
     async def restore(self) -> None:
         """Run every API of the catalog (after a cluster restart)."""
@@ -120,7 +124,9 @@ class Operator:
                         f"api {spec.name}: endpoint {spec.networking.endpoint} is already used by api {other.name}"
                         " (set networking.endpoint to another path)"
                     )
-        return [await self._deploy_one(spec, deployed.get(spec.name), config_dir) for spec in specs]
+        results = [await self._deploy_one(spec, deployed.get(spec.name), config_dir) for spec in specs]
+        self._on_deployed()
+        return results
 
     async def _deploy_one(self, spec: ApiSpec, old: ApiEntry | None, config_dir: str) -> DeployResult:
         spec_id = spec.spec_id()

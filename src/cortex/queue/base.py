@@ -108,6 +108,24 @@ class Queue(abc.ABC):
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, poll)
 
+    async def wait_work(self, api: str, *, timeout: float, poll: float = 0.25) -> bool:
+        """Wait up to ``timeout`` seconds until ``api`` has work (queued or leased); True once it has.
+
+        Leases nothing, and leaves a waiting worker its wake-up: this is how the autoscaler learns
+        at once that a request arrived for an API at zero replicas, from whichever gateway (or
+        other process) enqueued it. True may come early (woken for work already finished), never
+        late. The base implementation looks at :meth:`depth` every ``poll`` seconds; the backends,
+        which announce each enqueue to wake idle workers, wait for that announcement instead.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if (await self.depth(api)).total:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(poll, remaining))
+
     async def aclose(self) -> None:  # noqa: B027 - a backend without resources has nothing to close
         """Release connections and threads."""
 

@@ -241,6 +241,23 @@ class PostgresQueue(Queue):
                 self._wakeups.forget(api, woken)
                 woken.cancel()
 
+    async def wait_work(self, api: str, *, timeout: float, poll: float = 0.25) -> bool:
+        """Woken by the NOTIFY of an enqueue (every waiter of the API is woken; nothing is consumed)."""
+        deadline = time.monotonic() + timeout
+        listening = await self._wakeups.listening()
+        while True:
+            woken = self._wakeups.waiter(api)  # before the look: a commit after it notifies this waiter
+            try:
+                if (await self.depth(api)).total:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                await asyncio.wait({woken}, timeout=min(remaining, _SAFETY_POLL_S if listening else poll))
+            finally:
+                self._wakeups.forget(api, woken)
+                woken.cancel()
+
     @property
     def channel(self) -> str:
         """The NOTIFY channel that wakes the waiters of this queue (the payload is the API's name)."""

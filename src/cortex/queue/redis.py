@@ -26,14 +26,17 @@ the Redis server's (``TIME``), so hosts with skewed clocks agree on lapses.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import redis.asyncio as aioredis
+
 from cortex.backends import Resources
 from cortex.queue.base import Depth, Lease, Queue
-from cortex.redisdb import RedisServer, open_server, wrap_errors
+from cortex.redisdb import RedisServer, open_server, parse_url, wrap_errors
 
 T = TypeVar("T")
 #: one look at the queue: what was taken, and the seconds until the next lease lapses (None if none is held)
@@ -156,11 +159,21 @@ def _us(seconds: float) -> int:
     return max(0, round(seconds * 1_000_000))
 
 
-class RedisQueue(Queue):
-    """The queue in Redis, shared safely by every process that opens the same URL."""
+#: connections of the client :meth:`RedisQueue.wait_work` blocks on: one per API watched at once
+WATCH_CONNECTIONS = 1024
 
-    def __init__(self, server: RedisServer) -> None:
+
+class RedisQueue(Queue):
+    """The queue in Redis, shared safely by every process that opens the same URL.
+
+    Given its ``url``, :meth:`wait_work` blocks on a client of its own, so that the autoscaler's
+    watches (one blocked connection per sleeping API) never take the shared pool's connections.
+    """
+
+    def __init__(self, server: RedisServer, *, url: str | None = None) -> None:
         self._server = server
+        self._url = url
+        self._watcher: aioredis.Redis | None = None
         register = server.client.register_script
         self._enqueue, self._lease, self._renew = register(_ENQUEUE), register(_LEASE), register(_RENEW)
         self._ack, self._release, self._remove = register(_ACK), register(_RELEASE), register(_REMOVE)
@@ -254,6 +267,48 @@ class RedisQueue(Queue):
                 # a zero timeout would block forever
                 await self._server.client.blpop([wake], timeout=max(pause, 0.001))
 
+    async def wait_work(self, api: str, *, timeout: float, poll: float = 0.25) -> bool:
+        """Woken by the enqueue's wake-up token, which ``BLMOVE`` from the list to itself leaves in place.
+
+        A worker's ``BLPOP`` consumes the token; this rotation only looks, so a worker blocked
+        behind it is served next. Should a worker take the token first, the request is then in
+        flight, which the next look (within a second) counts as work. Tokens left over with no
+        work (a lease that raced the trim) end the block at once: this then pauses ``poll``
+        seconds before it looks again, so it never spins.
+        """
+        deadline = time.monotonic() + timeout
+        (wake,) = self._keys(api, "wake")
+        while True:
+            if (await self.depth(api)).total:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # the server must answer within the socket's deadline, or the wait would fail as an outage
+            pause = min(remaining, _SAFETY_POLL_S, self._server.timeout / 2)
+            with wrap_errors("BLMOVE", self._server.url):
+                # typed for whole seconds, but the server (6.0 and later) takes fractions
+                timeout = max(pause, 0.001)
+                token = await self._watch_client().blmove(wake, wake, timeout, "RIGHT", "LEFT")  # type: ignore[arg-type]
+            if token is not None and not (await self.depth(api)).total:
+                await asyncio.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+
+    def _watch_client(self) -> aioredis.Redis:
+        if self._url is None:
+            return self._server.client
+        if self._watcher is None:
+            client_url, _, timeout = parse_url(self._url)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                client_url, max_connections=WATCH_CONNECTIONS, timeout=timeout
+            )
+            self._watcher = aioredis.Redis.from_pool(pool)
+        return self._watcher
+
+    async def aclose(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.aclose()
+
     def keys(self, api: str, *names: str) -> list[str]:
         """The keys of ``api``'s queue (``due``, ``attempts``, ``tokens``, ``wake``), for scripts that join it."""
         return self._keys(api, *names)
@@ -261,4 +316,4 @@ class RedisQueue(Queue):
 
 async def open_queue(url: str, resources: Resources) -> RedisQueue:
     """The queue on the Redis server of ``redis://host:port/db?prefix=cortex``."""
-    return RedisQueue(await open_server(url, resources))
+    return RedisQueue(await open_server(url, resources), url=url)

@@ -99,6 +99,25 @@ class SqliteQueue(Queue):
             else:
                 woken = await listener.wait(min(remaining, self.FALLBACK_POLL))
 
+    async def wait_work(self, api: str, *, timeout: float, poll: float = 0.25) -> bool:
+        """Woken by the enqueue's datagram, on a socket of its own (a worker's wake-ups are not taken)."""
+        try:
+            listener = WakeListener(self._wake_dir, api)
+        except OSError:  # no socket here: look every ``poll`` seconds instead
+            return await super().wait_work(api, timeout=timeout, poll=poll)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                # bound before this look: an enqueue committed after it sends this socket a datagram
+                if (await self.depth(api)).total:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                await listener.wait(min(remaining, self.FALLBACK_POLL))
+        finally:
+            listener.close()
+
     async def _take(self, api: str, take: Take[T], *, look_first: bool) -> list[T]:
         if look_first:
             now = time.time()
