@@ -18,7 +18,7 @@ from cortex.queue.base import Lease
 from cortex.queue.redis import NOW, TRIM_WAKE, RedisQueue
 from cortex.redisdb import RedisServer, open_server, wrap_errors
 from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
-from cortex.store.redis import CREATE_BODY, FULL, RedisRecordStore, duplicate_of, text_of, values_record
+from cortex.store.redis import CREATE_BODY, FULL, STATUS_MOVE, RedisRecordStore, duplicate_of, text_of, values_record
 
 
 def _fields(names: tuple[str, ...]) -> str:
@@ -59,7 +59,8 @@ return 1
 # or terminal: no values).
 _TAKE = (
     (
-        NOW
+        STATUS_MOVE
+        + NOW
         + """
 local limit = tonumber(ARGV[2])
 local hidden_until = now + tonumber(ARGV[1])
@@ -113,6 +114,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = kind
   if kind == 1 then
     redis.call('HSET', record, 'status', 'STARTED', 'started_at', ARGV[6], 'attempts', attempts)
+    status_move(record, id, ARGV[5], current[2], 'STARTED')
     redis.call('PUBLISH', ARGV[#ARGV], id)
     out[#out + 1] = redis.call('HMGET', record, FULL)
   elseif kind == 2 then
@@ -140,7 +142,9 @@ return out
 # is published there). Returns per finish 0 (lease lost: nothing
 # written), 1 (finished and acked; its blob key handed over, :data:`HAND_OVER`) or 2 (the record
 # was terminal or gone: only acked).
-_FINISH = """
+_FINISH = (
+    STATUS_MOVE
+    + """
 local out = {}
 local a = 1
 for n = 0, (#KEYS - 5) / 4 - 1 do
@@ -169,6 +173,7 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
     if allowed then
       if f > 0 then redis.call('HSET', record, unpack(ARGV, pairs_at, pairs_at + 2 * f - 1)) end
       if d > 0 then redis.call('HDEL', record, unpack(ARGV, drops_at, drops_at + d - 1)) end
+      status_move(record, id, api, current[2], redis.call('HGET', record, 'status'))
       local ref = redis.call('HGET', record, 'payload_ref')
       if ref then
         redis.call('HDEL', record, 'payload_ref')
@@ -185,6 +190,7 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
 end
 return out
 """
+)
 
 _FINISHED = {0: Finished.LEASE_LOST, 1: Finished.FINISHED, 2: Finished.ALREADY_TERMINAL}
 _START_SOURCES = status_values(sources_of(Status.IN_PROGRESS))

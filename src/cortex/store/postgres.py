@@ -88,6 +88,29 @@ MIGRATIONS: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL",
     # 3: X-Cortex-Priority, as the client sent it (the queue keeps its own copy, for the take's order)
     "ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS priority INTEGER",
+    # 4: the count of each API's records in each status (:meth:`PostgresRecordStore.counts`). A trigger
+    # appends each change (+1, -1) in the transaction that makes it; nothing on a step's path updates a
+    # shared counter row, so concurrent steps never wait on one another for it. Reading folds them in.
+    # The trigger comes before the first count, in this transaction: no step slips between the two.
+    """
+CREATE TABLE {s}.request_counts (api TEXT NOT NULL, status TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (api, status));
+CREATE TABLE {s}.request_count_changes (api TEXT NOT NULL, status TEXT NOT NULL, change INTEGER NOT NULL);
+CREATE INDEX request_count_changes_api ON {s}.request_count_changes (api);
+CREATE FUNCTION {s}.count_request_status() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {s}.request_count_changes VALUES (NEW.api, NEW.status, 1);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {s}.request_count_changes VALUES (OLD.api, OLD.status, -1);
+    ELSIF OLD.status IS DISTINCT FROM NEW.status THEN
+        INSERT INTO {s}.request_count_changes VALUES (OLD.api, OLD.status, -1), (NEW.api, NEW.status, 1);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER request_counts AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.requests
+    FOR EACH ROW EXECUTE FUNCTION {s}.count_request_status();
+INSERT INTO {s}.request_counts SELECT api, status, count(*) FROM {s}.requests GROUP BY api, status;
+""",
 )
 
 _LIGHT = columns(fields.LIGHT)
@@ -143,6 +166,23 @@ WITH gone AS (
 SELECT 1, payload_ref FROM gone UNION ALL SELECT 2, payload_ref FROM done
 """
 _TERMINAL = list(status_values(sorted(TERMINAL)))
+# $1 api, or NULL for every API: the changes the trigger appended, added into the counts (rows locked in
+# one order, so two folds never deadlock; a change a concurrent fold took is skipped)
+_FOLD = """
+WITH folded AS (
+    DELETE FROM {s}.request_count_changes WHERE $1::text IS NULL OR api = $1 RETURNING api, status, change
+)
+INSERT INTO {s}.request_counts (api, status, n)
+SELECT api, status, sum(change) FROM folded GROUP BY api, status ORDER BY api, status
+ON CONFLICT (api, status) DO UPDATE SET n = {s}.request_counts.n + excluded.n
+"""
+# the counts and the changes not folded yet, in one snapshot: exact whatever folds run meanwhile
+_COUNTS = """
+SELECT status, sum(n)::bigint FROM (
+    SELECT status, n FROM {s}.request_counts WHERE api = $1
+    UNION ALL SELECT status, change FROM {s}.request_count_changes WHERE api = $1
+) AS both_ GROUP BY status
+"""
 
 
 class PostgresRecordStore(RecordStore):
@@ -229,9 +269,20 @@ class PostgresRecordStore(RecordStore):
             status = await self._pool.execute(self._server.sql(_SET_WEBHOOK), request_id, api, text)
         return status == "UPDATE 1"
 
+    async def counts(self, api: str, *, now: float) -> dict[Status, int]:
+        # the fold keeps the changes few (the sweep folds every API's too), so the read stays small
+        with wrap_errors("counts", self._server.url):
+            await self._pool.execute(self._server.sql(_FOLD), api)
+            rows = await self._pool.fetch(self._server.sql(_COUNTS), api)
+        counts = dict.fromkeys(Status, 0)
+        for status, n in rows:
+            counts[Status(status)] = int(n)
+        return counts
+
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         with wrap_errors("sweep", self._server.url):
             rows = await self._pool.fetch(self._server.sql(_SWEEP), now, limit, _TERMINAL)
+            await self._pool.execute(self._server.sql(_FOLD), None)
         return Swept(deleted=sum(row[0] == 1 for row in rows), blob_keys=[row[1] for row in rows if row[1] is not None])
 
 
