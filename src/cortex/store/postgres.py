@@ -88,27 +88,42 @@ MIGRATIONS: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS requests_blobs ON {s}.requests (id) WHERE payload_ref IS NOT NULL",
     # 3: X-Cortex-Priority, as the client sent it (the queue keeps its own copy, for the take's order)
     "ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS priority INTEGER",
-    # 4: the count of each API's records in each status (:meth:`PostgresRecordStore.counts`). A trigger
-    # appends each change (+1, -1) in the transaction that makes it; nothing on a step's path updates a
-    # shared counter row, so concurrent steps never wait on one another for it. Reading folds them in.
-    # The trigger comes before the first count, in this transaction: no step slips between the two.
+    # 4: the count of each API's records in each status (:meth:`PostgresRecordStore.counts`). Triggers
+    # append the changes (+n, -n per API and status) each statement makes, in its transaction: one row
+    # per statement (a batch of submissions is one), and no shared counter row on a step's path, so
+    # concurrent steps never wait on one another for it. Reading folds them in. The triggers come
+    # before the first count, in this transaction, so no step slips between the two; the table of
+    # changes stays small (folded by every read and every sweep), so it is vacuumed early.
     """
 CREATE TABLE {s}.request_counts (api TEXT NOT NULL, status TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (api, status));
-CREATE TABLE {s}.request_count_changes (api TEXT NOT NULL, status TEXT NOT NULL, change INTEGER NOT NULL);
-CREATE INDEX request_count_changes_api ON {s}.request_count_changes (api);
-CREATE FUNCTION {s}.count_request_status() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE TABLE {s}.request_count_changes (api TEXT NOT NULL, status TEXT NOT NULL, change BIGINT NOT NULL)
+    WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+CREATE FUNCTION {s}.count_added_requests() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO {s}.request_count_changes VALUES (NEW.api, NEW.status, 1);
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {s}.request_count_changes VALUES (OLD.api, OLD.status, -1);
-    ELSIF OLD.status IS DISTINCT FROM NEW.status THEN
-        INSERT INTO {s}.request_count_changes VALUES (OLD.api, OLD.status, -1), (NEW.api, NEW.status, 1);
-    END IF;
+    INSERT INTO {s}.request_count_changes SELECT api, status, count(*) FROM added GROUP BY api, status;
     RETURN NULL;
 END $$;
-CREATE TRIGGER request_counts AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.requests
-    FOR EACH ROW EXECUTE FUNCTION {s}.count_request_status();
+CREATE FUNCTION {s}.count_removed_requests() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.request_count_changes SELECT api, status, -count(*) FROM removed GROUP BY api, status;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION {s}.count_changed_requests() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.request_count_changes
+    SELECT api, status, sum(change) FROM (
+        SELECT b.api, b.status, -1 AS change FROM before b JOIN after a USING (id) WHERE a.status <> b.status
+        UNION ALL
+        SELECT a.api, a.status, 1 FROM before b JOIN after a USING (id) WHERE a.status <> b.status
+    ) AS moved GROUP BY api, status;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER request_counts_insert AFTER INSERT ON {s}.requests REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_added_requests();
+CREATE TRIGGER request_counts_delete AFTER DELETE ON {s}.requests REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_removed_requests();
+CREATE TRIGGER request_counts_update AFTER UPDATE ON {s}.requests REFERENCING OLD TABLE AS before NEW TABLE AS after
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_changed_requests();
 INSERT INTO {s}.request_counts SELECT api, status, count(*) FROM {s}.requests GROUP BY api, status;
 """,
 )
