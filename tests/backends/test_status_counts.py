@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from cortex.backends import Backends
 from cortex.requests import ErrorKind, NewRequest, Outcome, RequestError, Status, now
 
@@ -68,3 +70,36 @@ async def test_swept_records_are_no_longer_counted(backends: Backends) -> None:
     while (await records.sweep(now=later)).deleted:
         pass
     assert await records.counts("api", now=later) == expect(completed=1)
+
+
+async def test_an_expired_request_still_queued_leaves_the_counts_once_swept(backends: Backends) -> None:
+    await backends.plane.submit(new("short", retention=1))
+    await backends.plane.submit(new("long"))
+    later = now() + 5
+    while (await backends.records.sweep(now=later)).deleted:
+        pass
+    assert await backends.records.counts("api", now=later) == expect(in_queue=1)
+
+
+async def test_concurrent_steps_in_batches_are_each_counted_once(backends: Backends) -> None:
+    """Submissions, takes, finishes and cancels run together (batched where the backend batches them)."""
+    plane, records = backends.plane, backends.records
+    answers = await asyncio.gather(*(plane.submit(new(f"r{n:02d}")) for n in range(40)))
+    assert answers == [None] * 40
+    batches = await asyncio.gather(
+        *(plane.take("api", visibility=30, limit=5, max_attempts=3, timeout=0) for _ in range(5))
+    )
+    taken = [t for batch in batches for t in batch]
+    assert len(taken) == 25 and len({t.lease.id for t in taken}) == 25
+    taken_ids = {t.lease.id for t in taken}
+    queued = sorted(f"r{n:02d}" for n in range(40) if f"r{n:02d}" not in taken_ids)
+    failure = RequestError(ErrorKind.HTTP_STATUS.value, "500")
+    cancelled = Outcome(Status.CANCELLED, error=RequestError(ErrorKind.PURGED.value, "purged"))
+    await asyncio.gather(
+        *(plane.finish(t.lease, Outcome(Status.COMPLETED, result=b"{}"), now=now()) for t in taken[:15]),
+        *(plane.finish(t.lease, Outcome(Status.FAILED, error=failure), now=now()) for t in taken[15:20]),
+        *(records.finish("api", rid, cancelled, now=now()) for rid in queued[:6]),
+    )
+    assert await records.counts("api", now=now()) == expect(
+        in_queue=9, in_progress=5, completed=15, failed=5, cancelled=6
+    )
