@@ -93,7 +93,9 @@ MIGRATIONS: tuple[str, ...] = (
     # per statement (a batch of submissions is one), and no shared counter row on a step's path, so
     # concurrent steps never wait on one another for it. Reading folds them in. The triggers come
     # before the first count, in this transaction, so no step slips between the two; the table of
-    # changes stays small (folded by every read and every sweep), so it is vacuumed early.
+    # changes stays small (folded by every read and every sweep), so it is vacuumed early. The update
+    # trigger fires on any update (PostgreSQL refuses transition tables with a column list); one that
+    # changes no status (a webhook state, say) appends nothing.
     """
 CREATE TABLE {s}.request_counts (api TEXT NOT NULL, status TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (api, status));
 CREATE TABLE {s}.request_count_changes (api TEXT NOT NULL, status TEXT NOT NULL, change BIGINT NOT NULL)
