@@ -59,11 +59,13 @@ LIGHT, FULL = _LIGHT, _FULL
 # past its score). The sweep trims them, for the APIs named in ``<prefix>:status:apis``.
 # ``status_move`` takes the record's key (``<prefix>:r:<id>``) to find the prefix, as the take finds records.
 STATUS_MOVE = """
-local function status_move(record_key, id, api, from, to)
+local function status_move(record_key, id, api, from, to, expires_at)
   local sets = string.sub(record_key, 1, #record_key - #id - 2) .. 'status:' .. api .. ':'
   if from then redis.call('ZREM', sets .. from, id) end
-  local expires_at = redis.call('HGET', record_key, 'expires_at')
-  if to and expires_at then redis.call('ZADD', sets .. to, expires_at, id) end
+  if to then
+    expires_at = expires_at or redis.call('HGET', record_key, 'expires_at')
+    if expires_at then redis.call('ZADD', sets .. to, expires_at, id) end
+  end
 end
 """
 
@@ -95,7 +97,7 @@ redis.call('HSET', KEYS[6], ARGV[3], ARGV[8])  -- ARGV[7], ARGV[8]: 'api', the A
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
 redis.call('ZADD', KEYS[5], 0, ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(KEPT + 1))
-status_move(KEYS[1], ARGV[3], ARGV[8], false, 'in_queue')
+status_move(KEYS[1], ARGV[3], ARGV[8], false, 'in_queue', ARGV[2])
 redis.call('SADD', string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[3] - 2) .. 'status:apis', ARGV[8])
 """.replace("KEPT", str(RECENT_KEPT))
 )
