@@ -20,7 +20,7 @@ import sys
 import time
 import types
 import urllib.parse
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -376,6 +376,41 @@ class Client:
         request_id: str = data["id"]
         return request_id
 
+    def submit_batch(
+        self,
+        api: str,
+        payloads: Iterable[Any] | bytes,
+        *,
+        content_type: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[str]:
+        """Submit many requests to an API in one call (``POST /<api>/batch``), all or none; returns their ids in order.
+
+        Each request is the one :meth:`submit` would make of its payload as JSON. Stored and queued
+        in one atomic step: if the gateway refuses a payload, none is queued.
+
+        Args:
+            api: the API's endpoint path without the leading ``/`` (its name, by default).
+            payloads: the payloads, each sent as JSON; or ``bytes``, a body already encoded: a JSON
+                array, or JSON Lines with ``content_type="application/x-ndjson"``.
+            content_type: the body's ``Content-Type`` (by default ``application/json``).
+            idempotency_key: names the batch: sent again with the same payloads, it answers the same
+                ids and queues nothing.
+
+        Raises:
+            NotFound: no API is deployed at that endpoint.
+            CortexError: the batch was refused (the message names each bad payload by index).
+        """
+        body = payloads if isinstance(payloads, bytes) else json.dumps(list(payloads), separators=(",", ":")).encode()
+        headers = {"Content-Type": content_type or "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        data = self._gateway("POST", f"/{api.strip('/')}/batch", content=body, headers=headers)
+        ids = data.get("ids") if isinstance(data, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(request_id, str) for request_id in ids):
+            raise CortexError(f"the cortex gateway answered a batch without its ids: {data!r}")
+        return ids
+
     def status(self, api: str, request_id: str) -> dict[str, Any]:
         """A request's record: ``{"id", "status", "result"?, "timestamp"?, "error"?, ...}``.
 
@@ -507,6 +542,11 @@ def _raise_for(response: httpx.Response, service: str) -> None:
         body = response.json()
         if isinstance(body, dict):
             message, kind = body.get("error"), body.get("kind")
+            items = body.get("items")  # a refused batch's bad payloads
+            if isinstance(message, str) and isinstance(items, list):
+                message += "".join(
+                    f"\n  payload {item.get('index')}: {item.get('error')}" for item in items if isinstance(item, dict)
+                )
     if not isinstance(message, str) or not message:
         text = response.text.strip()[:200]
         message = f"the cortex {service} answered HTTP {response.status_code}" + (f": {text}" if text else "")

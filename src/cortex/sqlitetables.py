@@ -158,6 +158,17 @@ def take_leases(conn: sqlite3.Connection, api: str, now: float, visibility: floa
 # ---- the requests table
 
 
+def key_holder(conn: sqlite3.Connection, request: NewRequest) -> Duplicate | None:
+    """The unexpired request holding ``request``'s idempotency key, if any (read only)."""
+    if request.idempotency_key is None:
+        return None
+    held = conn.execute(
+        "SELECT id, body_digest FROM requests WHERE api = ? AND idempotency_key = ? AND expires_at > ?",
+        (request.api, request.idempotency_key, request.created_at),
+    ).fetchone()
+    return None if held is None else Duplicate(id=held[0], body_digest=held[1])
+
+
 def insert_record(conn: sqlite3.Connection, request: NewRequest) -> Duplicate | None:
     """Store a new ``in_queue`` record, unless an unexpired request holds its idempotency key."""
     if request.idempotency_key is not None:

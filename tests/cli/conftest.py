@@ -1,7 +1,7 @@
 """A canned operator and gateway on loopback: a Starlette app served by uvicorn in a thread.
 
 It speaks the operator's HTTP contract (``/info``, ``/deploy``, ``/get``, ``/describe``, ``/refresh``,
-``/delete``, ``/logs``) and, under ``/gw``, the gateway's (``POST /<api>``, ``GET /<api>/<id>``):
+``/delete``, ``/logs``) and, under ``/gw``, the gateway's (``POST /<api>``, ``POST /<api>/batch``, ``GET /<api>/<id>``):
 
 - api ``hello`` completes a request on the 3rd status poll, its result echoing the payload;
 - api ``broken`` fails every request (``user_error``, ``boom``);
@@ -26,6 +26,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from cortex.gateway.batchbody import BatchProblem, is_json_lines, split_batch
 
 NOW = 1_700_000_000.0
 
@@ -94,6 +96,8 @@ class FakeCluster:
     info_calls: int = 0
     #: the APIs purged, in order
     purged: list[str] = dataclasses.field(default_factory=list)
+    #: the Content-Type of each batch submitted
+    batches: list[str | None] = dataclasses.field(default_factory=list)
 
     def reset(self) -> None:
         self.apis = {
@@ -107,6 +111,7 @@ class FakeCluster:
         self.logs_params.clear()
         self.info_calls = 0
         self.purged.clear()
+        self.batches.clear()
 
     # -- operator --
 
@@ -199,6 +204,25 @@ class FakeCluster:
         self.submitted.append((api, request_id, await request.body(), request.headers.get("content-type")))
         return JSONResponse({"id": request_id})
 
+    async def submit_batch(self, request: Request) -> Response:
+        """Each payload one request of :meth:`submit`'s, split as the gateway splits a batch."""
+        api = request.path_params["api"]
+        if api not in ("hello", "broken", "stuck"):
+            return JSONResponse({"error": f"no API is deployed at /{api}"}, status_code=404)
+        content_type = request.headers.get("content-type")
+        self.batches.append(content_type)
+        payloads = split_batch(
+            await request.body(), json_lines=bool(is_json_lines(content_type)), max_items=1000, max_item_size=2**20
+        )
+        if isinstance(payloads, BatchProblem):
+            body = {"error": payloads.error, "items": [item.as_json() for item in payloads.items]}
+            return JSONResponse(body, status_code=payloads.status)
+        ids = []
+        for payload in payloads:
+            ids.append(f"{api}-{len(self.submitted)}")
+            self.submitted.append((api, ids[-1], payload, "application/json"))
+        return JSONResponse({"ids": ids})
+
     async def purge(self, request: Request) -> Response:
         api = request.path_params["api"]
         if api not in ("hello", "broken", "stuck"):
@@ -240,6 +264,7 @@ class FakeCluster:
                 Route("/logs/{api}", self.logs),
                 Route("/gw/{api}", self.submit, methods=["POST"]),
                 Route("/gw/{api}/purge", self.purge, methods=["POST"]),
+                Route("/gw/{api}/batch", self.submit_batch, methods=["POST"]),
                 Route("/gw/{api}/{id}", self.status),
             ]
         )

@@ -404,6 +404,44 @@ def test_cli_request_purge(run: CliRunner, fake: FakeCluster) -> None:
     assert fake.purged == ["hello"]
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "sent_type"),
+    [
+        ("many.jsonl", '{"a": 1}\n\n{"a": 2}\n', "application/x-ndjson"),
+        ("many.ndjson", '{"a": 1}\n{"a": 2}', "application/x-ndjson"),
+        ("many.json", '[{"a": 1}, {"a": 2}]', "application/json"),
+    ],
+)
+def test_cli_request_submit_batch(
+    run: CliRunner, fake: FakeCluster, tmp_path: Path, name: str, text: str, sent_type: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    result = run.invoke(cli, ["request", "submit", "hello", "--batch", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["hello-0", "hello-1"]
+    assert fake.batches == [sent_type]
+    result = run.invoke(cli, ["request", "submit", "hello", "--batch", str(path), "--wait"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [{"echo": {"a": 1}}, {"echo": {"a": 2}}]
+
+
+def test_cli_request_submit_batch_names_the_bad_payloads(run: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"a": 1}\n{"a": \n')
+    result = run.invoke(cli, ["request", "submit", "hello", "--batch", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "error: 1 payload of the batch is invalid; nothing was stored\n  payload 1: not JSON"
+    )
+
+
+def test_client_submit_batch(cx: Client, fake: FakeCluster) -> None:
+    assert cx.submit_batch("hello", [{"a": 1}, [2]], idempotency_key="k") == ["hello-0", "hello-1"]
+    assert [item[2] for item in fake.submitted] == [b'{"a":1}', b"[2]"]
+    assert fake.batches == ["application/json"]
+
+
 def test_cli_request_submit_needs_one_payload(run: CliRunner) -> None:
     result = run.invoke(cli, ["request", "submit", "hello"])
     assert result.exit_code == 1

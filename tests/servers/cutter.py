@@ -39,6 +39,9 @@ class Cutter:
         self.happened: list[str] = []
         #: chunks clients sent (each a round trip, for a client that waits for each answer)
         self.sent = 0
+        #: runs of chunks a client sent between two answers of the server: its round trips, however
+        #: many chunks a large message takes
+        self.turns = 0
         #: connections clients opened
         self.connections = 0
         #: set once a stalled chunk has been delivered (and the server had time to run it)
@@ -46,6 +49,8 @@ class Cutter:
         #: whether a partition is on (:meth:`blackhole`)
         self.cut = False
         self._open: set[asyncio.StreamWriter] = set()
+        #: the client connections the server answered since they last sent
+        self._answered: set[asyncio.StreamWriter] = set()
         self._victims: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
@@ -99,12 +104,13 @@ class Cutter:
             return
         reply_fault = asyncio.Event()
         self._open |= {writer, up_writer}
+        self._answered.add(writer)
         self._spawn(self._downstream(up_reader, writer, reply_fault))
         try:
             while chunk := await reader.read(65536):
                 if self.cut or writer in self._victims:
                     continue  # lost in the partition
-                self.sent += 1
+                self._count(writer)
                 fault, self._armed = self._armed, None
                 if fault == "before":
                     self.happened.append("before")
@@ -129,9 +135,17 @@ class Cutter:
         finally:
             if reply_fault.is_set():
                 await asyncio.sleep(0.2)  # the server answers into the void
+            self._answered.discard(writer)
             for w in (writer, up_writer):
                 w.close()
                 self._open.discard(w)
+
+    def _count(self, writer: asyncio.StreamWriter) -> None:
+        """Count a chunk the client of ``writer`` sent, and the round trip it starts if the server had answered."""
+        self.sent += 1
+        if writer in self._answered:
+            self._answered.discard(writer)
+            self.turns += 1
 
     async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A connection into the partition: it never reaches the server, and ends when the cut heals."""
@@ -146,6 +160,7 @@ class Cutter:
             while chunk := await up.read(65536):
                 if dropped.is_set() or self.cut or writer in self._victims:
                     continue
+                self._answered.add(writer)
                 writer.write(chunk)
                 await writer.drain()
         with contextlib.suppress(OSError, RuntimeError):

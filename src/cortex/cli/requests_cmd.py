@@ -69,8 +69,14 @@ def redeliver(api: str, request_id: str, env_name: str | None) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The payload: a file's bytes, sent as they are.",
 )
+@click.option(
+    "--batch",
+    "batch",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Many payloads, all queued or none: a JSON array, or JSON Lines (a .jsonl or .ndjson file).",
+)
 @click.option("--content-type", default=None, help="Content-Type of the payload (default: from --data or --file).")
-@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it (with --batch: each, in order).")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait may take.")
 @env_option
 @handle_errors
@@ -78,14 +84,22 @@ def submit(
     api: str,
     data: str | None,
     file: Path | None,
+    batch: Path | None,
     content_type: str | None,
     wait: bool,
     timeout: float,
     env_name: str | None,
 ) -> None:
-    """Submit one request to API; print its id, or with --wait its result."""
-    if (data is None) == (file is None):
-        fail("give the payload with exactly one of --data JSON or --file PATH")
+    """Submit one request to API; print its id, or with --wait its result.
+
+    With --batch, submit one request per payload of the file in one call (POST /<api>/batch):
+    print their ids, one a line, or with --wait their results, one a line, in order.
+    """
+    if [data, file, batch].count(None) != 2:
+        fail("give the payload with exactly one of --data JSON, --file PATH or --batch PATH")
+    if batch is not None:
+        _submit_batch(api, batch, content_type, wait, timeout, env_name)
+        return
     payload: bytes
     if data is not None:
         try:
@@ -106,3 +120,24 @@ def submit(
             click.echo(request_id)
             return
         print_json(cx.result(api, request_id, timeout=timeout))
+
+
+#: file suffixes read as JSON Lines by ``--batch``
+_JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def _submit_batch(
+    api: str, path: Path, content_type: str | None, wait: bool, timeout: float, env_name: str | None
+) -> None:
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        raise CortexError(f"{path}: can't read the file: {exc.strerror or exc}") from exc
+    default_type = "application/x-ndjson" if path.suffix.lower() in _JSON_LINES_SUFFIXES else "application/json"
+    with open_client(env_name) as cx:
+        ids = cx.submit_batch(api, body, content_type=content_type or default_type)
+        for request_id in ids:
+            if wait:
+                click.echo(json.dumps(cx.result(api, request_id, timeout=timeout)))
+            else:
+                click.echo(request_id)

@@ -61,6 +61,22 @@ from cortex.runtime.kubeobjects import KubeSettings
     show_default=True,
     help="Open connections from one client address per gateway process; more are answered 429 (0: no limit).",
 )
+@click.option(
+    "--max-batch-items",
+    envvar="CORTEX_GATEWAY_MAX_BATCH_ITEMS",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Payloads one POST /<api>/batch may hold; more are answered 413.",
+)
+@click.option(
+    "--max-batch-bytes",
+    envvar="CORTEX_GATEWAY_MAX_BATCH_BYTES",
+    type=click.IntRange(min=1),
+    default=32 * 2**20,
+    show_default=True,
+    help="Bytes the body of one POST /<api>/batch may take (it is read whole); more are answered 413.",
+)
 @api_key_option
 @refuse_private_webhooks_option
 def gateway(
@@ -78,6 +94,8 @@ def gateway(
     min_body_rate: int,
     max_connections: int,
     max_connections_per_address: int,
+    max_batch_items: int,
+    max_batch_bytes: int,
     api_keys: tuple[str, ...],
     refuse_private_webhooks: bool,
 ) -> None:
@@ -90,10 +108,18 @@ def gateway(
 
     from cortex.gateway.connections import ConnectionCaps
     from cortex.gateway.protocol import HttpLimits, protocol_factory
-    from cortex.gateway.server import BODY_TIMEOUT_VAR, KEYS_VAR, REFUSE_PRIVATE_VAR
+    from cortex.gateway.server import (
+        BODY_TIMEOUT_VAR,
+        KEYS_VAR,
+        MAX_BATCH_BYTES_VAR,
+        MAX_BATCH_ITEMS_VAR,
+        REFUSE_PRIVATE_VAR,
+    )
 
     configure_logging()
     os.environ[BODY_TIMEOUT_VAR] = str(body_timeout)
+    os.environ[MAX_BATCH_ITEMS_VAR] = str(max_batch_items)
+    os.environ[MAX_BATCH_BYTES_VAR] = str(max_batch_bytes)
     # only the keys' digests travel on to the workers
     os.environ[KEYS_VAR] = " ".join(sorted(key_digests(api_keys)))
     os.environ[REFUSE_PRIVATE_VAR] = "true" if refuse_private_webhooks else "false"

@@ -3,6 +3,7 @@
 The gateway and the dequeuer see only this interface (DESIGN §1):
 
 - :meth:`DataPlane.submit`: the record, its queue entry and its idempotency key, all or nothing;
+- :meth:`DataPlane.submit_many`: the same for a batch of requests (``POST /<api>/batch``), all or nothing;
 - :meth:`DataPlane.take`: leases, and the start of each leased request (``attempts`` counted,
   ``max_attempts`` applied), returned together with the record and where its payload is;
 - :meth:`DataPlane.finish`: the outcome and the ack, fenced by the lease.
@@ -18,6 +19,7 @@ import abc
 import asyncio
 import dataclasses
 import enum
+from collections.abc import Sequence
 from types import TracebackType
 
 from cortex.dataplane.watch import ChangeWatch
@@ -88,6 +90,21 @@ class DataPlane(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def submit_many(self, requests: Sequence[NewRequest]) -> list[Duplicate | None] | None:
+        """Store and queue every request of ``requests``, all or nothing, in one atomic step and one round trip.
+
+        None once every record and queue entry is stored (durable), queued in the order given.
+        Should an unexpired request hold the idempotency key of any of them, nothing is stored and
+        the answer says, per request in order, the :class:`~cortex.requests.Duplicate` holding its
+        key, or None. An expired holder frees the key, as in :meth:`submit`. A request id already
+        stored raises :class:`~cortex.errors.BackendError` and stores nothing; so may an outage,
+        after which either all the requests are stored or none is.
+
+        Raises:
+            ValueError: ``requests`` is empty, or repeats an id or an (API, idempotency key) pair.
+        """
+
+    @abc.abstractmethod
     async def take(
         self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
     ) -> list[Taken]:
@@ -121,3 +138,14 @@ class DataPlane(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def check_batch(requests: Sequence[NewRequest]) -> None:
+    """Refuse what :meth:`DataPlane.submit_many` cannot store as given (see its ``Raises``)."""
+    if not requests:
+        raise ValueError("a batch needs at least one request")
+    if len({request.id for request in requests}) != len(requests):
+        raise ValueError("a batch repeats a request id")
+    keys = [(request.api, request.idempotency_key) for request in requests if request.idempotency_key is not None]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a batch repeats an idempotency key")

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from cortex.backends import Resources
-from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.base import DataPlane, Finished, Taken, check_batch
 from cortex.dataplane.batching import TurnBatcher
 from cortex.dataplane.watch import ChangeWatch
 from cortex.errors import BackendError
@@ -84,10 +85,51 @@ BEGIN
     END LOOP;
     PERFORM pg_notify(p_channel, api) FROM (SELECT DISTINCT unnest(woken) AS api) AS apis;
 END $$;
+
+-- A batch (``POST /<api>/batch``), all or nothing, as the arrays of submit_batch in the batch's order.
+-- The holders of the keys are looked at first: one held stores nothing, and the holders are the
+-- rows answered (``n``, from 1, and the holder). Else every record and queue row is inserted, the
+-- rows in the batch's order; a key taken meanwhile by another submission, or an id already stored,
+-- fails the statement, which undoes it all. The records go in in the order of their keys, so that
+-- two batches contending for the same keys wait for each other in one order, never in a cycle.
+CREATE OR REPLACE FUNCTION {{s}}.submit_all(
+    p_ids TEXT[], p_apis TEXT[], p_created DOUBLE PRECISION[], p_expires DOUBLE PRECISION[], p_headers TEXT[],
+    p_payloads BYTEA[], p_refs TEXT[], p_keys TEXT[], p_digests TEXT[], p_webhooks TEXT[], p_priorities INTEGER[],
+    p_channel TEXT
+) RETURNS TABLE (n INTEGER, held_id TEXT, held_digest TEXT) LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT t.n::INTEGER, r.id, r.body_digest
+        FROM unnest(p_apis, p_keys, p_created) WITH ORDINALITY AS t(api, key, created, n)
+        JOIN {{s}}.requests AS r ON r.api = t.api AND r.idempotency_key = t.key AND r.expires_at > t.created
+        ORDER BY t.n;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- expired but not swept yet: they no longer hold their keys
+    UPDATE {{s}}.requests AS r SET idempotency_key = NULL
+        FROM unnest(p_apis, p_keys, p_created) AS t(api, key, created)
+        WHERE r.api = t.api AND r.idempotency_key = t.key AND r.expires_at <= t.created;
+    INSERT INTO {{s}}.requests (id, api, status, created_at, expires_at, headers, payload, payload_ref,
+        idempotency_key, body_digest, webhook_url, priority)
+    SELECT t.id, t.api, '{Status.IN_QUEUE.value}', t.created, t.expires, t.headers, t.payload, t.ref, t.key,
+        t.digest, t.webhook, t.priority
+    FROM unnest(p_ids, p_apis, p_created, p_expires, p_headers, p_payloads, p_refs, p_keys, p_digests, p_webhooks,
+        p_priorities) AS t(id, api, created, expires, headers, payload, ref, key, digest, webhook, priority)
+    ORDER BY t.api, t.key;
+    INSERT INTO {{s}}.queue (api, id, priority)
+    SELECT t.api, t.id, coalesce(t.priority, 0)
+    FROM unnest(p_apis, p_ids, p_priorities) WITH ORDINALITY AS t(api, id, priority, n) ORDER BY t.n;
+    PERFORM pg_notify(p_channel, api) FROM (SELECT DISTINCT unnest(p_apis) AS api) AS apis;
+END $$;
 """
 
 _SUBMIT = """
 SELECT n, outcome, held_id, held_digest FROM {s}.submit_batch($1::text[], $2::text[], $3::float8[], $4::float8[],
+    $5::text[], $6::bytea[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12)
+"""
+
+_SUBMIT_ALL = """
+SELECT n, held_id, held_digest FROM {s}.submit_all($1::text[], $2::text[], $3::float8[], $4::float8[],
     $5::text[], $6::bytea[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12)
 """
 
@@ -161,6 +203,7 @@ class PostgresDataPlane(DataPlane):
         self._submit, self._take, self._finish = (
             server.sql(text.replace("{c}", self._channel)) for text in (_SUBMIT, _TAKE, _FINISH)
         )
+        self._submit_all_sql = server.sql(_SUBMIT_ALL)
         self._submits: TurnBatcher[NewRequest, Duplicate | BackendError | None] = TurnBatcher(self._submit_all)
         self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
 
@@ -175,24 +218,7 @@ class PostgresDataPlane(DataPlane):
         # Handled in the order of their idempotency keys, so that two batches contending for the same
         # keys (two gateways) wait for each other's unique-index entries in one order, never in a cycle.
         order = sorted(range(len(requests)), key=lambda i: (requests[i].api, requests[i].idempotency_key or ""))
-        columns: list[list[Any]] = [[] for _ in range(11)]
-        for index in order:
-            request = requests[index]
-            row = (
-                request.id,
-                request.api,
-                request.created_at,
-                request.expires_at,
-                json.dumps(request.headers, separators=(",", ":")),
-                request.payload,
-                request.payload_ref,
-                request.idempotency_key,
-                request.body_digest,
-                request.webhook_url,
-                request.priority,
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
+        columns = _submit_columns([requests[index] for index in order])
         with wrap_errors("submit", self._server.url):
             rows = await self._pool.fetch(self._submit, *columns, self._queue.channel)
         answers: list[Duplicate | BackendError | None] = [None] * len(requests)
@@ -206,6 +232,30 @@ class PostgresDataPlane(DataPlane):
                     f" {requests[index].id} is still contended after {_SUBMIT_TRIES} tries"
                 )
         return answers
+
+    async def submit_many(self, requests: Sequence[NewRequest]) -> list[Duplicate | None] | None:
+        """One statement for the whole batch (:data:`SCHEMA`'s ``submit_all``); its own commit."""
+        check_batch(requests)
+        columns = _submit_columns(requests)
+        for _ in range(_SUBMIT_TRIES):
+            try:
+                with wrap_errors("submit", self._server.url):
+                    rows = await self._pool.fetch(self._submit_all_sql, *columns, self._queue.channel)
+            except BackendError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, asyncpg.UniqueViolationError) and cause.constraint_name == "requests_idempotency":
+                    continue  # a key taken meanwhile: the next call finds its holder (nothing was stored)
+                raise
+            if not rows:
+                return None
+            held: list[Duplicate | None] = [None] * len(requests)
+            for n, held_id, held_digest in rows:
+                held[n - 1] = Duplicate(id=held_id, body_digest=held_digest)
+            return held
+        raise BackendError(
+            f"PostgreSQL submit failed at {self._server.url}: the idempotency keys of a batch"
+            f" are still contended after {_SUBMIT_TRIES} tries"
+        )
 
     async def take(
         self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05
@@ -284,6 +334,28 @@ class PostgresDataPlane(DataPlane):
         await self._submits.aclose()
         await self._finishes.aclose()
         await self._queue.aclose()
+
+
+def _submit_columns(requests: Sequence[NewRequest]) -> list[list[Any]]:
+    """The arrays of ``submit_batch`` and ``submit_all``, one element per request in the order given."""
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for request in requests:
+        row = (
+            request.id,
+            request.api,
+            request.created_at,
+            request.expires_at,
+            json.dumps(request.headers, separators=(",", ":")),
+            request.payload,
+            request.payload_ref,
+            request.idempotency_key,
+            request.body_digest,
+            request.webhook_url,
+            request.priority,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
 
 
 async def open_plane(url: str, resources: Resources) -> PostgresDataPlane:

@@ -8,16 +8,18 @@ take script: like the sweep, they need one Redis primary, not a Redis Cluster.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from cortex.backends import Resources
-from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.base import DataPlane, Finished, Taken, check_batch
 from cortex.dataplane.batching import TurnBatcher
 from cortex.dataplane.watch import ChangeWatch
 from cortex.queue.base import Lease
 from cortex.queue.redis import NOW, TRIM_WAKE, RedisQueue
 from cortex.redisdb import RedisServer, open_server, wrap_errors
 from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
+from cortex.store.base import RECENT_KEPT
 from cortex.store.redis import CREATE_BODY, FULL, STATUS_MOVE, RedisRecordStore, duplicate_of, text_of, values_record
 
 
@@ -43,6 +45,63 @@ end
 return 1
 """
 )
+
+# A batch of submissions (``POST /<api>/batch``): per request, what :data:`_SUBMIT` does. Redis does not
+# roll a script back, so every check comes before the first write: an id already stored or a held
+# idempotency key stores nothing. Nor does memory run out half-way: Redis refuses a script's write
+# for want of memory only before its first write, never in the middle. KEYS per request (10): the
+# create keys (record, expiry, refs, idempotency key or the record's key again when none, recent,
+# apis), then due, attempts, wake, and the set of its priority level (``due`` again at level 0).
+# ARGV per request: N, then N arguments as the create's (ttl, expires_at, id, blob key, created_at,
+# digest, field/value pairs, 'api' first).
+# Returns 1 once all are stored, or per request {holder id, holder digest} or false when a key is held.
+_SUBMIT_MANY = """
+local held, any_held, a = {}, false, 1
+for b = 0, #KEYS - 1, 10 do
+  if redis.call('EXISTS', KEYS[b + 1]) == 1 then
+    return redis.error_reply('request id ' .. ARGV[a + 3] .. ' already exists')
+  end
+  local h = false
+  if KEYS[b + 4] ~= KEYS[b + 1] then
+    local v = redis.call('HMGET', KEYS[b + 4], 'id', 'body_digest', 'expires_at')
+    if v[1] and tonumber(v[3]) > tonumber(ARGV[a + 5]) then h, any_held = {v[1], v[2]}, true end
+  end
+  held[#held + 1] = h
+  a = a + 1 + tonumber(ARGV[a])
+end
+if any_held then return held end
+local recent = {}
+local t = redis.call('TIME')
+-- one microsecond apart, the last at now: a take's order follows the batch's, not the ids'
+local at = tonumber(t[1]) * 1000000 + tonumber(t[2]) - #KEYS / 10
+a = 1
+for b = 0, #KEYS - 1, 10 do
+  at = at + 1
+  local n = tonumber(ARGV[a])
+  local record, idem, id = KEYS[b + 1], KEYS[b + 4], ARGV[a + 3]
+  redis.call('HSET', record, unpack(ARGV, a + 7, a + n))
+  redis.call('PEXPIRE', record, ARGV[a + 1])
+  if idem ~= record then
+    redis.call('DEL', idem)
+    redis.call('HSET', idem, 'id', id, 'expires_at', ARGV[a + 2])
+    if ARGV[a + 6] ~= '' then redis.call('HSET', idem, 'body_digest', ARGV[a + 6]) end
+    redis.call('PEXPIRE', idem, ARGV[a + 1])
+  end
+  redis.call('ZADD', KEYS[b + 2], ARGV[a + 2], id)
+  redis.call('HSET', KEYS[b + 6], id, ARGV[a + 8])
+  if ARGV[a + 4] ~= '' then redis.call('HSET', KEYS[b + 3], id, ARGV[a + 4]) end
+  redis.call('ZADD', KEYS[b + 5], 0, id)
+  recent[KEYS[b + 5]] = true
+  if redis.call('HSETNX', KEYS[b + 8], id, 0) == 1 then
+    redis.call('ZADD', KEYS[b + 7], at, id)
+    if KEYS[b + 10] ~= KEYS[b + 7] then redis.call('ZADD', KEYS[b + 10], at, id) end
+    redis.call('RPUSH', KEYS[b + 9], 1)
+  end
+  a = a + 1 + n
+end
+for key in pairs(recent) do redis.call('ZREMRANGEBYRANK', key, 0, -(KEPT + 1)) end
+return 1
+""".replace("KEPT", str(RECENT_KEPT))
 
 # Priorities: ``due`` holds every queued id scored by when it is visible, whatever its priority, so
 # depth and the oldest queued age read it alone. Beside it, each level above 0 has a sorted set of its
@@ -209,6 +268,7 @@ class RedisDataPlane(DataPlane):
         self._records = RedisRecordStore(server)
         register = server.client.register_script
         self._submit, self._take, self._finish = register(_SUBMIT), register(_TAKE), register(_FINISH)
+        self._submit_many = register(_SUBMIT_MANY)
         self._finishes: TurnBatcher[tuple[Lease, Outcome, float], Finished] = TurnBatcher(self._finish_all)
         #: where the scripts publish the ids they start or finish (:mod:`cortex.dataplane.watch`)
         self._channel = server.key("changes")
@@ -220,6 +280,23 @@ class RedisDataPlane(DataPlane):
             keys += self._queue.keys(request.api, f"pri{request.priority}")
         with wrap_errors("submit", self._server.url):
             return duplicate_of(await self._submit(keys=keys, args=args))
+
+    async def submit_many(self, requests: Sequence[NewRequest]) -> list[Duplicate | None] | None:
+        """One script for the whole batch (:data:`_SUBMIT_MANY`)."""
+        check_batch(requests)
+        keys: list[str] = []
+        args: list[Any] = []
+        for request in requests:
+            create_keys, create_args = self._records.create_arguments(request)
+            due, attempts, wake = self._queue.keys(request.api, "due", "attempts", "wake")
+            level = self._queue.keys(request.api, f"pri{request.priority}")[0] if request.priority else due
+            keys += [*create_keys, due, attempts, wake, level]
+            args += [len(create_args), *create_args]
+        with wrap_errors("submit", self._server.url):
+            reply = await self._submit_many(keys=keys, args=args)
+        if not isinstance(reply, list):
+            return None
+        return [duplicate_of(held) if held else None for held in reply]
 
     async def take(
         self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05

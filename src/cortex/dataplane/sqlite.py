@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from cortex.backends import Resources
-from cortex.dataplane.base import DataPlane, Finished, Taken
+from cortex.dataplane.base import DataPlane, Finished, Taken, check_batch
 from cortex.dataplane.watch import ChangeWatch
 from cortex.queue.base import Lease
 from cortex.queue.sqlite import SqliteQueue
@@ -17,6 +18,7 @@ from cortex.sqlitetables import (
     finish_record,
     insert_record,
     insert_row,
+    key_holder,
     read_record,
     start_record,
     take_leases,
@@ -44,6 +46,26 @@ class SqliteDataPlane(DataPlane):
         if duplicate is None:
             self._queue.wake(request.api)
         return duplicate
+
+    async def submit_many(self, requests: Sequence[NewRequest]) -> list[Duplicate | None] | None:
+        """One write of the group commit: the keys are looked at before anything is written, and a
+        failing insert (an id already stored) rolls the whole write back (:meth:`SqliteDatabase.write`)."""
+        check_batch(requests)
+
+        def all_of(conn: sqlite3.Connection) -> list[Duplicate | None] | None:
+            held = [key_holder(conn, request) for request in requests]
+            if any(holder is not None for holder in held):
+                return held
+            for request in requests:
+                insert_record(conn, request)  # frees the keys of expired holders
+                insert_row(conn, request.api, request.id, request.priority or 0)
+            return None
+
+        held = await self._db.write(all_of)
+        if held is None:
+            for api in dict.fromkeys(request.api for request in requests):
+                self._queue.wake(api)
+        return held
 
     async def take(
         self, api: str, *, visibility: float, limit: int, max_attempts: int, timeout: float, poll: float = 0.05

@@ -1,4 +1,4 @@
-"""The gateway's routes (DESIGN §2): submit, status and result, health.
+"""The gateway's routes (DESIGN §2): submit (one request, or a batch: :mod:`.batch`), status and result, health.
 
 ``POST /<endpoint>`` streams the body into the store (small bodies stay in the record, larger
 ones go to a blob), stores the record and queues the id in one step of the data plane
@@ -30,19 +30,16 @@ from cortex.bulkcancel import cancel_requests
 from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
 from cortex.gateway.answers import error_response, not_allowed, render_record, shown, too_large, unknown_request
-from cortex.gateway.asked import extension_header_problem, prefer_wait, priority_asked, wait_asked
+from cortex.gateway.asked import Asked, prefer_wait, submission_asked, wait_asked
+from cortex.gateway.batch import BATCH, DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, submit_batch
 from cortex.gateway.body import BodyTimeout, PayloadTooLarge, limited, take_body
 from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
-from cortex.gateway.openapi import (
-    OPENAPI_PATH,
-    PRIORITY_HEADER,
-    openapi_document,
-)
+from cortex.gateway.openapi import OPENAPI_PATH, openapi_document
 from cortex.gateway.readiness import Readiness
 from cortex.ids import is_valid_id, new_id
 from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, RequestRecord, Status, now
-from cortex.webhooks.events import URL_HEADER, schedule
+from cortex.webhooks.events import schedule
 from cortex.webhooks.targets import url_problem
 
 log = logging.getLogger(__name__)
@@ -100,6 +97,10 @@ class GatewaySettings:
     keys: KeyRing = dataclasses.field(default_factory=KeyRing)
     #: refuse an ``X-Cortex-Webhook-URL`` whose host is or resolves to a non-public address
     refuse_private_webhooks: bool = False
+    #: payloads one ``POST /<endpoint>/batch`` may hold
+    max_batch_items: int = DEFAULT_MAX_ITEMS
+    #: bytes the body of one ``POST /<endpoint>/batch`` may take (it is read whole before anything is stored)
+    max_batch_bytes: int = DEFAULT_MAX_BYTES
 
 
 #: what :meth:`Gateway.ping` reads: no such API or request exists
@@ -116,6 +117,11 @@ class Gateway:
         self.backends = backends
         self.settings = settings
         self.directory = ApiDirectory(backends.catalog, ttl=settings.catalog_ttl)
+        #: the routes ``/<endpoint>/<name>`` of an API that are not a request's
+        self._api_routes: dict[str, Callable[[Request, RoutedApi, str], Awaitable[Response]]] = {
+            PURGE: self._purge_route,
+            BATCH: self._batch_route,
+        }
 
     async def route(self, request: Request) -> Response:
         """Dispatch ``/<endpoint>`` and ``/<endpoint>/<id>`` by method."""
@@ -138,8 +144,9 @@ class Gateway:
             if prefix and request.method in ("GET", "HEAD"):
                 return await self.status_after_delete(request, prefix, request_id, path)
             return error_response(404, f"no API is deployed at {shown(path)}")
-        if request_id == PURGE:  # never an id: those are 26 characters
-            return await self._purge_route(request, api, path)
+        on_api = self._api_routes.get(request_id)  # purge, batch: never an id, those are 26 characters
+        if on_api is not None:
+            return await on_api(request, api, path)
         route = _ID_ROUTES.get(request.method)
         if route is None:
             return not_allowed(request.method, path, "GET, DELETE", f"use GET {api.endpoint}/<id> to read a request")
@@ -199,15 +206,10 @@ class Gateway:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > api.max_payload_size:
             return too_large(api)
-        key = request.headers.get("idempotency-key")
-        webhook_url = request.headers.get(URL_HEADER)
-        priority, problem = priority_asked(request.headers.get(PRIORITY_HEADER))
-        problem = problem or extension_header_problem(key, webhook_url)
-        if problem is None and webhook_url is not None and self.settings.refuse_private_webhooks:
-            refused = await url_problem(webhook_url)
-            problem = None if refused is None else f"X-Cortex-Webhook-URL refused: {refused}"
-        if problem is not None:
-            return error_response(400, problem)
+        asked = await self._asked(request)
+        if isinstance(asked, Response):
+            return asked
+        key, webhook_url, priority = asked.idempotency_key, asked.webhook_url, asked.priority
         wait = prefer_wait(request)
         request_id = new_id()
         digest = hashlib.sha256() if key is not None else None
@@ -224,18 +226,12 @@ class Gateway:
             message = f"the body stopped arriving for {self.settings.body_timeout:g}s; nothing was stored"
             return error_response(408, message, headers={"Connection": "close"})
         created = now()
-        dropped = _DROPPED_FORWARDING | consumed if api.forward_sensitive_headers else _DROPPED
-        headers = tuple(
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in request.headers.raw
-            if name.decode("latin-1").lower() not in dropped
-        )
         record = NewRequest(
             id=request_id,
             api=api.name,
             created_at=created,
             expires_at=created + api.retention,
-            headers=headers,
+            headers=_stored_headers(request, api, consumed),
             payload=payload,
             payload_ref=payload_ref,
             idempotency_key=key,
@@ -257,6 +253,41 @@ class Gateway:
         if wait is None:
             return Response(b'{"id":"' + request_id.encode() + b'"}', media_type="application/json")
         return await self._submitted_after_wait(api, request_id, wait)
+
+    async def _asked(self, request: Request) -> Asked | Response:
+        """What a submission asks beyond its body, or the 400 of a bad header (or of a refused webhook URL)."""
+        asked = submission_asked(request.headers)
+        if isinstance(asked, str):
+            return error_response(400, asked)
+        if asked.webhook_url is not None and self.settings.refuse_private_webhooks:
+            refused = await url_problem(asked.webhook_url)
+            if refused is not None:
+                return error_response(400, f"X-Cortex-Webhook-URL refused: {refused}")
+        return asked
+
+    async def _batch_route(self, request: Request, api: RoutedApi, path: str) -> Response:
+        """``POST /<endpoint>/batch``: many payloads, all stored or none (:mod:`cortex.gateway.batch`)."""
+        if request.method != "POST":
+            return not_allowed(request.method, path, "POST", f"use POST {api.endpoint}/batch to submit a batch")
+        request.scope[ROUTE_KEY] = ("batch", api.name)
+        denied, consumed = self._access(request, api)
+        if denied is not None:
+            return denied
+        asked = await self._asked(request)
+        if isinstance(asked, Response):
+            return asked
+        settings = self.settings
+        return await submit_batch(
+            self.backends,
+            request,
+            api,
+            asked,
+            _stored_headers(request, api, consumed),
+            max_items=settings.max_batch_items,
+            max_bytes=settings.max_batch_bytes,
+            inline_limit=settings.inline_limit,
+            body_timeout=settings.body_timeout,
+        )
 
     async def _submitted_after_wait(self, api: RoutedApi, request_id: str, wait: float) -> Response:
         """The answer to a submission with ``Prefer: wait``: the record once terminal, else ``{"id", "status"}``."""
@@ -522,6 +553,17 @@ class Gateway:
             removed += swept.deleted
             if swept.deleted < SWEEP_BATCH and len(swept.blob_keys) < SWEEP_BATCH:
                 return removed
+
+
+def _stored_headers(request: Request, api: RoutedApi, consumed: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """The headers a submission is stored with: not the hop's, nor (unless the API forwards them) sensitive ones,
+    and never the one that carried the gateway's key (``consumed``)."""
+    dropped = _DROPPED_FORWARDING | consumed if api.forward_sensitive_headers else _DROPPED
+    return tuple(
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in request.headers.raw
+        if name.decode("latin-1").lower() not in dropped
+    )
 
 
 def _store_unavailable(api: str, request_id: str, action: str, exc: BackendError) -> Response:

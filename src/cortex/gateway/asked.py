@@ -7,9 +7,11 @@ the OpenAPI document's (:mod:`cortex.gateway.openapi`), so the document and the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,6 +25,7 @@ from cortex.gateway.openapi import (
     PRIORITY_HEADER,
     WEBHOOK_URL_PATTERN,
 )
+from cortex.webhooks.events import URL_HEADER
 
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
@@ -79,3 +82,21 @@ def priority_asked(header: str | None) -> tuple[int | None, str | None]:
     if header.isascii() and header.isdigit() and MIN_PRIORITY <= int(header) <= MAX_PRIORITY:
         return int(header), None
     return None, f"{PRIORITY_HEADER} must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY} (got {header[:20]!r})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Asked:
+    """What a submission (one request or a batch) asks beyond its body, checked."""
+
+    idempotency_key: str | None
+    webhook_url: str | None
+    priority: int | None
+
+
+def submission_asked(headers: Headers) -> Asked | str:
+    """The ``Idempotency-Key``, ``X-Cortex-Webhook-URL`` and ``X-Cortex-Priority`` of a submission, or what is wrong."""
+    key = headers.get("idempotency-key")
+    webhook_url = headers.get(URL_HEADER)
+    priority, problem = priority_asked(headers.get(PRIORITY_HEADER))
+    problem = problem or extension_header_problem(key, webhook_url)
+    return Asked(key, webhook_url, priority) if problem is None else problem

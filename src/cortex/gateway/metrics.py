@@ -1,7 +1,7 @@
 """Prometheus collectors of one gateway process, in a registry of their own.
 
 ``cortex_async_gateway_requests_total{api_name, route, code}`` counts every answer by the kind of
-route (``submit``, ``status``, ``cancel``, ``events``, ``other``) rather than by path, whose values a client
+route (``submit``, ``batch``, ``status``, ``cancel``, ``events``, ``other``) rather than by path, whose values a client
 could make unbounded; ``api_name`` is empty where no API was resolved.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 #: the route kinds the gateway counts answers by
-ROUTES = ("submit", "status", "cancel", "events", "other")
+ROUTES = ("submit", "batch", "status", "cancel", "events", "other")
 
 
 class GatewayMetrics:
@@ -23,7 +23,7 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "cortex_async_gateway_requests",
-            "Answers of the gateway, by route (submit, status, cancel, events, other) and status code.",
+            "Answers of the gateway, by route (submit, batch, status, cancel, events, other) and status code.",
             ("api_name", "route", "code"),
             registry=self.registry,
         )

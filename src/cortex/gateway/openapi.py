@@ -51,6 +51,40 @@ _SUBMITTED = {
     "additionalProperties": False,
 }
 
+_BATCH_SUBMITTED = {
+    "type": "object",
+    "required": ["ids"],
+    "properties": {
+        "ids": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/RequestId"},
+            "description": "One id per payload, in the payloads' order.",
+        }
+    },
+    "additionalProperties": False,
+}
+
+_BATCH_REFUSED = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "items": {
+            "type": "array",
+            "description": "The bad payloads (at most 100 listed), by index from 0; 'line' (from 1) in JSON Lines.",
+            "items": {
+                "type": "object",
+                "required": ["index", "error"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0},
+                    "line": {"type": "integer", "minimum": 1},
+                    "error": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
 #: a request's record as ``GET /<endpoint>/<id>`` answers it: derived from the record's declaration
 _REQUEST = answer_schema()
 
@@ -210,6 +244,45 @@ _DOCUMENT: dict[str, Any] = {
                 },
             },
         },
+        "/{endpoint}/batch": {
+            "parameters": [_ENDPOINT],
+            "post": {
+                "operationId": "submit_batch",
+                "summary": "Store and queue one request per payload, all or none; answers their ids in order once "
+                "all are durable.",
+                "description": "Each payload becomes a request as if POSTed alone with Content-Type: "
+                "application/json and the batch's other headers. An Idempotency-Key names the batch: the same "
+                "batch again answers the same ids. At most --max-batch-items payloads (default 1000) and "
+                "--max-batch-bytes of body (default 32 MiB); each payload within the API's async.max_payload_size. "
+                "An API deployed at the endpoint '<endpoint>/batch' is routed first.",
+                "parameters": [_IDEMPOTENCY_KEY, _WEBHOOK_URL, _PRIORITY],
+                "requestBody": {
+                    "required": True,
+                    "description": "The payloads: a JSON array, or JSON Lines (one payload per line; blank lines are "
+                    "skipped).",
+                    "content": {
+                        media: {"schema": {"type": "array", "minItems": 1, "items": {}}}
+                        for media in ("application/json", "application/x-ndjson", "application/jsonl")
+                    },
+                },
+                "responses": {
+                    "200": _json("All stored and queued: their ids.", {"$ref": "#/components/schemas/BatchSubmitted"}),
+                    "400": _json(
+                        "Bad payloads (each named in 'items'; nothing was stored), a body that is no JSON array "
+                        "or holds no payload, a malformed header, or a body cut short.",
+                        _BATCH_REFUSED,
+                    ),
+                    **_ACCESS,
+                    "404": _NOT_FOUND,
+                    "408": _error("The body stopped arriving for longer than the gateway's body timeout."),
+                    "409": _error("The Idempotency-Key was already used with another body."),
+                    "413": _error("More payloads, or a larger body, than the gateway's batch limits."),
+                    "415": _error("A Content-Type that is neither JSON nor JSON Lines."),
+                    "431": _HEADER_TOO_LARGE,
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
         "/{endpoint}/purge": {
             "parameters": [_ENDPOINT],
             "post": {
@@ -310,6 +383,7 @@ _DOCUMENT: dict[str, Any] = {
         "schemas": {
             "Error": _ERROR,
             "Submitted": _SUBMITTED,
+            "BatchSubmitted": _BATCH_SUBMITTED,
             "Request": _REQUEST,
             "RequestId": {
                 "type": "string",
