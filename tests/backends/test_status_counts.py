@@ -103,3 +103,13 @@ async def test_concurrent_steps_in_batches_are_each_counted_once(backends: Backe
     assert await records.counts("api", now=now()) == expect(
         in_queue=9, in_progress=5, completed=15, failed=5, cancelled=6
     )
+
+
+async def test_a_batch_is_counted_with_the_step_that_stores_it(backends: Backends) -> None:
+    batch = [new(f"b{n}") for n in range(5)] + [new("o1", api="other")]
+    assert await backends.plane.submit_many(batch) is None
+    assert await backends.records.counts("api", now=now()) == expect(in_queue=5)
+    assert await backends.records.counts("other", now=now()) == expect(in_queue=1)
+    taken = await backends.plane.take("api", visibility=30, limit=2, max_attempts=3, timeout=0)
+    await backends.plane.finish(taken[0].lease, Outcome(Status.COMPLETED, result=b"{}"), now=now())
+    assert await backends.records.counts("api", now=now()) == expect(in_queue=3, in_progress=1, completed=1)

@@ -55,7 +55,9 @@ return 1
 # ARGV per request: N, then N arguments as the create's (ttl, expires_at, id, blob key, created_at,
 # digest, field/value pairs, 'api' first).
 # Returns 1 once all are stored, or per request {holder id, holder digest} or false when a key is held.
-_SUBMIT_MANY = """
+_SUBMIT_MANY = (
+    STATUS_MOVE
+    + """
 local held, any_held, a = {}, false, 1
 for b = 0, #KEYS - 1, 10 do
   if redis.call('EXISTS', KEYS[b + 1]) == 1 then
@@ -70,7 +72,7 @@ for b = 0, #KEYS - 1, 10 do
   a = a + 1 + tonumber(ARGV[a])
 end
 if any_held then return held end
-local recent = {}
+local recent, counted = {}, {}
 local t = redis.call('TIME')
 -- one microsecond apart, the last at now: a take's order follows the batch's, not the ids'
 local at = tonumber(t[1]) * 1000000 + tonumber(t[2]) - #KEYS / 10
@@ -92,6 +94,8 @@ for b = 0, #KEYS - 1, 10 do
   if ARGV[a + 4] ~= '' then redis.call('HSET', KEYS[b + 3], id, ARGV[a + 4]) end
   redis.call('ZADD', KEYS[b + 5], 0, id)
   recent[KEYS[b + 5]] = true
+  status_move(record, id, ARGV[a + 8], false, 'in_queue', ARGV[a + 2])
+  counted[ARGV[a + 8]] = string.sub(record, 1, #record - #id - 2) .. 'status:apis'
   if redis.call('HSETNX', KEYS[b + 8], id, 0) == 1 then
     redis.call('ZADD', KEYS[b + 7], at, id)
     if KEYS[b + 10] ~= KEYS[b + 7] then redis.call('ZADD', KEYS[b + 10], at, id) end
@@ -100,8 +104,10 @@ for b = 0, #KEYS - 1, 10 do
   a = a + 1 + n
 end
 for key in pairs(recent) do redis.call('ZREMRANGEBYRANK', key, 0, -(KEPT + 1)) end
+for api, apis in pairs(counted) do redis.call('SADD', apis, api) end
 return 1
-""".replace("KEPT", str(RECENT_KEPT))
+"""
+).replace("KEPT", str(RECENT_KEPT))
 
 # Priorities: ``due`` holds every queued id scored by when it is visible, whatever its priority, so
 # depth and the oldest queued age read it alone. Beside it, each level above 0 has a sorted set of its
