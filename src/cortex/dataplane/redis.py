@@ -165,7 +165,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = attempts
   out[#out + 1] = token
   local record = ARGV[4] .. id
-  local current = redis.call('HMGET', record, 'api', 'status')
+  local current = redis.call('HMGET', record, 'api', 'status', 'expires_at')
   local kind = 0
   if current[1] == ARGV[5] then
     if attempts > max_attempts then
@@ -179,7 +179,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = kind
   if kind == 1 then
     redis.call('HSET', record, 'status', 'STARTED', 'started_at', ARGV[6], 'attempts', attempts)
-    status_move(record, id, ARGV[5], current[2], 'STARTED')
+    status_move(record, id, ARGV[5], current[2], 'STARTED', current[3])
     redis.call('PUBLISH', ARGV[#ARGV], id)
     out[#out + 1] = redis.call('HMGET', record, FULL)
   elseif kind == 2 then
@@ -228,7 +228,7 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
     redis.call('HDEL', attempts, id)
     redis.call('HDEL', tokens, id)
     code = 2
-    local current = redis.call('HMGET', record, 'api', 'status')
+    local current = redis.call('HMGET', record, 'api', 'status', 'expires_at')
     local allowed = false
     if current[1] == api then
       for i = sources_at, sources_at + s - 1 do
@@ -238,7 +238,9 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
     if allowed then
       if f > 0 then redis.call('HSET', record, unpack(ARGV, pairs_at, pairs_at + 2 * f - 1)) end
       if d > 0 then redis.call('HDEL', record, unpack(ARGV, drops_at, drops_at + d - 1)) end
-      status_move(record, id, api, current[2], redis.call('HGET', record, 'status'))
+      -- the status the outcome sets comes first among its fields (:meth:`RedisDataPlane._finish_all`)
+      local to = ARGV[pairs_at] == 'status' and ARGV[pairs_at + 1] or redis.call('HGET', record, 'status')
+      status_move(record, id, api, current[2], to, current[3])
       local ref = redis.call('HGET', record, 'payload_ref')
       if ref then
         redis.call('HDEL', record, 'payload_ref')
