@@ -282,6 +282,15 @@ class Client:
             raise NotFound(f"api {api_name} is not deployed")
         return apis[0]
 
+    def queue_summary(self, api_name: str) -> dict[str, Any]:
+        """One API's queue summary: ``requests`` (counts by status over the retention window),
+        ``oldest_queued_age`` (seconds), ``retention`` and ``replicas`` (``busy``, ``idle``, ...).
+
+        Raises:
+            NotFound: no API has that name.
+        """
+        return cast(dict[str, Any], self._operator("GET", f"/queue/{_segment(api_name)}"))
+
     def list_apis(self) -> list[dict[str, Any]]:
         """Every deployed API's APIResponse."""
         return cast(list[dict[str, Any]], self._operator("GET", "/get"))

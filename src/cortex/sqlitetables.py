@@ -93,6 +93,23 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: a deleted API's last entry, whose spec and webhook secret its requests' webhooks are still sent with
     "CREATE TABLE retired_apis (name TEXT PRIMARY KEY, spec TEXT NOT NULL, spec_id TEXT NOT NULL,"
     " created_at REAL NOT NULL, updated_at REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}');",
+    # 6: the count of each API's records in each status, kept by triggers in the transaction that
+    # changes one (every step, whoever runs it), so that a queue summary reads a few rows, not the table
+    """CREATE TABLE request_counts (
+        api TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (api, status)
+    ) WITHOUT ROWID;
+    INSERT INTO request_counts SELECT api, status, count(*) FROM requests WHERE true GROUP BY api, status;
+    CREATE TRIGGER request_counts_insert AFTER INSERT ON requests BEGIN
+        INSERT INTO request_counts VALUES (NEW.api, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER request_counts_update AFTER UPDATE OF status ON requests WHEN OLD.status IS NOT NEW.status
+    BEGIN
+        UPDATE request_counts SET n = n - 1 WHERE api = OLD.api AND status = OLD.status;
+        INSERT INTO request_counts VALUES (NEW.api, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER request_counts_delete AFTER DELETE ON requests BEGIN
+        UPDATE request_counts SET n = n - 1 WHERE api = OLD.api AND status = OLD.status;
+    END;""",
 )
 
 LIGHT = columns(fields.LIGHT)
@@ -261,10 +278,30 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Apply the :data:`MIGRATIONS` the database lacks, in the caller's transaction."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, ddl in enumerate(MIGRATIONS[version:], start=version + 1):
-        for statement in ddl.split(";"):  # no statement here holds a ';' of its own
-            if statement.strip():
-                conn.execute(statement)
+        for statement in _statements(ddl):
+            conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
+
+
+def _statements(ddl: str) -> list[str]:
+    """The statements of ``ddl``, one each: a trigger's body holds ';' of its own, so pieces are joined
+    until SQLite calls them complete."""
+    statements, pending = [], ""
+    for piece in ddl.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    return statements
+
+
+def status_counts(conn: sqlite3.Connection, api: str) -> dict[Status, int]:
+    """How many of ``api``'s records are in each status (every status a key), from the trigger-kept counts."""
+    counts = dict.fromkeys(Status, 0)
+    for status, n in conn.execute("SELECT status, n FROM request_counts WHERE api = ?", (api,)):
+        counts[Status(status)] = n
+    return counts
 
 
 _TERMINAL = status_values(sorted(TERMINAL))

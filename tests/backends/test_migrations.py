@@ -16,6 +16,7 @@ import asyncpg
 from cortex.backends import BackendUrls, open_backends
 from cortex.postgresdb import split_url
 from cortex.recordfields import FIELDS
+from cortex.requests import Status
 from cortex.sqlitetables import MIGRATIONS as SQLITE_MIGRATIONS
 from cortex.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from tests.servers.databases import POSTGRES_URL, postgres_namespace
@@ -44,9 +45,13 @@ async def test_a_sqlite_file_of_the_previous_release_is_migrated(tmp_path: Path)
     try:
         record = await backends.records.get("api", "old", now=time.time())
         assert record is not None and record.status == "in_queue"
+        # the counts by status start from the rows the file held (then the triggers keep them)
+        assert (await backends.records.counts("api", now=time.time()))[Status.IN_QUEUE] == 1
         (taken,) = await backends.plane.take("api", visibility=30, limit=1, max_attempts=3, timeout=1.0)
         assert taken.started and taken.record is not None and taken.record.payload == b'{"n":1}'
         assert taken.record.headers == (("X-A", "1"),)
+        counts = await backends.records.counts("api", now=time.time())
+        assert (counts[Status.IN_QUEUE], counts[Status.IN_PROGRESS]) == (0, 1)
     finally:
         await backends.aclose()
     conn = sqlite3.connect(tmp_path / "cortex.db")
@@ -76,8 +81,11 @@ async def test_a_postgres_schema_of_the_previous_release_is_migrated(tmp_path: P
             try:
                 record = await backends.records.get("api", "old", now=time.time())
                 assert record is not None and record.status == "in_queue"
+                assert (await backends.records.counts("api", now=time.time()))[Status.IN_QUEUE] == 1
                 started = await backends.records.start("api", "old", attempts=1, now=time.time())
                 assert started is not None and started.payload == b'{"n":1}'
+                counts = await backends.records.counts("api", now=time.time())
+                assert (counts[Status.IN_QUEUE], counts[Status.IN_PROGRESS]) == (0, 1)
             finally:
                 await backends.aclose()
             version = await conn.fetchval(f'SELECT max(version) FROM "{schema}".store_version')

@@ -92,7 +92,15 @@ async def test_tables_live_in_the_url_schema(backends: Backends, url: str) -> No
         rows = await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema)
     finally:
         await conn.close()
-    assert sorted(row[0] for row in rows) == ["apis", "queue", "queue_version", "requests", "store_version"]
+    assert sorted(row[0] for row in rows) == [
+        "apis",
+        "queue",
+        "queue_version",
+        "request_count_changes",
+        "request_counts",
+        "requests",
+        "store_version",
+    ]
 
 
 async def test_processes_opening_a_new_schema_together_do_not_race(url: str, tmp_path: Path) -> None:

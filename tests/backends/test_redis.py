@@ -97,8 +97,9 @@ async def test_every_key_is_under_the_url_prefix(backends: Backends, url: str, r
     await backends.queue.lease("api", visibility=30)
     keys = sorted([key.decode() async for key in raw.scan_iter(match=f"{prefix}*")])
     records = ("r:r1", "recent:api", "blobs:expiry", "blobs:refs", "expiry:api", "apis", "apis:created")
+    counted = ("status:apis", "status:api:in_queue")  # the APIs with counts, the API's ids by status
     queue = ("q:{api}:due", "q:{api}:attempts", "q:{api}:tokens")
-    assert keys == sorted(f"{prefix}{name}" for name in (*records, *queue))
+    assert keys == sorted(f"{prefix}{name}" for name in (*records, *counted, *queue))
 
 
 def test_url_prefix_defaults_and_is_removed_from_the_client_url() -> None:

@@ -206,3 +206,46 @@ def test_replica_counts_show_cortexs_failure_kinds_only_when_present() -> None:
         "KilledOOM",
     ]
     assert rows[-1] == ["KilledOOM", "1"]
+
+
+def _queue(*, unknown: int = 0, in_queue: int = 2, oldest: float = 75.0) -> dict[str, Any]:
+    counts = {"in_queue": in_queue, "in_progress": 1, "completed": 120, "failed": 3, "cancelled": 0}
+    replicas = {"requested": 2, "ready": 2, "busy": 1, "idle": 1 - unknown, "unknown": unknown, "in_flight": 1}
+    return {
+        "api": "hello",
+        "requests": counts,
+        "oldest_queued_age": oldest,
+        "retention": 604800.0,
+        "replicas": replicas,
+    }
+
+
+def test_api_detail_with_a_queue_summary() -> None:
+    api = {**api_response("hello", ready=2, requested=2, up_to_date=2), "queue": _queue()}
+    lines = text_of(render.api_detail(api, NOW)).splitlines()
+    at = lines.index("endpoint: http://127.0.0.1:8888/hello") + 2
+    assert [line.split() for line in lines[at : at + 5]] == [
+        ["in", "queue", "in", "progress", "completed", "failed", "cancelled", "oldest", "queued"],
+        ["2", "1", "120", "3", "0", "1m"],
+        [],
+        ["busy", "replicas", "idle", "replicas", "in", "flight"],
+        ["1", "1", "1"],
+    ]
+    assert "requests counted over the retention window (7d)" in lines
+    assert lines[-2].split() == ["api", "id", "last", "deployed"]  # the history follows
+
+
+def test_queue_summary_shows_unknown_replicas_and_no_wait_when_nothing_is_queued() -> None:
+    api = {
+        **api_response("hello", ready=2, requested=2, up_to_date=2),
+        "queue": _queue(unknown=1, in_queue=0, oldest=0),
+    }
+    text = text_of(render.api_detail(api, NOW))
+    found = [line.split() for line in text.splitlines() if line.split() and line.split()[0] in ("0", "1")]
+    assert found == [["0", "1", "120", "3", "0", "-"], ["1", "0", "1", "1"]]
+    assert "unknown replicas" in text
+
+
+def test_api_detail_without_a_queue_summary_has_no_queue_tables() -> None:
+    api = {**api_response("hello", ready=1, requested=1, up_to_date=1), "queue": None}
+    assert "in progress" not in text_of(render.api_detail(api, NOW))

@@ -57,6 +57,7 @@ for (const section of document.querySelectorAll("section.api")) {
   out[section.dataset.api] = {
     ready: field(section, "ready"), requested: field(section, "requested"),
     queued: field(section, "queued"), in_flight: field(section, "in_flight"),
+    completed: field(section, "completed"), failed: field(section, "failed"),
     depth_lines: section.querySelectorAll('figure[data-chart="depth"] svg polyline').length,
     requests: [...section.querySelectorAll("tr[data-request-id]")].map(row => ({
       id: row.dataset.requestId, status: field(row, "status"), latency: field(row, "latency")})),
@@ -185,6 +186,11 @@ def test_the_status_page_shows_what_the_api_says(make_cluster: ClusterFactory, b
     assert (shown["queued"], shown["in_flight"]) == (str(api["queue"]["queued"]), str(api["queue"]["in_flight"]))
     assert (api["queue"]["queued"], api["queue"]["in_flight"]) == (2, 1)
     assert shown["depth_lines"] == 2  # queued and in flight, drawn from the history
+    # the counts by status: the page = the status JSON = `cortex get`'s queue summary
+    assert (shown["completed"], shown["failed"]) == ("2", "0")
+    assert api["requests"] == got["queue"]["requests"]
+    assert got["queue"]["requests"] == {"in_queue": 2, "in_progress": 1, "completed": 2, "failed": 0, "cancelled": 1}
+    assert got["queue"]["replicas"]["busy"] == 1
     # recent requests, newest first: the page = the status JSON = the gateway
     assert [(r["id"], r["status"], r["latency"]) for r in shown["requests"]] == [
         (r["id"], r["status"], latency_text(r["latency"])) for r in listed

@@ -132,6 +132,18 @@ async def test_scale_in_marks_idle_pods_so_they_are_removed_before_busy_ones(
     await eventually(lambda: [r.id for r in runtime.replicas("worker")] == [busy], "only the busy replica left")
 
 
+async def test_loads_are_each_pods_own_for_the_queue_summary(
+    kube: Emulator, runtime: KubernetesRuntime, loads: Loads
+) -> None:
+    await runtime.apply(spec(), deployment_id="d1", config_dir=Path("."), replicas=2)
+    await eventually(lambda: states(runtime) == ["ready"] * 2, "two ready replicas")
+    busy, quiet = pod_names(kube)
+    loads.by_pod = {busy: 1, quiet: 0}
+    assert await runtime.loads("worker") == {busy: 1, quiet: 0}
+    assert {replica.id for replica in runtime.replicas("worker")} == {busy, quiet}  # keyed as the replicas are
+    assert await runtime.loads("nothing-deployed") == {}
+
+
 async def test_scaling_out_asks_no_loads(runtime: KubernetesRuntime, loads: Loads) -> None:
     await runtime.apply(spec(), deployment_id="d1", config_dir=Path("."), replicas=1)
     await runtime.scale("worker", 2)

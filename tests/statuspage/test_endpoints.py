@@ -93,6 +93,9 @@ async def test_apis_show_the_replicas_of_cortex_get_and_the_queue_now(cluster: C
     assert (api["queue"]["queued"], api["queue"]["in_flight"]) == (2, 1)
     assert 0 < api["queue"]["oldest_queued_age"] <= (await cluster.backends.queue.depth("api")).oldest_queued_age
     assert idle["queue"] == {"queued": 0, "in_flight": 0, "oldest_queued_age": 0.0}
+    # the counts by status of the queue summary: a lease alone starts nothing
+    assert api["requests"] == {"in_queue": 3, "in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0}
+    assert set(idle["requests"].values()) == {0}
     assert api["endpoint"] == "http://gw/api"
 
 

@@ -146,10 +146,40 @@ def _header(api: dict[str, Any], now: float) -> list[RenderableType]:
 
 def api_detail(api: dict[str, Any], now: float) -> Group:
     """``cortex get <api>``: the one-row table, ``endpoint: <url>``, the webhook secret if the answer has it
-    (``--show-secrets``), then the history table."""
+    (``--show-secrets``), the queue summary if it has one, then the history table."""
     secret = [labelled("webhook secret", str(api["webhook_secret"]))] if api.get("webhook_secret") else []
     problems = [labelled("not serving", str(problem)) for problem in api.get("problems") or []]
-    return Group(*_header(api, now), *problems, *secret, Text(""), history_table(api.get("api_versions") or [], now))
+    queue = [Text(""), *queue_summary(api["queue"])] if api.get("queue") else []
+    return Group(
+        *_header(api, now), *problems, *secret, *queue, Text(""), history_table(api.get("api_versions") or [], now)
+    )
+
+
+#: the request counts ``cortex get <api>`` shows: header, status
+QUEUE_COUNTS = (
+    ("in queue", "in_queue"),
+    ("in progress", "in_progress"),
+    ("completed", "completed"),
+    ("failed", "failed"),
+    ("cancelled", "cancelled"),
+)
+
+
+def queue_summary(queue: dict[str, Any]) -> list[RenderableType]:
+    """The ``queue`` of ``GET /get/<api>``: requests by status with the oldest queued one's wait, then the
+    replicas busy and idle (``unknown`` only when some did not say)."""
+    requests = queue.get("requests") or {}
+    counts = table(*(header for header, _ in QUEUE_COUNTS), "oldest queued")
+    oldest = float(queue.get("oldest_queued_age") or 0.0)
+    counts.add_row(*_cells(*(requests.get(key, 0) for _, key in QUEUE_COUNTS), duration(oldest) if oldest else "-"))
+    replicas = queue.get("replicas") or {}
+    columns = [("busy replicas", "busy"), ("idle replicas", "idle"), ("in flight", "in_flight")]
+    if replicas.get("unknown"):
+        columns.insert(2, ("unknown replicas", "unknown"))
+    load = table(*(header for header, _ in columns))
+    load.add_row(*_cells(*(replicas.get(key, 0) for _, key in columns)))
+    window = f"requests counted over the retention window ({duration(float(queue.get('retention') or 0))})"
+    return [counts, Text(""), load, Text(""), Text(window, style="dim")]
 
 
 def replica_counts_table(counts: dict[str, Any]) -> Table:

@@ -20,7 +20,7 @@ from cortex.queue.redis import NOW, TRIM_WAKE, RedisQueue
 from cortex.redisdb import RedisServer, open_server, wrap_errors
 from cortex.requests import Duplicate, NewRequest, Outcome, Status, now, sources_of, status_values
 from cortex.store.base import RECENT_KEPT
-from cortex.store.redis import CREATE_BODY, FULL, RedisRecordStore, duplicate_of, text_of, values_record
+from cortex.store.redis import CREATE_BODY, FULL, STATUS_MOVE, RedisRecordStore, duplicate_of, text_of, values_record
 
 
 def _fields(names: tuple[str, ...]) -> str:
@@ -55,7 +55,9 @@ return 1
 # ARGV per request: N, then N arguments as the create's (ttl, expires_at, id, blob key, created_at,
 # digest, field/value pairs, 'api' first).
 # Returns 1 once all are stored, or per request {holder id, holder digest} or false when a key is held.
-_SUBMIT_MANY = """
+_SUBMIT_MANY = (
+    STATUS_MOVE
+    + """
 local held, any_held, a = {}, false, 1
 for b = 0, #KEYS - 1, 10 do
   if redis.call('EXISTS', KEYS[b + 1]) == 1 then
@@ -70,7 +72,7 @@ for b = 0, #KEYS - 1, 10 do
   a = a + 1 + tonumber(ARGV[a])
 end
 if any_held then return held end
-local recent = {}
+local recent, counted = {}, {}
 local t = redis.call('TIME')
 -- one microsecond apart, the last at now: a take's order follows the batch's, not the ids'
 local at = tonumber(t[1]) * 1000000 + tonumber(t[2]) - #KEYS / 10
@@ -92,6 +94,8 @@ for b = 0, #KEYS - 1, 10 do
   if ARGV[a + 4] ~= '' then redis.call('HSET', KEYS[b + 3], id, ARGV[a + 4]) end
   redis.call('ZADD', KEYS[b + 5], 0, id)
   recent[KEYS[b + 5]] = true
+  status_move(record, id, ARGV[a + 8], false, 'in_queue', ARGV[a + 2])
+  counted[ARGV[a + 8]] = string.sub(record, 1, #record - #id - 2) .. 'status:apis'
   if redis.call('HSETNX', KEYS[b + 8], id, 0) == 1 then
     redis.call('ZADD', KEYS[b + 7], at, id)
     if KEYS[b + 10] ~= KEYS[b + 7] then redis.call('ZADD', KEYS[b + 10], at, id) end
@@ -100,8 +104,10 @@ for b = 0, #KEYS - 1, 10 do
   a = a + 1 + n
 end
 for key in pairs(recent) do redis.call('ZREMRANGEBYRANK', key, 0, -(KEPT + 1)) end
+for api, apis in pairs(counted) do redis.call('SADD', apis, api) end
 return 1
-""".replace("KEPT", str(RECENT_KEPT))
+"""
+).replace("KEPT", str(RECENT_KEPT))
 
 # Priorities: ``due`` holds every queued id scored by when it is visible, whatever its priority, so
 # depth and the oldest queued age read it alone. Beside it, each level above 0 has a sorted set of its
@@ -118,7 +124,8 @@ return 1
 # or terminal: no values).
 _TAKE = (
     (
-        NOW
+        STATUS_MOVE
+        + NOW
         + """
 local limit = tonumber(ARGV[2])
 local hidden_until = now + tonumber(ARGV[1])
@@ -158,7 +165,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = attempts
   out[#out + 1] = token
   local record = ARGV[4] .. id
-  local current = redis.call('HMGET', record, 'api', 'status')
+  local current = redis.call('HMGET', record, 'api', 'status', 'expires_at')
   local kind = 0
   if current[1] == ARGV[5] then
     if attempts > max_attempts then
@@ -172,6 +179,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = kind
   if kind == 1 then
     redis.call('HSET', record, 'status', 'STARTED', 'started_at', ARGV[6], 'attempts', attempts)
+    status_move(record, id, ARGV[5], current[2], 'STARTED', current[3])
     redis.call('PUBLISH', ARGV[#ARGV], id)
     out[#out + 1] = redis.call('HMGET', record, FULL)
   elseif kind == 2 then
@@ -199,7 +207,9 @@ return out
 # is published there). Returns per finish 0 (lease lost: nothing
 # written), 1 (finished and acked; its blob key handed over, :data:`HAND_OVER`) or 2 (the record
 # was terminal or gone: only acked).
-_FINISH = """
+_FINISH = (
+    STATUS_MOVE
+    + """
 local out = {}
 local a = 1
 for n = 0, (#KEYS - 5) / 4 - 1 do
@@ -218,7 +228,7 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
     redis.call('HDEL', attempts, id)
     redis.call('HDEL', tokens, id)
     code = 2
-    local current = redis.call('HMGET', record, 'api', 'status')
+    local current = redis.call('HMGET', record, 'api', 'status', 'expires_at')
     local allowed = false
     if current[1] == api then
       for i = sources_at, sources_at + s - 1 do
@@ -228,6 +238,9 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
     if allowed then
       if f > 0 then redis.call('HSET', record, unpack(ARGV, pairs_at, pairs_at + 2 * f - 1)) end
       if d > 0 then redis.call('HDEL', record, unpack(ARGV, drops_at, drops_at + d - 1)) end
+      -- the status the outcome sets comes first among its fields (:meth:`RedisDataPlane._finish_all`)
+      local to = ARGV[pairs_at] == 'status' and ARGV[pairs_at + 1] or redis.call('HGET', record, 'status')
+      status_move(record, id, api, current[2], to, current[3])
       local ref = redis.call('HGET', record, 'payload_ref')
       if ref then
         redis.call('HDEL', record, 'payload_ref')
@@ -244,6 +257,7 @@ for n = 0, (#KEYS - 5) / 4 - 1 do
 end
 return out
 """
+)
 
 # The progress of a running request. KEYS: record, tokens. ARGV: id, token, api, progress, progress_at,
 # the channel of status changes. Returns 1 (written and published) or 0 (the lease is not held, or the

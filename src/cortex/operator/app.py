@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from cortex import __version__
+from cortex.errors import BackendError
 from cortex.exposition import fetch_all, merge
 from cortex.metrics import OperatorMetrics
 from cortex.operator.answers import error, guarded
@@ -65,6 +66,13 @@ class _Handlers:
     async def get_one(self, request: Request) -> Response:
         secrets = request.query_params.get("show_secrets", "false").lower() in ("1", "true", "yes")
         return JSONResponse([await self.operator.get(request.path_params["api"], secrets=secrets)])
+
+    async def queue(self, request: Request) -> Response:
+        try:
+            summary = await self.operator.queue_summary(request.path_params["api"])
+        except BackendError as exc:
+            return error(503, "unavailable", f"the queue or the request store did not answer; try again ({exc})")
+        return JSONResponse(summary.to_json())
 
     async def describe(self, request: Request) -> Response:
         return JSONResponse(await self.operator.describe(request.path_params["api"]))
@@ -125,6 +133,7 @@ def create_operator_app(
         Route("/get", guarded(h.get_all)),
         Route("/get/{api}", guarded(h.get_one)),
         Route("/describe/{api}", guarded(h.describe)),
+        Route("/queue/{api}", guarded(h.queue)),
         Route("/refresh/{api}", guarded(h.refresh), methods=["POST"]),
         Route("/delete/{api}", guarded(h.delete), methods=["DELETE"]),
         Route("/redeliver/{api}/{id}", guarded(h.redeliver), methods=["POST"]),

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cortex.autoscaler.events import ScalingEvents
-from cortex.errors import CortexError, NotFound, SpecError
+from cortex.errors import BackendError, CortexError, NotFound, SpecError
 from cortex.operator.leftovers import cancel_leftovers
+from cortex.operator.queue_summary import QueueSummary, summarize
 from cortex.queue.base import Queue
 from cortex.requests import now
 from cortex.runtime.base import ReplicaState, ReplicaStatus, Runtime
@@ -207,8 +208,43 @@ class Operator:
         return [self.api_response(entry) for entry in await self.catalog.list_apis()]
 
     async def get(self, name: str, *, secrets: bool = False) -> dict[str, Any]:
-        """Cortex's ``APIResponse`` for ``name``; with ``secrets``, its ``webhook_secret`` too."""
-        return self.api_response(await self._entry(name), secrets=secrets)
+        """Cortex's ``APIResponse`` for ``name``; with ``secrets``, its ``webhook_secret`` too.
+
+        Beside Cortex's keys, ``queue``: the API's :meth:`queue_summary`, or None when this operator
+        has no queue and record store or they did not answer (the rest still answers).
+        """
+        entry = await self._entry(name)
+        response = self.api_response(entry, secrets=secrets)
+        summary = None
+        if self.queue is not None and self.records is not None:
+            try:
+                summary = (await self._summarize(entry)).to_json()
+            except BackendError as exc:
+                log.warning("api %s: no queue summary, the backend did not answer: %s", name, exc)
+        response["queue"] = summary
+        return response
+
+    async def queue_summary(self, name: str) -> QueueSummary:
+        """``name``'s requests by status, the wait of its oldest queued one, its replicas busy and idle.
+
+        Raises:
+            NotFound: the API is not deployed.
+            CortexError: this operator has no queue or record store.
+            BackendError: they did not answer.
+        """
+        return await self._summarize(await self._entry(name))
+
+    async def _summarize(self, entry: ApiEntry) -> QueueSummary:
+        if self.queue is None or self.records is None:
+            raise CortexError("this operator cannot summarize queues (it has no queue or record store)")
+        return await summarize(
+            entry.name,
+            retention=ApiSpec.from_dict(entry.spec).async_.retention,
+            records=self.records,
+            queue=self.queue,
+            runtime=self.runtime,
+            now=now(),
+        )
 
     async def describe(self, name: str) -> dict[str, Any]:
         """The ``APIResponse``, each replica, the count of replicas in each state and the recent scaling events.

@@ -122,8 +122,9 @@ class StatusPage:
     async def apis(self, request: Request) -> Response:
         entries = await self.operator.catalog.list_apis()
         depths = await asyncio.gather(*(self.queue.depth(entry.name) for entry in entries))
+        counts = await asyncio.gather(*(self.records.counts(entry.name, now=self._clock()) for entry in entries))
         listed = []
-        for entry, depth in zip(entries, depths, strict=True):
+        for entry, depth, counted in zip(entries, depths, counts, strict=True):
             response = self.operator.api_response(entry)
             listed.append(
                 {
@@ -136,6 +137,8 @@ class StatusPage:
                         "in_flight": depth.in_flight,
                         "oldest_queued_age": depth.oldest_queued_age,
                     },
+                    # by status, over the retention window (the queue summary's, `GET /queue/<api>`)
+                    "requests": {status.value: n for status, n in counted.items()},
                 }
             )
         return JSONResponse({"time": self._clock(), "apis": listed})

@@ -79,6 +79,14 @@ class Runtime(abc.ABC):
     def requested(self, api: str) -> int:
         """The replica count last asked for (0 for an unknown API)."""
 
+    async def loads(self, api: str) -> dict[str, int | None]:
+        """Requests each replica of ``api`` runs now, by replica id; None where its dequeuer did not say.
+
+        By default nothing is known. Runtimes ask each dequeuer (``GET /status`` on its admin port),
+        as they do to remove idle replicas first.
+        """
+        return {replica.id: None for replica in self.replicas(api)}
+
     @abc.abstractmethod
     def logs(
         self,

@@ -196,6 +196,10 @@ class KubernetesRuntime(Runtime):
         statuses = [replica_status(pod, deployment_id) for pod in self._api_pods(api)]
         return sorted(statuses, key=lambda status: (status.started_at, status.id))
 
+    async def loads(self, api: str) -> dict[str, int | None]:
+        """What each pod's dequeuer says it runs (``GET :15000/status``), by pod name."""
+        return await self.pod_loads(self._api_pods(api))
+
     def requested(self, api: str) -> int:
         """The replicas last set, by this runtime or anyone else (``kubectl scale``)."""
         return self._requested.get(api, 0)

@@ -185,6 +185,13 @@ class LocalRuntime(Runtime):
         state = self._apis.get(api)
         return [] if state is None else [r.status(state.revision) for r in state.replicas.values()]
 
+    async def loads(self, api: str) -> dict[str, int | None]:
+        """What each replica's dequeuer says it runs (its ``/status``), asked of all at once."""
+        state = self._apis.get(api)
+        replicas = [] if state is None else list(state.replicas.values())
+        found = await asyncio.gather(*(replica.in_flight() for replica in replicas))
+        return {replica.id: load for replica, load in zip(replicas, found, strict=True)}
+
     def requested(self, api: str) -> int:
         """The replica count last asked for (0 for an unknown API)."""
         state = self._apis.get(api)

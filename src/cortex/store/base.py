@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from types import TracebackType
 from typing import Any, Self
 
-from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord
+from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status
 
 
 class _Closable:
@@ -71,6 +71,16 @@ class RecordStore(_Closable, abc.ABC):
         The records come without their payload, headers and result (:meth:`get` has the result).
         For a status page, not for paging through history: a backend may list only the newest
         :data:`RECENT_KEPT` requests of an API.
+        """
+
+    @abc.abstractmethod
+    async def counts(self, api: str, *, now: float) -> dict[Status, int]:
+        """How many of ``api``'s records the store holds in each status: every status a key, 0 for none.
+
+        Over what the store still holds, that is the retention window. Cheap however many records it
+        holds: each backend keeps counters or an index up to date in the same step that changes a
+        status, so that this never scans the records. A record past its ``expires_at`` may still be
+        counted until the sweep removes it (SQLite and PostgreSQL count what their tables hold).
         """
 
     @abc.abstractmethod

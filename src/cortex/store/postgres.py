@@ -94,6 +94,46 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: a deleted API's last entry, whose spec and webhook secret its requests' webhooks are still sent with
     "CREATE TABLE IF NOT EXISTS {s}.retired_apis (name TEXT PRIMARY KEY, spec TEXT NOT NULL, spec_id TEXT NOT NULL,"
     " created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL, meta TEXT NOT NULL DEFAULT '{}')",
+    # 6: the count of each API's records in each status (:meth:`PostgresRecordStore.counts`). Triggers
+    # append the changes (+n, -n per API and status) each statement makes, in its transaction: one row
+    # per statement (a batch of submissions is one), and no shared counter row on a step's path, so
+    # concurrent steps never wait on one another for it. Reading folds them in. The triggers come
+    # before the first count, in this transaction, so no step slips between the two; the table of
+    # changes stays small (folded by every read and every sweep), so it is vacuumed early. The update
+    # trigger fires on any update (PostgreSQL refuses transition tables with a column list); one that
+    # changes no status (a webhook state, say) appends nothing.
+    """
+CREATE TABLE {s}.request_counts (api TEXT NOT NULL, status TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (api, status));
+CREATE TABLE {s}.request_count_changes (api TEXT NOT NULL, status TEXT NOT NULL, change BIGINT NOT NULL)
+    WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+CREATE FUNCTION {s}.count_added_requests() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.request_count_changes SELECT api, status, count(*) FROM added GROUP BY api, status;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION {s}.count_removed_requests() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.request_count_changes SELECT api, status, -count(*) FROM removed GROUP BY api, status;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION {s}.count_changed_requests() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.request_count_changes
+    SELECT api, status, sum(change) FROM (
+        SELECT b.api, b.status, -1 AS change FROM before b JOIN after a USING (id) WHERE a.status <> b.status
+        UNION ALL
+        SELECT a.api, a.status, 1 FROM before b JOIN after a USING (id) WHERE a.status <> b.status
+    ) AS moved GROUP BY api, status;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER request_counts_insert AFTER INSERT ON {s}.requests REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_added_requests();
+CREATE TRIGGER request_counts_delete AFTER DELETE ON {s}.requests REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_removed_requests();
+CREATE TRIGGER request_counts_update AFTER UPDATE ON {s}.requests REFERENCING OLD TABLE AS before NEW TABLE AS after
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_changed_requests();
+INSERT INTO {s}.request_counts SELECT api, status, count(*) FROM {s}.requests GROUP BY api, status;
+""",
 )
 
 _LIGHT = columns(fields.LIGHT)
@@ -149,6 +189,23 @@ WITH gone AS (
 SELECT 1, payload_ref FROM gone UNION ALL SELECT 2, payload_ref FROM done
 """
 _TERMINAL = list(status_values(sorted(TERMINAL)))
+# $1 api, or NULL for every API: the changes the trigger appended, added into the counts (rows locked in
+# one order, so two folds never deadlock; a change a concurrent fold took is skipped)
+_FOLD = """
+WITH folded AS (
+    DELETE FROM {s}.request_count_changes WHERE $1::text IS NULL OR api = $1 RETURNING api, status, change
+)
+INSERT INTO {s}.request_counts (api, status, n)
+SELECT api, status, sum(change) FROM folded GROUP BY api, status ORDER BY api, status
+ON CONFLICT (api, status) DO UPDATE SET n = {s}.request_counts.n + excluded.n
+"""
+# the counts and the changes not folded yet, in one snapshot: exact whatever folds run meanwhile
+_COUNTS = """
+SELECT status, sum(n)::bigint FROM (
+    SELECT status, n FROM {s}.request_counts WHERE api = $1
+    UNION ALL SELECT status, change FROM {s}.request_count_changes WHERE api = $1
+) AS both_ GROUP BY status
+"""
 
 
 class PostgresRecordStore(RecordStore):
@@ -235,9 +292,20 @@ class PostgresRecordStore(RecordStore):
             status = await self._pool.execute(self._server.sql(_SET_WEBHOOK), request_id, api, text)
         return status == "UPDATE 1"
 
+    async def counts(self, api: str, *, now: float) -> dict[Status, int]:
+        # the fold keeps the changes few (the sweep folds every API's too), so the read stays small
+        with wrap_errors("counts", self._server.url):
+            await self._pool.execute(self._server.sql(_FOLD), api)
+            rows = await self._pool.fetch(self._server.sql(_COUNTS), api)
+        counts = dict.fromkeys(Status, 0)
+        for status, n in rows:
+            counts[Status(status)] = int(n)
+        return counts
+
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         with wrap_errors("sweep", self._server.url):
             rows = await self._pool.fetch(self._server.sql(_SWEEP), now, limit, _TERMINAL)
+            await self._pool.execute(self._server.sql(_FOLD), None)
         return Swept(deleted=sum(row[0] == 1 for row in rows), blob_keys=[row[1] for row in rows if row[1] is not None])
 
 

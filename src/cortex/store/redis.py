@@ -55,13 +55,31 @@ _FULL = (*_LIGHT, *fields.FULL[len(fields.LIGHT) :])
 #: the fields of a record as :func:`values_record` reads them (a listing, a status read)
 LIGHT, FULL = _LIGHT, _FULL
 
+# Counts by status: each API has a sorted set of its ids per status, ``<prefix>:status:<api>:<status>``,
+# scored by ``expires_at``; every script that changes a status moves the id between two of them, so
+# :meth:`RedisRecordStore.counts` is one ZCOUNT per status (an id whose record expired by its TTL is
+# past its score). The sweep trims them, for the APIs named in ``<prefix>:status:apis``.
+# ``status_move`` takes the record's key (``<prefix>:r:<id>``) to find the prefix, as the take finds records.
+STATUS_MOVE = """
+local function status_move(record_key, id, api, from, to, expires_at)
+  local sets = string.sub(record_key, 1, #record_key - #id - 2) .. 'status:' .. api .. ':'
+  if from then redis.call('ZREM', sets .. from, id) end
+  if to then
+    expires_at = expires_at or redis.call('HGET', record_key, 'expires_at')
+    if expires_at then redis.call('ZADD', sets .. to, expires_at, id) end
+  end
+end
+"""
+
 # KEYS: record, expiry, refs, idempotency key (or the record again when there is none), recent ids,
 # the API of each indexed record (the sweep removes the queue entries of the records it sweeps).
 # ARGV: ttl (ms), expires_at, id, blob key or '', created_at, body digest or '' (unused without an
 # idempotency key), then field/value pairs. Returns {id, body digest or false} of the holder of
 # the idempotency key (nothing stored); goes on (stored) otherwise. The data plane's submit adds
 # the queue entry after it.
-CREATE_BODY = """
+CREATE_BODY = (
+    STATUS_MOVE
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('request id ' .. ARGV[3] .. ' already exists') end
 local keyed = KEYS[4] ~= KEYS[1]
 if keyed then
@@ -81,7 +99,10 @@ redis.call('HSET', KEYS[6], ARGV[3], ARGV[8])  -- ARGV[7], ARGV[8]: 'api', the A
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
 redis.call('ZADD', KEYS[5], 0, ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(KEPT + 1))
+status_move(KEYS[1], ARGV[3], ARGV[8], false, 'in_queue', ARGV[2])
+redis.call('SADD', string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[3] - 2) .. 'status:apis', ARGV[8])
 """.replace("KEPT", str(RECENT_KEPT))
+)
 _CREATE = CREATE_BODY + "return 1\n"
 
 #: the fields a listing reads: the light ones but the result
@@ -118,7 +139,9 @@ end
 # KEYS: record, then HAND_OVER's. ARGV: api, return the record (1|0), S, S allowed current statuses, F, F field/value
 # pairs to set, then fields to delete. False when the record is missing, another API's, or the
 # transition is not allowed.
-_TRANSITION = """
+_TRANSITION = (
+    STATUS_MOVE
+    + """
 local current = redis.call('HMGET', KEYS[1], 'api', 'status')
 if current[1] ~= ARGV[1] then return false end
 local s = tonumber(ARGV[3])
@@ -132,14 +155,18 @@ local at = 5 + s
 if f > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, at, at + 2 * f - 1)) end
 at = at + 2 * f
 if at <= #ARGV then redis.call('HDEL', KEYS[1], unpack(ARGV, at)) end
+local id = string.sub(KEYS[1], string.len(KEYS[5]) + 1)
+status_move(KEYS[1], id, ARGV[1], current[2], redis.call('HGET', KEYS[1], 'status'))
 if ARGV[2] == '1' then return redis.call('HMGET', KEYS[1], FIELDS) end
 HAND_OVER
 return 1
 """.replace("FIELDS", ", ".join(f"'{field}'" for field in _FULL)).replace("HAND_OVER", HAND_OVER)
+)
 
 # KEYS: expiry, refs, blobs to delete, API of each record. ARGV: now, limit, record key prefix, queue
-# key prefix. Returns {expired records swept (whether Redis had already expired them by their TTL or
-# not), blob keys...}: the blobs of those records, then up to ``limit`` of the terminal records'.
+# key prefix, status sets' prefix, then every status (the status sets lose the ids expired at ``now``).
+# Returns {expired records swept (whether Redis had already expired them by their TTL or not), blob
+# keys...}: the blobs of those records, then up to ``limit`` of the terminal records'.
 # Each swept record's queue entry goes too (the queue's keys of its API, :mod:`cortex.queue.redis`).
 _SWEEP = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -152,12 +179,16 @@ for _, id in ipairs(ids) do
   redis.call('UNLINK', ARGV[3] .. id)
   local api = redis.call('HGET', KEYS[4], id)
   if api then
+    for _, st in ipairs({'in_queue', 'in_progress'}) do redis.call('ZREM', ARGV[5] .. api .. ':' .. st, id) end
     redis.call('HDEL', KEYS[4], id)
     local q = ARGV[4] .. '{' .. api .. '}:'
     redis.call('ZREM', q .. 'due', id)
     redis.call('HDEL', q .. 'attempts', id)
     redis.call('HDEL', q .. 'tokens', id)
   end
+end
+for _, api in ipairs(redis.call('SMEMBERS', ARGV[5] .. 'apis')) do
+  for i = 6, #ARGV do redis.call('ZREMRANGEBYSCORE', ARGV[5] .. api .. ':' .. ARGV[i], '-inf', ARGV[1]) end
 end
 local done = redis.call('LPOP', KEYS[3], tonumber(ARGV[2]))
 if done then
@@ -316,10 +347,19 @@ class RedisRecordStore(RecordStore):
             done = await self._set_webhook(keys=[self._record_key(request_id)], args=[api, text])
         return bool(done)
 
+    async def counts(self, api: str, *, now: float) -> dict[Status, int]:
+        with wrap_errors("counts", self._server.url):
+            async with self._server.client.pipeline(transaction=True) as pipe:
+                for status in Status:
+                    pipe.zcount(self._server.key("status", api, status.value), f"({_text(now)}", "+inf")
+                found: list[int] = await pipe.execute()
+        return dict(zip(Status, found, strict=True))
+
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         with wrap_errors("sweep", self._server.url):
             keys = [self._expiry, self._refs, self._doomed, self._apis_of]
             args: list[str | int] = [_text(now), limit, self._record_key(""), self._server.key("q", "")]
+            args += [self._server.key("status", ""), *(status.value for status in Status)]
             out = await self._sweep(keys=keys, args=args)
         return Swept(deleted=int(out[0]), blob_keys=[ref.decode() for ref in out[1:]])
 

@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from cortex.backends import Resources
-from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord
+from cortex.requests import Duplicate, NewRequest, Outcome, RequestRecord, Status
 from cortex.sqlitedb import SqliteDatabase, open_database
 from cortex.sqlitetables import (
     LIGHT,
@@ -20,6 +20,7 @@ from cortex.sqlitetables import (
     read_record,
     row_record,
     start_record,
+    status_counts,
     sweep_records,
 )
 from cortex.store.base import ApiEntry, Catalog, RecordStore, Swept
@@ -70,6 +71,9 @@ class SqliteRecordStore(RecordStore):
                 == 1
             )
         )
+
+    async def counts(self, api: str, *, now: float) -> dict[Status, int]:
+        return await self._db.read(lambda c: status_counts(c, api))
 
     async def sweep(self, *, now: float, limit: int = 1000) -> Swept:
         swept = await self._db.write(lambda c: sweep_records(c, now=now, limit=limit))
