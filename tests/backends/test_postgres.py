@@ -99,6 +99,7 @@ async def test_tables_live_in_the_url_schema(backends: Backends, url: str) -> No
         "request_count_changes",
         "request_counts",
         "requests",
+        "retired_apis",
         "store_version",
     ]
 
