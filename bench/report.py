@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bench.figures import Row, drain_profile, profile_facts
+from bench.figures import Row, drain_profile, goals, profile_facts
 
 _SCENARIOS = {
     "a": "submit throughput",
@@ -14,6 +14,8 @@ _SCENARIOS = {
     "d": "do-it-yourself stacks",
     "e": "memory",
     "f": "queue and record backends",
+    "k": "keep-alive with a server writing head and body apart",
+    "w": "gateway CPU with idle waiters",
 }
 
 
@@ -49,11 +51,29 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
         "|---|---|---:|---:|---:|---|---|",
         *(_row(row) for row in table),
         "",
+        *_goals(results),
         *drain_profile(results),
         fill(notes, profile_facts(results)).strip(),
         "",
     ]
     return "\n".join(lines)
+
+
+def _goals(results: dict[str, Any]) -> list[str]:
+    """Issue 19's goals, each with this run's figure and whether it is met (written whether met or not)."""
+    return [
+        "## Goals (issue 19)",
+        "",
+        "Each against the figures of the table above, from this run; written by `bench/report.py`.",
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
+        *(
+            f"| {g.goal} | {g.measured} | {'' if g.met is None else ('**yes**' if g.met else '**no**')} |"
+            for g in goals(results)
+        ),
+        "",
+    ]
 
 
 def fill(notes: str, facts: dict[str, str]) -> str:
