@@ -116,9 +116,9 @@ def _diy(raw: dict[str, Any]) -> list[Row]:
         runs = stack["runs"]
         for clients, said in (("1", "one at a time"), ("64", "64 at once")):
             theirs = [r["submits_per_s"][clients] for r in runs if clients in r["submits_per_s"]]
-            ours = [r["cortex_submits_per_s"][clients] for r in runs if clients in r.get("cortex_submits_per_s", {})]
+            mine = [r["cortex_submits_per_s"][clients] for r in runs if clients in r.get("cortex_submits_per_s", {})]
             if theirs:
-                base = median(ours) if ours else None
+                base = median(mine) if mine else None
                 out.append(
                     Row("d", f"{name}: submit rate, {said} (its own client)", median(theirs), "jobs/s",
                         f"cortex-async, aiohttp, {said}", base, None if base is None else median(theirs) / base)
@@ -441,3 +441,30 @@ def _wake(raw: object) -> Goal:
     if seconds is None:
         return Goal(text, "not measured in this run (`wake_from_zero` in bench/results.json, from bench/wake.py)", None)
     return Goal(text, f"{seconds:.2f} s", seconds <= WAKE_GOAL_S)
+
+
+def run_facts(results: dict[str, Any]) -> dict[str, str]:
+    """Named, formatted figures of (d), (w) and (k), for ``{{name}}`` in bench/notes.md (absent: not measured)."""
+    facts: dict[str, str] = {}
+    diy = results.get("diy", {})
+    for q in WAIT_GOALS:
+        best = best_of_stacks(diy, q) if diy else None
+        if best is not None:
+            value, what, ours = best
+            facts[f"d.best.{q}"] = f"{value:.2f} ms ({what})"
+            for key in ("post_wait", "get_wait", "poll"):
+                facts[f"d.{key}.{q}"] = f"{ours[key]:.2f} ms"
+                facts[f"d.{key}.{q}.ratio"] = f"{ours[key] / value:.2f}x"
+    waiters = results.get("waiters")
+    if waiters:
+        runs = waiters["runs"]
+        facts["w.idle"] = f"{median([r['idle_cpu'] for r in runs]) * 100:.2f}%"
+        facts["w.waiting"] = f"{median([r['waiting_cpu'] for r in runs]) * 100:.2f}%"
+        facts["w.added"] = f"{median([r['waiting_cpu'] - r['idle_cpu'] for r in runs]) * 100:.2f}%"
+        facts["w.window"] = f"{waiters['window_s']:g} s"
+    keepalive = results.get("keepalive")
+    if keepalive:
+        for name in ("quickack", "without", "direct"):
+            for q in ("p50", "p99"):
+                facts[f"k.{name}.{q}"] = f"{median([r[name][f'{q}_ms'] for r in keepalive['runs']]):.2f} ms"
+    return facts

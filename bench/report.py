@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bench.figures import Row, drain_profile, goals, profile_facts
+from bench.figures import Row, drain_profile, goals, profile_facts, run_facts
 
 _SCENARIOS = {
     "a": "submit throughput",
@@ -26,7 +26,7 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `bench/run` (the harness in `bench/`, issue 5); the raw figures of every run are in",
+        "Written by `bench/run` (the harness in `bench/`, issues 5 and 19); the raw figures of every run are in",
         "`bench/results.json`. Each figure is the median of "
         f"{settings['runs']} run(s); every baseline was measured in the same run, on the same machine,",
         "so only the ratios travel to another machine.",
@@ -53,7 +53,7 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
         "",
         *_goals(results),
         *drain_profile(results),
-        fill(notes, profile_facts(results)).strip(),
+        fill(notes, profile_facts(results) | run_facts(results)).strip(),
         "",
     ]
     return "\n".join(lines)
