@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any, ClassVar
 
@@ -40,9 +41,9 @@ class CeleryStack:
     ]  # fmt: skip
 
     def __init__(self) -> None:
-        # every handle of a chunk is kept until aclose(): an AsyncResult collected by the cyclic GC in the
-        # middle of another one's get() unsubscribes on the pub/sub connection that get() is reading, and
-        # both hang (seen here with Celery 5.6 and redis-py 5)
+        # every handle of a chunk is kept until aclose(), and the cyclic GC is off during a get(): an
+        # AsyncResult collected in the middle of another one's get() unsubscribes on the pub/sub connection
+        # that get() is using, and the get() hangs for good (seen here with Celery 5.6 and redis-py 5)
         self._handles: list[AsyncResult] = []
 
     async def submit(self) -> object:
@@ -56,7 +57,11 @@ class CeleryStack:
 
     async def wait(self, handle: object, timeout: float) -> None:
         assert isinstance(handle, AsyncResult)
-        handle.get(timeout=timeout)  # the Redis result backend's blocking wait (pub/sub on the task's key)
+        gc.disable()
+        try:
+            handle.get(timeout=timeout)  # the Redis result backend's blocking wait (pub/sub on the task's key)
+        finally:
+            gc.enable()
 
     async def submit_many(self, count: int, clients: int) -> None:
         assert clients == 1, "Celery's client is synchronous"
@@ -68,3 +73,4 @@ class CeleryStack:
 
     async def aclose(self) -> None:
         self._handles.clear()
+        gc.collect()  # here, between two gets, what collecting them unsubscribes cannot hang one
