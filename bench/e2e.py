@@ -70,6 +70,11 @@ def measure(target: Target, *, runs: int, sequential: int, clients: int, per_cli
     return {"runs": rows, "clients": clients}
 
 
+def direct_and_polled(target: Target, count: int) -> tuple[list[float], list[float]]:
+    """``count`` direct calls, then ``count`` round trips polling every millisecond, one at a time (scenario f)."""
+    return uvloop.run(_samples(target, count, 1, warmup=2))
+
+
 def one_in_flight(target: Target, count: int) -> dict[str, list[float]]:
     """What scenario (d) sets beside each stack, ``count`` of each, one at a time: direct calls (``direct``),
     round trips polling every millisecond (``poll``), ``POST`` with ``Prefer: wait`` (``post_wait``) and
