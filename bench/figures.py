@@ -347,7 +347,9 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
                 # the ratio the rates would have if only CPU limited them: SQLite's CPU per completion over this one's
                 facts[f"{n}.cpu_ratio"] = f"{totals['sqlite'] / totals[n]:.2f}x"
     machine = results.get("machine", {})
-    facts["f.load"] = str(machine.get("(f) rerun", machine.get("load average (1 min) at start", "?")))
+    start = machine.get("load average (1 min) at start", "?")
+    whole = f"{machine.get('date', '?')}, load average (1 min) {start} at start"
+    facts["f.load"] = str(machine.get("(f) rerun", whole))
     # the figures a rerun replaced, and snapshots kept by name (``baseline:<what>``: merges carry them along)
     earlier = {"previous": results.get("previous", {})}
     earlier |= {key: value for key, value in results.items() if key.startswith("baseline:")}
