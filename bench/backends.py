@@ -69,7 +69,7 @@ def _one_backend(
     rows: list[dict[str, Any]] = []
     with e2e.deployed(cluster, work, clients=1) as target:
         for _ in range(runs):
-            rows.append({"one": e2e.summarize(*e2e.one_in_flight(target, sequential))})
+            rows.append({"one": e2e.summarize(*e2e.direct_and_polled(target, sequential))})
     for index, row in enumerate(rows):
         row |= _drain_run(cluster, work, name, f"{index}", requests, replicas, concurrency)
         print(

@@ -27,7 +27,7 @@ NOOP_SERVER = REPO / "bench" / "noop_server.py"
 class Cluster:
     """``cortex cluster up`` in ``root``; :meth:`down` stops it and leaves nothing running."""
 
-    def __init__(self, root: Path, *, backend_url: str | None = None) -> None:
+    def __init__(self, root: Path, *, backend_url: str | None = None, env: dict[str, str] | None = None) -> None:
         self.root = root
         #: a Redis or PostgreSQL URL for the queue and the records (default: the embedded SQLite)
         self.backend_url = backend_url
@@ -35,7 +35,8 @@ class Cluster:
         self.gateway_port = free_port()
         self.operator_port = free_port()
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
-        self.env = dict(os.environ, CORTEX_CLI_CONFIG_DIR=str(root / "cli"))
+        # the cluster's processes inherit it (``env``: extra variables, as bench/keepalive.py's private knob)
+        self.env = dict(os.environ, CORTEX_CLI_CONFIG_DIR=str(root / "cli"), **(env or {}))
         self.client = Client(f"http://127.0.0.1:{self.operator_port}")
 
     @property
@@ -113,8 +114,10 @@ class Cluster:
             return int(conn.execute(query, args).fetchone()[0])
 
 
-def api_spec(name: str, *, replicas: int, max_concurrency: int = 8, gate: Path | None = None) -> dict[str, Any]:
-    """An API whose replicas run the no-op user server (readiness held back until ``gate`` exists)."""
+def api_spec(
+    name: str, *, replicas: int, max_concurrency: int = 8, gate: Path | None = None, server: Path = NOOP_SERVER
+) -> dict[str, Any]:
+    """An API whose replicas run the no-op user server, or ``server`` (readiness held back until ``gate`` exists)."""
     env = {} if gate is None else {"BENCH_GATE": str(gate)}
     return {
         "name": name,
@@ -125,7 +128,7 @@ def api_spec(name: str, *, replicas: int, max_concurrency: int = 8, gate: Path |
             "containers": [
                 {
                     "name": "api",
-                    "command": ["python", str(NOOP_SERVER)],
+                    "command": ["python", str(server)],
                     "env": env,
                     "readiness_probe": {"http_get": {"path": "/healthz", "port": 8080}, "period_seconds": 1},
                 }

@@ -23,6 +23,8 @@ from bench.procs import free_port, running, wait_http
 from bench.stats import latency_summary, median
 
 API = "bench-e2e"
+#: an API with no replica: what is submitted to it stays queued (submit rates of d, the waiters of w)
+IDLE_API = "bench-idle"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class Target:
 def deployed(cluster: Cluster, work: Path, *, clients: int) -> Iterator[Target]:
     """Deploy the API (``max_concurrency`` = ``clients``) and start the direct server, for the block."""
     cluster.deploy(api_spec(API, replicas=1, max_concurrency=max(clients, 1)))
+    cluster.deploy(api_spec(IDLE_API, replicas=0))
     port = free_port()
     env = {"CORTEX_PORT": str(port), "PATH": "/usr/bin:/bin"}
     try:
@@ -45,6 +48,7 @@ def deployed(cluster: Cluster, work: Path, *, clients: int) -> Iterator[Target]:
             yield Target(cluster.gateway_url, f"http://127.0.0.1:{port}/")
     finally:
         cluster.delete(API)
+        cluster.delete(IDLE_API)
 
 
 def measure(target: Target, *, runs: int, sequential: int, clients: int, per_client: int) -> dict[str, Any]:
@@ -66,9 +70,36 @@ def measure(target: Target, *, runs: int, sequential: int, clients: int, per_cli
     return {"runs": rows, "clients": clients}
 
 
-def one_in_flight(target: Target, count: int) -> tuple[list[float], list[float]]:
-    """``count`` direct calls, then ``count`` round trips, one at a time: what scenario (d) sets beside each stack."""
+def direct_and_polled(target: Target, count: int) -> tuple[list[float], list[float]]:
+    """``count`` direct calls, then ``count`` round trips polling every millisecond, one at a time (scenario f)."""
     return uvloop.run(_samples(target, count, 1, warmup=2))
+
+
+def one_in_flight(target: Target, count: int) -> dict[str, list[float]]:
+    """What scenario (d) sets beside each stack, ``count`` of each, one at a time: direct calls (``direct``),
+    round trips polling every millisecond (``poll``), ``POST`` with ``Prefer: wait`` (``post_wait``) and
+    ``POST`` then ``GET ?wait=`` (``get_wait``)."""
+
+    async def samples() -> dict[str, list[float]]:
+        direct_s, poll_s = await _samples(target, count, 1, warmup=2)
+        async with roundtrip.session() as http:
+            out = {"direct": direct_s, "poll": poll_s}
+            for via in ("post", "get"):
+                call = roundtrip.cortex_wait_call(http, target.gateway_url, API, via=via)
+                out[f"{via}_wait"] = await roundtrip.sequential(call, count, warmup=2)
+        return out
+
+    return uvloop.run(samples())
+
+
+def submit_rate(target: Target, count: int, clients: int) -> float:
+    """Submissions per second to the API with no replica, from ``clients`` concurrent aiohttp loops."""
+
+    async def rate() -> float:
+        async with roundtrip.session() as http:
+            return await roundtrip.submit_many(http, target.gateway_url, IDLE_API, count, clients=clients)
+
+    return uvloop.run(rate())
 
 
 async def _compare(target: Target, count: int, clients: int) -> dict[str, Any]:
@@ -99,3 +130,18 @@ def summarize(direct_s: list[float], through_s: list[float]) -> dict[str, Any]:
         "overhead_p50_ms": cortex["p50_ms"] - handler_ms,
         "overhead_p99_ms": cortex["p99_ms"] - handler_ms,
     }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Beside:
+    """cortex-async's side of scenario (d) (:class:`bench.diy.Ours`), on ``target``."""
+
+    target: Target
+
+    def round_trips(self, count: int) -> dict[str, list[float]]:
+        """See :func:`one_in_flight`."""
+        return one_in_flight(self.target, count)
+
+    def submit_rate(self, count: int, clients: int) -> float:
+        """See :func:`submit_rate`."""
+        return submit_rate(self.target, count, clients)

@@ -34,7 +34,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
     if "dispatch" in results:
         table += _dispatch(results["dispatch"])
     if "diy" in results:
-        table += _diy(results["diy"], results.get("dispatch"))
+        table += _diy(results["diy"])
+    if "waiters" in results:
+        table += _waiters(results["waiters"])
+    if "keepalive" in results:
+        table += _keepalive(results["keepalive"])
     if "backends" in results:
         table += _backends(results["backends"])
     return table
@@ -95,38 +99,122 @@ def _dispatch(raw: dict[str, Any]) -> list[Row]:
     ]  # fmt: skip
 
 
-def _diy(raw: dict[str, Any], dispatch: dict[str, Any] | None) -> list[Row]:
-    """Each stack beside cortex-async, compared as in (b): round trip less the handler's own time.
+#: each stack's own blocking wait, as the table names it
+WAIT_CALLS = {"celery": "AsyncResult.get()", "rq": "Job.latest_result(timeout=)", "arq": "Job.result()"}
 
-    The no-op job runs inside the stack's worker (its own time is nil), while cortex-async calls a
-    user server over HTTP: that call is the handler's time, taken off as in scenario (b). The
-    cortex-async figures here were measured right after each stack's, in the same run.
+
+def _diy(raw: dict[str, Any]) -> list[Row]:
+    """Each stack beside cortex-async: raw round trips against raw round trips, submit rates at one concurrency.
+
+    The cortex-async figures of a stack's rows were measured in the same run, alternating with the
+    stack's. The round trips are whole (submit to result in hand), on both sides: the no-op job runs
+    inside the stack's worker, cortex-async's calls a user server over HTTP, and that call is part of
+    what a user of either waits for.
     """
-    # a Python client's submissions (aiohttp, 32 at once, no replica taking work: the preload of c)
-    ours_rate = median([r["preload_submits_per_s"] for r in dispatch["runs"]]) if dispatch else None
     out = []
-    best: tuple[float, str, float, float] | None = None  # the best stack's p50, name, and ours beside it
     for name, stack in raw.items():
-        summaries = [latency_summary(r["round_trip_s"]) for r in stack["runs"]]
-        ours_runs = [r["cortex"] for r in stack["runs"]]
-        rate = median([r["submits_per_s"] for r in stack["runs"]])
-        out.append(
-            Row("d", f"{name}: submit rate (its own client)", rate, "jobs/s", "cortex-async, aiohttp client", ours_rate,
-                None if ours_rate is None else rate / ours_rate)
-        )  # fmt: skip
-        for q in ("p50", "p99"):
-            value = median([s[f"{q}_ms"] for s in summaries])
-            ours = median([r[f"overhead_{q}_ms"] for r in ours_runs])
-            out.append(Row("d", f"{name}: round trip {q}", value, "ms", f"cortex-async overhead {q} beside it", ours,
-                           value / ours))  # fmt: skip
-            if q == "p50" and (best is None or value < best[0]):
-                best = (value, name, ours, median([r["cortex"]["p50_ms"] for r in ours_runs]))
-    if best is not None:
-        value, name, ours, raw_rt = best
-        out.append(
-            Row("d", f"cortex-async overhead p50, one in flight, beside {name} (round trip {raw_rt:.2f} ms)",
-                ours, "ms", f"best of Celery, RQ, arq: {name}", value, ours / value, "&le; best p50", ours <= value)
-        )  # fmt: skip
+        runs = stack["runs"]
+        for clients, said in (("1", "one at a time"), ("64", "64 at once")):
+            theirs = [r["submits_per_s"][clients] for r in runs if clients in r["submits_per_s"]]
+            mine = [r["cortex_submits_per_s"][clients] for r in runs if clients in r.get("cortex_submits_per_s", {})]
+            if theirs:
+                base = median(mine) if mine else None
+                out.append(
+                    Row("d", f"{name}: submit rate, {said} (its own client)", median(theirs), "jobs/s",
+                        f"cortex-async, aiohttp, {said}", base, None if base is None else median(theirs) / base)
+                )  # fmt: skip
+        for key, how, ours_key, ours_name in (
+            ("round_trip_s", "polling every 1 ms", "cortex", "cortex-async polling beside it"),
+            ("wait_round_trip_s", f"its blocking wait, {WAIT_CALLS.get(name, '')}", "cortex_post_wait",
+             "cortex-async POST with Prefer: wait beside it"),
+        ):  # fmt: skip
+            for q in ("p50", "p99"):
+                value = median([latency_summary(r[key])[f"{q}_ms"] for r in runs])
+                ours = median([_ours(r, ours_key)[f"{q}_ms"] for r in runs])
+                out.append(Row("d", f"{name}: round trip {q}, {how}", value, "ms", ours_name, ours, value / ours))
+    return out + _diy_goals(raw)
+
+
+def _ours(run: dict[str, Any], key: str) -> dict[str, float]:
+    """cortex-async's round-trip percentiles in one (d) run: ``cortex`` (polling), ``cortex_post_wait``, ..."""
+    return dict(run[key]["cortex"]) if key == "cortex" else dict(run[key])
+
+
+def best_of_stacks(raw: dict[str, Any], q: str) -> tuple[float, str, dict[str, float]] | None:
+    """The best round trip at ``q`` of any stack either way (polling or its blocking wait): the value, what it
+    was, and cortex-async's medians measured beside that stack (``poll``, ``post_wait``, ``get_wait``)."""
+    best: tuple[float, str, dict[str, float]] | None = None
+    for name, stack in raw.items():
+        runs = stack["runs"]
+        if "wait_round_trip_s" not in runs[0] or "cortex_post_wait" not in runs[0]:
+            continue
+        ours = {
+            "poll": median([r["cortex"]["cortex"][f"{q}_ms"] for r in runs]),
+            "post_wait": median([r["cortex_post_wait"][f"{q}_ms"] for r in runs]),
+            "get_wait": median([r["cortex_get_wait"][f"{q}_ms"] for r in runs]),
+        }
+        for key, how in (("round_trip_s", "polling"), ("wait_round_trip_s", WAIT_CALLS.get(name, "blocking wait"))):
+            value = median([latency_summary(r[key])[f"{q}_ms"] for r in runs])
+            if best is None or value < best[0]:
+                best = (value, f"{name}, {how}", ours)
+    return best
+
+
+#: issue 19: cortex-async's Prefer-wait round trip at most this times the best stack's, at each percentile
+WAIT_GOALS = {"p50": 0.5, "p99": 1.0}
+
+
+def _diy_goals(raw: dict[str, Any]) -> list[Row]:
+    out = []
+    for q, limit in WAIT_GOALS.items():
+        best = best_of_stacks(raw, q)
+        if best is None:
+            continue
+        value, what, ours = best
+        out += [
+            Row("d", f"cortex-async round trip {q}, POST with Prefer: wait (one exchange)", ours["post_wait"], "ms",
+                f"best of Celery, RQ, arq: {what}", value, ours["post_wait"] / value, f"&le; {limit:g}x best",
+                ours["post_wait"] <= limit * value),
+            Row("d", f"cortex-async round trip {q}, POST then GET with ?wait=", ours["get_wait"], "ms",
+                f"best of Celery, RQ, arq: {what}", value, ours["get_wait"] / value),
+            Row("d", f"cortex-async round trip {q}, POST then GET polling every 1 ms", ours["poll"], "ms",
+                f"best of Celery, RQ, arq: {what}", value, ours["poll"] / value),
+        ]  # fmt: skip
+    return out
+
+
+#: issue 19: 1,000 idle waiters add under this much of one core to the gateway's CPU
+WAITERS_GOAL = 0.05
+
+
+def _waiters(raw: dict[str, Any]) -> list[Row]:
+    runs = raw["runs"]
+    idle = median([r["idle_cpu"] for r in runs])
+    waiting = median([r["waiting_cpu"] for r in runs])
+    added = median([r["waiting_cpu"] - r["idle_cpu"] for r in runs])
+    held = median([r["waiting"] for r in runs])
+    n = raw["waiters"]
+    return [
+        Row("w", f"gateway CPU with {n:,} idle waiters (GET ?wait=60), % of one core", waiting * 100, "%",
+            "the same gateway idle", idle * 100),
+        Row("w", f"gateway CPU added by {n:,} idle waiters, % of one core", added * 100, "%", goal="&lt; 5%",
+            met=added < WAITERS_GOAL),
+        Row("w", "gateway CPU per waiting client", added / max(held, 1) * 1e6, "µs/s"),
+    ]  # fmt: skip
+
+
+def _keepalive(raw: dict[str, Any]) -> list[Row]:
+    runs = raw["runs"]
+    out = []
+    for q in ("p50", "p99"):
+        on = median([r["quickack"][f"{q}_ms"] for r in runs])
+        off = median([r["without"][f"{q}_ms"] for r in runs])
+        direct = median([r["direct"][f"{q}_ms"] for r in runs])
+        out += [
+            Row("k", f"two-write server (http.server, HTTP/1.1), round trip {q}, Prefer: wait, with TCP_QUICKACK",
+                on, "ms", "the same without it", off, on / off),
+            Row("k", f"the same server called directly, kept-alive aiohttp client, {q}", direct, "ms"),
+        ]  # fmt: skip
     return out
 
 
@@ -259,7 +347,9 @@ def profile_facts(results: dict[str, Any]) -> dict[str, str]:
                 # the ratio the rates would have if only CPU limited them: SQLite's CPU per completion over this one's
                 facts[f"{n}.cpu_ratio"] = f"{totals['sqlite'] / totals[n]:.2f}x"
     machine = results.get("machine", {})
-    facts["f.load"] = str(machine.get("(f) rerun", machine.get("load average (1 min) at start", "?")))
+    start = machine.get("load average (1 min) at start", "?")
+    whole = f"{machine.get('date', '?')}, load average (1 min) {start} at start"
+    facts["f.load"] = str(machine.get("(f) rerun", whole))
     # the figures a rerun replaced, and snapshots kept by name (``baseline:<what>``: merges carry them along)
     earlier = {"previous": results.get("previous", {})}
     earlier |= {key: value for key, value in results.items() if key.startswith("baseline:")}
@@ -282,4 +372,109 @@ def _server_and_sampled(n: str, backend: dict[str, Any]) -> dict[str, str]:
             facts[f"{n}.sampled.busy"] = f"{spy['busy_fraction']:.0%}"
             for key, share in spy["categories"].items():
                 facts[f"{n}.sampled.{key}"] = f"{share:.0%}"
+    return facts
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Goal:
+    """One goal of issue 19, what this run measured for it, and whether that meets it (None: not measured)."""
+
+    goal: str
+    measured: str
+    met: bool | None
+
+
+#: issue 19's goals for the figures other scenarios measure
+SUBMIT_GOAL, DISPATCH_GOAL, WAKE_GOAL_S = 0.8, 5000.0, 1.0
+
+
+def goals(results: dict[str, Any]) -> list[Goal]:
+    """Issue 19's goals, each against the figures of ``results`` (a missing scenario reads "not measured")."""
+    out = []
+    diy = results.get("diy", {})
+    for q, limit in WAIT_GOALS.items():
+        best = best_of_stacks(diy, q) if diy else None
+        text = f"round trip with `Prefer: wait` &le; {limit:g}x the best of Celery, RQ and arq at {q}"
+        if best is None:
+            out.append(Goal(text, "not measured", None))
+            continue
+        value, what, ours = best
+        ratio = ours["post_wait"] / value
+        out.append(Goal(text, f"{ours['post_wait']:.2f} ms against {value:.2f} ms ({what}): {ratio:.2f}x",
+                        ratio <= limit))  # fmt: skip
+    waiters = results.get("waiters")
+    text = "1,000 idle waiters add under 5% gateway CPU"
+    if waiters:
+        added = median([r["waiting_cpu"] - r["idle_cpu"] for r in waiters["runs"]])
+        out.append(Goal(text, f"{added * 100:.2f}% of one core ({waiters['waiters']:,} waiters)", added < WAITERS_GOAL))
+    else:
+        out.append(Goal(text, "not measured", None))
+    out.append(_wake(results.get("wake_from_zero")))
+    submit = results.get("submit")
+    text = f"submit throughput &ge; {SUBMIT_GOAL:g}x bare Starlette"
+    if submit:
+        ratio = median([r["ratio"] for r in submit["runs"]])
+        out.append(Goal(text, f"{ratio:.2f}x", ratio >= SUBMIT_GOAL))
+    else:
+        out.append(Goal(text, "not measured", None))
+    dispatch = results.get("dispatch")
+    text = f"dispatch &ge; {DISPATCH_GOAL:,.0f} completions/s"
+    if dispatch:
+        rate = median([r["completions_per_s"] for r in dispatch["runs"]])
+        out.append(Goal(text, f"{rate:,.0f} completions/s", rate >= DISPATCH_GOAL))
+    else:
+        out.append(Goal(text, "not measured", None))
+    return out
+
+
+def _wake(raw: object) -> Goal:
+    """The wake-from-zero goal, from ``wake_from_zero`` in the results (bench/wake.py writes it): one entry per
+    backend (and per server start), each with ``wake_s_p50``; the goal reads the slowest p50 (of this code: not
+    the "before" runs kept for comparison). Tolerant of it
+    missing (or given as plain seconds)."""
+    text = "wake from zero (first request to an idle API to its dispatch, less the server's start)"
+    text += f" &le; {WAKE_GOAL_S:g} s"
+    seconds: float | None = None
+    what = ""
+    if isinstance(raw, int | float):
+        seconds = float(raw)
+    elif isinstance(raw, dict):
+        runs = {
+            label: run["wake_s_p50"]
+            for label, run in raw.items()
+            if isinstance(run, dict) and "wake_s_p50" in run and "(before:" not in label  # kept for comparison only
+        }
+        if runs:
+            what = max(runs, key=lambda label: runs[label])
+            seconds = float(runs[what])
+            what = f" p50, the slowest of {len(runs)} runs ({what})"
+    if seconds is None:
+        return Goal(text, "not measured in this run (`wake_from_zero` in bench/results.json, from bench/wake.py)", None)
+    return Goal(text, f"{seconds:.2f} s{what}", seconds <= WAKE_GOAL_S)
+
+
+def run_facts(results: dict[str, Any]) -> dict[str, str]:
+    """Named, formatted figures of (d), (w) and (k), for ``{{name}}`` in bench/notes.md (absent: not measured)."""
+    facts: dict[str, str] = {}
+    diy = results.get("diy", {})
+    for q in WAIT_GOALS:
+        best = best_of_stacks(diy, q) if diy else None
+        if best is not None:
+            value, what, ours = best
+            facts[f"d.best.{q}"] = f"{value:.2f} ms ({what})"
+            for key in ("post_wait", "get_wait", "poll"):
+                facts[f"d.{key}.{q}"] = f"{ours[key]:.2f} ms"
+                facts[f"d.{key}.{q}.ratio"] = f"{ours[key] / value:.2f}x"
+    waiters = results.get("waiters")
+    if waiters:
+        runs = waiters["runs"]
+        facts["w.idle"] = f"{median([r['idle_cpu'] for r in runs]) * 100:.2f}%"
+        facts["w.waiting"] = f"{median([r['waiting_cpu'] for r in runs]) * 100:.2f}%"
+        facts["w.added"] = f"{median([r['waiting_cpu'] - r['idle_cpu'] for r in runs]) * 100:.2f}%"
+        facts["w.window"] = f"{waiters['window_s']:g} s"
+    keepalive = results.get("keepalive")
+    if keepalive:
+        for name in ("quickack", "without", "direct"):
+            for q in ("p50", "p99"):
+                facts[f"k.{name}.{q}"] = f"{median([r[name][f'{q}_ms'] for r in keepalive['runs']]):.2f} ms"
     return facts

@@ -1,6 +1,6 @@
-"""The harness: start local clusters in a temporary folder, run scenarios (a)-(e), write the report.
+"""The harness: start local clusters in a temporary folder, run scenarios (a)-(f), (k) and (w), write the report.
 
-``python -m bench [--quick] [--only a,b,c,d]``; ``bench/run`` installs what it needs first.
+``python -m bench [--quick] [--only a,b,c,d,f,k,w]``; ``bench/run`` installs what it needs first.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import os
 import shutil
 import sys
 import tempfile
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import backends, dispatch, diy, e2e, machine, report, submit, wake
+from bench import backends, dispatch, diy, e2e, keepalive, machine, report, submit, waiters, wake
 from bench.cluster import Cluster
 from bench.figures import rows
 from bench.procs import REPO
@@ -38,13 +37,16 @@ class Settings:
     replicas: int = 2
     max_concurrency: int = 8
     diy_submits: int = 5_000
+    waiters: int = 1_000
+    waiter_window: float = 10.0
+    keepalive_count: int = 200
 
     @classmethod
     def quick(cls) -> Settings:
         """One short run of everything (to check the harness, not to quote)."""
         return cls(
             runs=1, wrk_seconds=3.0, wrk_warmup=1.0, sequential=200, per_client=30,
-            dispatch_requests=3_000, diy_submits=1_000,
+            dispatch_requests=3_000, diy_submits=1_000, waiter_window=3.0, keepalive_count=40,
         )  # fmt: skip
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one short run of each scenario")
     parser.add_argument("--runs", type=int, help="repetitions of each scenario (default 3)")
     parser.add_argument(
-        "--only", default="a,b,c,d,f,w", help="scenarios to run, of a,b,c,d,f,w (e is measured in a and c)"
+        "--only", default="a,b,c,d,f,k,w,z", help="scenarios to run, of a,b,c,d,f,k,w,z (e is measured in a and c)"
     )
     parser.add_argument("--replicas", type=int, help="replicas in scenario (c) (default 2)")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -123,8 +125,9 @@ def write_report(results: dict[str, Any], doc: Path) -> None:
 
 
 def _bcd(cluster: Cluster, settings: Settings, only: set[str], work: Path, results: dict[str, Any]) -> None:
-    """Scenarios (b) and (d) on one API of one replica (d measures cortex-async beside each stack), then (c)."""
-    if only & {"b", "d"}:
+    """Scenarios (b) and (d) on one API of one replica (d measures cortex-async beside each stack), (w) on an API
+    with none, then (c)."""
+    if only & {"b", "d", "w"}:
         with e2e.deployed(cluster, work, clients=settings.clients) as target:
             if "b" in only:
                 print("(b) end-to-end overhead", file=sys.stderr)
@@ -136,8 +139,13 @@ def _bcd(cluster: Cluster, settings: Settings, only: set[str], work: Path, resul
                 print("(d) Celery, RQ, arq, each beside cortex-async", file=sys.stderr)
                 results["diy"] = diy.measure(
                     work, runs=settings.runs, submits=settings.diy_submits, sequential_count=settings.sequential,
-                    ours=partial(e2e.one_in_flight, target),
+                    ours=e2e.Beside(target),
                 )  # fmt: skip
+            if "w" in only:
+                print(f"(w) gateway CPU with {settings.waiters:,} idle waiters", file=sys.stderr)
+                results["waiters"] = waiters.measure(
+                    cluster, runs=settings.runs, waiters=settings.waiters, window=settings.waiter_window
+                )
     if "c" in only:
         print("(c) dispatch throughput", file=sys.stderr)
         results["dispatch"] = dispatch.measure(
@@ -167,7 +175,7 @@ def run(settings: Settings, only: set[str], work: Path) -> dict[str, Any]:
             "taskset -c 0 python -m uvicorn bench.bare_server:app --loop uvloop --http httptools --no-access-log"
         )
         commands.append(first["bare"]["command"])
-    if only & {"b", "c", "d"}:
+    if only & {"b", "c", "d", "w"}:
         cluster = Cluster(work / "cluster-bcd")
         commands.append(" ".join(cluster.up_command) + "   # + APIs of the no-op server (bench/noop_server.py)")
         cluster.up()
@@ -176,6 +184,10 @@ def run(settings: Settings, only: set[str], work: Path) -> dict[str, Any]:
             results["gateway_rss_after_bcd_mb"] = cluster.gateway_memory()["VmRSS"]
         finally:
             cluster.down()
+    if "k" in only:
+        print("(k) keep-alive: a server writing head and body apart, with and without TCP_QUICKACK", file=sys.stderr)
+        results["keepalive"] = keepalive.measure(work, runs=settings.runs, count=settings.keepalive_count)
+        commands.append("CORTEX_DEQUEUER_QUICKACK=0 cortex cluster up ...   # (k): the dequeuers without the remedy")
     if "f" in only:
         print("(f) the pipeline on SQLite, Redis and PostgreSQL", file=sys.stderr)
         results["backends"] = backends.measure(
@@ -186,12 +198,12 @@ def run(settings: Settings, only: set[str], work: Path) -> dict[str, Any]:
             "cortex cluster up ... --queue URL --store URL   # redis://127.0.0.1:6379/12?prefix=..., "
             "postgresql://postgres@127.0.0.1:5432/test?schema=..."
         )
-    if "w" in only:
-        print("(w) wake from zero", file=sys.stderr)
+    if "z" in only:
+        print("(z) wake from zero", file=sys.stderr)
         results["wake_from_zero"] = wake.measure_all(
             work, list(backends.available()), trials=5 if settings.runs > 1 else 2, tick=wake.TICK_S, slow=wake.SLOW_S
         )
-        commands.append("python -m bench.wake   # (w) wake from zero, on each backend")
+        commands.append("python -m bench.wake   # (z) wake from zero, on each backend")
     if "d" in only:
         commands += [" ".join(stack.worker_argv).replace(sys.executable, "python") for stack in diy.stacks()]
     results["machine"]["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"

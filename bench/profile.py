@@ -124,6 +124,7 @@ def postgres_counters(base: str) -> Callable[[], dict[str, float]]:
             row = await conn.fetchrow("SELECT wal_write, wal_sync FROM pg_stat_wal")
         finally:
             await conn.close()
+        assert row is not None, "pg_stat_wal has one row"
         return {"commits": float(commits), "log writes": float(row[0]), "log flushes (fsync)": float(row[1])}
 
     return lambda: uvloop.run(read())

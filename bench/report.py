@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bench.figures import Row, drain_profile, profile_facts
+from bench.figures import Row, drain_profile, goals, profile_facts, run_facts
 from bench.wake import section as wake_section
 
 _SCENARIOS = {
@@ -15,6 +15,9 @@ _SCENARIOS = {
     "d": "do-it-yourself stacks",
     "e": "memory",
     "f": "queue and record backends",
+    "k": "keep-alive with a server writing head and body apart",
+    "w": "gateway CPU with idle waiters",
+    "z": "wake from zero",
 }
 
 
@@ -25,7 +28,7 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `bench/run` (the harness in `bench/`, issue 5); the raw figures of every run are in",
+        "Written by `bench/run` (the harness in `bench/`, issues 5 and 19); the raw figures of every run are in",
         "`bench/results.json`. Each figure is the median of "
         f"{settings['runs']} run(s); every baseline was measured in the same run, on the same machine,",
         "so only the ratios travel to another machine.",
@@ -51,11 +54,29 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
         *(_row(row) for row in table),
         "",
         *wake_section(results),
+        *_goals(results),
         *drain_profile(results),
-        fill(notes, profile_facts(results)).strip(),
+        fill(notes, profile_facts(results) | run_facts(results)).strip(),
         "",
     ]
     return "\n".join(lines)
+
+
+def _goals(results: dict[str, Any]) -> list[str]:
+    """Issue 19's goals, each with this run's figure and whether it is met (written whether met or not)."""
+    return [
+        "## Goals (issue 19)",
+        "",
+        "Each against the figures of the table above, from this run; written by `bench/report.py`.",
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
+        *(
+            f"| {g.goal} | {g.measured} | {'' if g.met is None else ('**yes**' if g.met else '**no**')} |"
+            for g in goals(results)
+        ),
+        "",
+    ]
 
 
 def fill(notes: str, facts: dict[str, str]) -> str:

@@ -73,6 +73,25 @@ def cortex_call(http: aiohttp.ClientSession, gateway_url: str, api: str) -> Call
     return call
 
 
+def cortex_wait_call(http: aiohttp.ClientSession, gateway_url: str, api: str, *, via: str, wait: int = 10) -> Call:
+    """A round trip without polling: ``POST /<api>`` with ``Prefer: wait=N`` answering the finished record
+    (``via="post"``, one HTTP exchange), or ``POST /<api>`` then ``GET /<api>/<id>?wait=N`` (``via="get"``)."""
+    submit_url = f"{gateway_url}/{api}"
+    prefer = {**_HEADERS, "Prefer": f"wait={wait}"} if via == "post" else _HEADERS
+
+    async def call() -> None:
+        async with http.post(submit_url, data=BODY, headers=prefer) as response:
+            response.raise_for_status()
+            answer = json.loads(await response.read())
+        if answer.get("status") != "completed":  # without Prefer: wait, the POST answers only the id
+            async with http.get(f"{submit_url}/{answer['id']}?wait={wait}") as response:
+                answer = json.loads(await response.read())
+        if answer["status"] != "completed":
+            raise RuntimeError(f"request {answer['id']} {answer['status']} after a wait of {wait}s")
+
+    return call
+
+
 def direct_call(http: aiohttp.ClientSession, url: str) -> Call:
     """``POST /`` to the user server itself: the baseline."""
 
@@ -102,3 +121,23 @@ async def submit_many(
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     return count / (time.perf_counter() - began)
+
+
+async def submit_many_ids(
+    http: aiohttp.ClientSession, gateway_url: str, api: str, count: int, *, clients: int = 32
+) -> list[str]:
+    """Submit ``count`` requests from ``clients`` concurrent loops; their ids."""
+    url = f"{gateway_url}/{api}"
+    ids: list[str] = []
+    left = count
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            async with http.post(url, data=BODY, headers=_HEADERS) as response:
+                response.raise_for_status()
+                ids.append(json.loads(await response.read())["id"])
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return ids

@@ -11,6 +11,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job
 
 from bench.diy import PAYLOAD, QUEUE, REDIS_DB
+from bench.roundtrip import POLL
 
 SETTINGS = RedisSettings(host="127.0.0.1", port=6379, database=REDIS_DB)
 
@@ -34,6 +35,8 @@ class ArqStack:
     """arq with ``poll_delay`` 1 ms."""
 
     name = "arq"
+    #: an asyncio client: many submissions at once
+    concurrent_submits = True
     worker_argv: ClassVar[list[str]] = [sys.executable, "-m", "arq", "bench.diy.arq_jobs.WorkerSettings"]
 
     def __init__(self) -> None:
@@ -51,7 +54,12 @@ class ArqStack:
         assert isinstance(handle, Job)
         return await handle.result_info() is not None
 
-    async def submit_many(self, count: int) -> None:
+    async def wait(self, handle: object, timeout: float) -> None:
+        assert isinstance(handle, Job)
+        # arq's blocking wait polls the result key; at the worker's 1 ms rather than its 0.5 s default
+        await handle.result(timeout=timeout, poll_delay=POLL)
+
+    async def submit_many(self, count: int, clients: int) -> None:
         pool = await self._redis()
         left = count
 
@@ -61,7 +69,7 @@ class ArqStack:
                 left -= 1
                 await pool.enqueue_job("noop", PAYLOAD)
 
-        await asyncio.gather(*(client() for _ in range(64)))
+        await asyncio.gather(*(client() for _ in range(clients)))
 
     async def flush(self) -> None:
         await (await self._redis()).flushdb()

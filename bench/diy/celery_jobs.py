@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any, ClassVar
 
@@ -32,19 +33,38 @@ class CeleryStack:
     """Celery 5 with the ``solo`` pool (no prefork hop)."""
 
     name = "celery"
+    #: its client submits one job at a time
+    concurrent_submits = False
     worker_argv: ClassVar[list[str]] = [
         sys.executable, "-m", "celery", "-A", "bench.diy.celery_jobs:app", "worker", "--pool=solo",
         "-Q", QUEUE, "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING",
     ]  # fmt: skip
 
+    def __init__(self) -> None:
+        # every handle of a chunk is kept until aclose(), and the cyclic GC is off during a get(): an
+        # AsyncResult collected in the middle of another one's get() unsubscribes on the pub/sub connection
+        # that get() is using, and the get() hangs for good (seen here with Celery 5.6 and redis-py 5)
+        self._handles: list[AsyncResult] = []
+
     async def submit(self) -> object:
-        return noop.apply_async(args=(PAYLOAD,))
+        handle = noop.apply_async(args=(PAYLOAD,))
+        self._handles.append(handle)
+        return handle
 
     async def visible(self, handle: object) -> bool:
         assert isinstance(handle, AsyncResult)
         return bool(handle.ready())
 
-    async def submit_many(self, count: int) -> None:
+    async def wait(self, handle: object, timeout: float) -> None:
+        assert isinstance(handle, AsyncResult)
+        gc.disable()
+        try:
+            handle.get(timeout=timeout)  # the Redis result backend's blocking wait (pub/sub on the task's key)
+        finally:
+            gc.enable()
+
+    async def submit_many(self, count: int, clients: int) -> None:
+        assert clients == 1, "Celery's client is synchronous"
         for _ in range(count):
             noop.apply_async(args=(PAYLOAD,))
 
@@ -52,4 +72,5 @@ class CeleryStack:
         redis.Redis.from_url(REDIS_URL).flushdb()
 
     async def aclose(self) -> None:
-        pass
+        self._handles.clear()
+        gc.collect()  # here, between two gets, what collecting them unsubscribes cannot hang one

@@ -21,6 +21,8 @@ class RqStack:
     """RQ with ``SimpleWorker`` (no fork per job)."""
 
     name = "rq"
+    #: its client submits one job at a time
+    concurrent_submits = False
     worker_argv: ClassVar[list[str]] = [
         sys.executable, "-m", "rq.cli", "worker", "-u", REDIS_URL, "-w", "rq.worker.SimpleWorker",
         "--logging_level", "WARNING", QUEUE,
@@ -37,7 +39,13 @@ class RqStack:
         assert isinstance(handle, Job)
         return handle.latest_result() is not None
 
-    async def submit_many(self, count: int) -> None:
+    async def wait(self, handle: object, timeout: float) -> None:
+        assert isinstance(handle, Job)
+        if handle.latest_result(timeout=max(1, round(timeout))) is None:  # blocks on the results stream (XREAD)
+            raise TimeoutError(f"rq job {handle.id} did not finish within {timeout:g}s")
+
+    async def submit_many(self, count: int, clients: int) -> None:
+        assert clients == 1, "RQ's client is synchronous"
         for _ in range(count):
             self._queue.enqueue(noop, PAYLOAD)
 

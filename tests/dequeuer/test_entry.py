@@ -38,3 +38,13 @@ def test_cortex_dequeuer_still_runs_the_same_code(tmp_path: Path) -> None:
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "api nope is not deployed" in done.stderr
+
+
+def test_the_quickack_remedy_is_on_unless_the_private_knob_turns_it_off() -> None:
+    # CORTEX_DEQUEUER_QUICKACK=0 exists for bench/keepalive.py, which measures what the remedy saves
+    from cortex.dequeuer.__main__ import parse, settings_of
+
+    args = parse(["--api", "a", "--user-port", "8080"])
+    assert settings_of(args, {}).quick_ack is True
+    assert settings_of(args, {"CORTEX_DEQUEUER_QUICKACK": "1"}).quick_ack is True
+    assert settings_of(args, {"CORTEX_DEQUEUER_QUICKACK": "0"}).quick_ack is False

@@ -14,6 +14,8 @@ algorithm holds the body until the head is acknowledged, and Linux delays that A
 connection it takes for interactive. Once the head is in, the dequeuer sets ``TCP_QUICKACK``,
 which sends the pending ACK at once. Measured here against such a no-op server: p50 44.0 ms
 without, 0.3-0.45 ms with it (asyncio and uvloop). Elsewhere than Linux, nothing is done.
+``quick_ack=False`` leaves it out: only the benchmark's row that measures the remedy asks for that
+(``CORTEX_DEQUEUER_QUICKACK=0``, a private knob of ``python -m cortex.dequeuer``).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ async def forward(
     headers: Sequence[tuple[str, str]],
     body: bytes | SizedBlob,
     timeout: float | None,
+    quick_ack: bool = True,
 ) -> Outcome:
     """POST ``body`` with the original ``headers`` plus ``X-Cortex-Request-ID`` and judge the answer.
 
@@ -94,7 +97,8 @@ async def forward(
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as response:
-            _ack_now(response)
+            if quick_ack:
+                _ack_now(response)
             answer = await response.read()
             return judge(response.status, response.headers.get("Content-Type", ""), answer)
     except TimeoutError:

@@ -62,6 +62,8 @@ class DequeuerSettings:
     progress_interval: float = PROGRESS_INTERVAL
     #: the least time between two progress webhooks of one request (when its API asks for them)
     progress_webhook_every: float = PROGRESS_EVERY
+    #: acknowledge an answer's head at once (forward.py: the 40 ms Nagle trap); off only to measure the remedy
+    quick_ack: bool = True
 
 
 class Dequeuer:
@@ -222,7 +224,8 @@ class Dequeuer:
             return
         if lease.attempts == 1:
             self.metrics.started(api, (record.started_at or now()) - record.created_at)
-        log.info("processing request %s (attempt %d)", lease.id, lease.attempts, extra=self._ctx(lease, "start"))
+        # DEBUG: two INFO lines per request cost a fifth of the dispatch rate (bench/notes.md); a failure stays INFO
+        log.debug("processing request %s (attempt %d)", lease.id, lease.attempts, extra=self._ctx(lease, "start"))
         await self._notify(lease.id, record.webhook_url, "in_progress")
         wants_hook = target(self.spec, record.webhook_url, PROGRESS_EVENT) is not None
         self.progress.open(
@@ -259,7 +262,8 @@ class Dequeuer:
         self.metrics.ended(api, outcome.status.value)
         if record.payload_ref is not None:
             await self.backends.blobs.delete(record.payload_ref)
-        log.info("request %s %s", lease.id, outcome.status.value, extra=self._ctx(lease, "finish"))
+        level = logging.DEBUG if outcome.status is Status.COMPLETED else logging.INFO
+        log.log(level, "request %s %s", lease.id, outcome.status.value, extra=self._ctx(lease, "finish"))
 
     def _ctx(self, lease: Lease, action: str) -> dict[str, str]:
         """The ``extra=`` of a log line about one request (the JSON logs' ``api``, ``request_id``, ``action``)."""
@@ -335,6 +339,7 @@ class Dequeuer:
             headers=without_sensitive(record.headers, keep=self.spec.async_.forward_sensitive_headers),
             body=body,
             timeout=self.spec.async_.request_timeout,
+            quick_ack=self.settings.quick_ack,
         )
         if outcome.http_status is not None:  # an answer, whatever it said (no answer: no sample, as Cortex)
             self.metrics.answered(record.api, outcome.http_status, time.monotonic() - sent)
