@@ -46,6 +46,7 @@ from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.gateway.openapi import OPENAPI_PATH, openapi_document
 from cortex.gateway.readiness import Readiness
+from cortex.gateway.running import Running
 from cortex.gateway.waiting import Waiting
 from cortex.ids import is_valid_id, new_id
 from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, Status, now
@@ -136,6 +137,9 @@ class Gateway:
         """Dispatch ``/<endpoint>`` and ``/<endpoint>/<id>`` by method."""
         path: str = request.scope["path"]
         trimmed = path[:-1] if path.endswith("/") and len(path) > 1 else path
+        prefix, _, request_id = trimmed.rpartition("/")
+        # the table is in memory; only a path naming no API known waits for a fresh read (a deploy just stored)
+        await self.directory.catch_up(trimmed, prefix, prefix.rpartition("/")[0])
         api = await self.directory.resolve(trimmed)
         if api is not None:
             if request.method == "POST":
@@ -143,7 +147,6 @@ class Gateway:
                 denied, consumed = self._access(request, api)
                 return denied or await self.submit(request, api, consumed=consumed)
             return not_allowed(request.method, path, "POST", f"use POST {api.endpoint} to submit a request")
-        prefix, _, request_id = trimmed.rpartition("/")
         if request_id == "events" and request.method == "GET":
             events = await self._events_route(request, prefix)
             if events is not None:
@@ -528,13 +531,13 @@ def create_app(
     if (backends is None) == (open_backends is None):
         raise ValueError("pass exactly one of backends and open_backends")
     config = settings or GatewaySettings()
-    holder: dict[str, Gateway] = {}
-    if backends is not None:
-        holder["gateway"] = Gateway(backends, config)
-    readiness = Readiness(lambda: holder["gateway"].ping())
+    running = Running(lambda opened: Gateway(opened, config), backends=backends, open_backends=open_backends)
+    readiness = Readiness(lambda: running.gateway.ping())
 
     async def handle(request: Request) -> Response:
-        return await holder["gateway"].route(request)
+        if not running.started:  # logged once, when it started; then by /readyz
+            return error_response(503, "the gateway has not reached its backend yet; try again shortly")
+        return await running.gateway.route(request)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -561,19 +564,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        opened = None
-        if open_backends is not None:
-            opened = await open_backends()
-            holder["gateway"] = Gateway(opened, config)
-        sweeper = asyncio.create_task(holder["gateway"].sweep_forever())
+        await running.start()
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            if opened is not None:
-                await opened.aclose()
+            await running.stop()
 
     routes = [
         Route("/healthz", healthz),
