@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the names of the background tasks (a test tells the catalog's reads by the refresher from a request's)
+CATALOG_TASK, SWEEP_TASK = "cortex-gateway-catalog", "cortex-gateway-sweep"
+
 
 class BackendNotReached(BackendError):
     """The gateway has not opened its backends yet: they have not answered since it started."""
@@ -78,7 +81,7 @@ class Running:
             if not can_retry(exc):
                 raise
             log.error("the gateway starts without its backend, answering 503 until it can reach it: %s", exc)
-            self._spawn(self._open_later(self._open_backends))
+            self._spawn(self._open_later(self._open_backends), "cortex-gateway-open")
             return
         self._serve(self._make(self._opened))
 
@@ -92,11 +95,11 @@ class Running:
 
     def _serve(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        self._spawn(gateway.sweep_forever())
-        self._spawn(gateway.directory.refresh_forever())
+        self._spawn(gateway.sweep_forever(), SWEEP_TASK)
+        self._spawn(gateway.directory.refresh_forever(), CATALOG_TASK)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(work))
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
 
     async def stop(self) -> None:
         """Cancel the background tasks and close the backends this opened."""
