@@ -28,7 +28,8 @@ from tests.servers.private_redis import private_redis
 SOME_ID = "01m96eswaaebwf6qc5sjqehhs3"
 
 
-def _url(backend: str, port: int) -> str:
+def url_on(backend: str, port: int) -> str:
+    """The URL of a private server of ``backend`` on ``port`` (the dequeuer's test uses it too)."""
     # short deadlines: the tries before the server is up fail fast either way (a refused connection)
     if backend == "redis":
         return f"redis://127.0.0.1:{port}/0?socket_connect_timeout=2"
@@ -36,7 +37,8 @@ def _url(backend: str, port: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _server(backend: str, port: int, folder: Path) -> AsyncIterator[None]:
+async def server_on(backend: str, port: int, folder: Path) -> AsyncIterator[None]:
+    """A private server of ``backend`` on ``port``, started now, stopped on exit."""
     if backend == "redis":
         async with private_redis(folder, port=port):
             yield
@@ -51,7 +53,7 @@ async def test_a_gateway_started_before_its_backend_answers_503_then_serves(
 ) -> None:
     caplog.set_level(logging.INFO)
     port = free_port()
-    url = _url(backend, port)
+    url = url_on(backend, port)
     urls = BackendUrls(queue=url, store=url, blobs=f"file:///{tmp_path / 'blobs'}")
     app = create_app(open_backends=lambda: open_backends(urls))
     transport = httpx.ASGITransport(app=app)
@@ -69,7 +71,7 @@ async def test_a_gateway_started_before_its_backend_answers_503_then_serves(
         assert not any("answered 503" in line for line in said), "one line per outage, not one per request"
 
         (tmp_path / "server").mkdir()
-        async with _server(backend, port, tmp_path / "server"):
+        async with server_on(backend, port, tmp_path / "server"):
             setup = await open_backends(urls)
             try:
                 await deploy(setup.catalog, api_yaml("echo"))
