@@ -30,6 +30,7 @@ import asyncpg
 from cortex.backends import Resources
 from cortex.cancellation import raise_if_cancelling
 from cortex.errors import BackendError
+from cortex.reaching import can_retry
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ async def open_server(
                     reset=_reset,
                 )
         except BackendError as exc:
-            raise BackendError(f"{exc} (is the server running? the URL is {shown})") from exc.__cause__
+            hint = f" (is the server running? the URL is {shown})" if can_retry(exc) else ""  # not for a login
+            raise BackendError(f"{exc}{hint}") from exc.__cause__
         except ValueError as exc:
             raise BackendError(f"invalid PostgreSQL URL {shown}: {exc}") from exc
         return pool

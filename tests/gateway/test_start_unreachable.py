@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -104,3 +106,14 @@ async def test_a_url_no_retry_can_fix_fails_the_start_at_once(url: str, message:
     with pytest.raises(BackendError, match=message):
         async with app.router.lifespan_context(app):
             pytest.fail("the gateway started with a URL no retry can fix")
+
+
+def test_cortex_gateway_with_a_refused_login_exits_with_the_message(tmp_path: Path) -> None:
+    url = "redis://nobody:wrong@127.0.0.1:6379/0"
+    argv = [sys.executable, "-m", "cortex", "gateway", "--port", str(free_port()), "--queue", url, "--store", url]
+    done = subprocess.run(
+        [*argv, "--blobs", f"file:///{tmp_path / 'blobs'}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert "invalid username-password pair" in done.stderr and "Traceback" not in done.stderr
+    assert "is redis-server running" not in done.stderr  # a login refused: the server runs
