@@ -99,3 +99,21 @@ def test_a_url_no_retry_can_fix_ends_the_dequeuer_at_once(url: str, message: str
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_dequeuer_waiting_for_its_backend_stops_at_once_on_sigterm(tmp_path: Path) -> None:
+    url = url_on("redis", free_port())
+    argv = [sys.executable, "-m", "cortex.dequeuer", "--api", "echo", "--user-port", "9"]
+    argv += ["--admin-port", str(admin := free_port()), "--queue", url, "--store", url]
+    argv += ["--blobs", f"file:///{tmp_path / 'blobs'}"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        assert (await _health(admin, time.monotonic())).status_code == 503
+        process.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, out.decode()
+    assert b"stopped before its backend answered" in out and b"Traceback" not in out
