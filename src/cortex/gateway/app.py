@@ -97,7 +97,8 @@ class GatewaySettings:
     inline_limit: int = 64 * 1024
     #: how often expired records and their blobs are swept (every gateway sweeps; it is idempotent)
     sweep_interval: float = 60.0
-    #: how long a deploy may take to reach this gateway
+    #: seconds between two reads of the catalog by the gateway's refresher: a delete or a redeploy
+    #: reaches this gateway within it (a new endpoint at once: its first request asks for a read)
     catalog_ttl: float = 2.0
     #: seconds a body may stop arriving before the submission is answered 408 (nothing is stored)
     body_timeout: float = DEFAULT_BODY_TIMEOUT
