@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from tests.dequeuer.conftest import UserServer
 from tests.e2e.conftest import free_port
 from tests.gateway.test_start_unreachable import server_on, url_on
 from tests.helpers import api_yaml, deploy
+from tests.servers.cutter import Cutter, cutter
 
 
 async def _health(admin: int, started: float) -> httpx.Response:
@@ -43,6 +45,17 @@ async def test_a_dequeuer_started_before_its_backend_waits_for_it_then_works(
     port, admin = free_port(), free_port()
     url = url_on(backend, port)
     urls = BackendUrls(queue=url, store=url, blobs=f"file:///{tmp_path / 'blobs'}")
+    # the dequeuer reaches the port through a proxy, cut while the API is deployed: a dequeuer that
+    # reached its backend before the deploy would rightly exit (its API is not deployed)
+    async with cutter("127.0.0.1", port) as proxy:
+        await _started_before_its_backend(backend, tmp_path, user_server, proxy, urls, admin)
+
+
+async def _started_before_its_backend(
+    backend: str, tmp_path: Path, user_server: UserServer, proxy: Cutter, urls: BackendUrls, admin: int
+) -> None:
+    port = urlsplit(urls.queue).port or 0
+    url = url_on(backend, proxy.port) + ("&socket_timeout=2" if backend == "redis" else "")
     argv = [sys.executable, "-m", "cortex.dequeuer", "--api", "echo", "--user-port", str(user_server.port)]
     argv += ["--admin-port", str(admin), "--queue", url, "--store", url, "--blobs", urls.blobs]
     log = tmp_path / "dequeuer.log"
@@ -57,10 +70,12 @@ async def test_a_dequeuer_started_before_its_backend_waits_for_it_then_works(
         assert (await _health(admin, started)).status_code == 503
 
         (tmp_path / "server").mkdir()
+        proxy.blackhole()
         async with server_on(backend, port, tmp_path / "server"):
             backends = await open_backends(urls)
             try:
                 await deploy(backends.catalog, api_yaml("echo"))
+                proxy.heal()
                 started = time.monotonic()
                 while (await _health(admin, started)).status_code != 200:
                     assert process.poll() is None, log.read_text()

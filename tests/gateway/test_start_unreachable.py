@@ -81,7 +81,8 @@ async def test_a_gateway_started_before_its_backend_answers_503_then_serves(
                 await setup.aclose()
             started = time.monotonic()
             while (submitted := await client.post("/echo", content=b"{}")).status_code != 200:
-                assert submitted.status_code == 503, submitted.text
+                # 404: the gateway reached the server and read its catalog a moment before the deploy
+                assert submitted.status_code in (503, 404), submitted.text
                 assert time.monotonic() - started < 30, "the gateway did not serve within 30s of its backend"
                 await asyncio.sleep(0.1)
             assert (await client.get(f"/echo/{submitted.json()['id']}")).json()["status"] == "in_queue"
