@@ -30,6 +30,8 @@ import asyncpg
 from cortex.backends import Resources
 from cortex.cancellation import raise_if_cancelling
 from cortex.errors import BackendError
+from cortex.postgrespool import DeadlinePool
+from cortex.reaching import can_retry
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ CLOSE_TIMEOUT_S = 5.0
 class PostgresServer:
     """A shared pool and the schema one URL names."""
 
-    pool: asyncpg.Pool
+    pool: DeadlinePool
     dsn: str  #: asyncpg's URL (without ``schema``), for connections outside the pool
     schema: str  #: a plain lower-case identifier, safe to splice into SQL
     url: str  #: the URL without credentials, for messages
@@ -155,7 +157,7 @@ async def open_server(
     dsn, schema, command_timeout, connect_timeout = parse_url(url)
     shown = redact(dsn)
 
-    async def create() -> asyncpg.Pool:
+    async def create() -> DeadlinePool:
         try:
             with wrap_errors("connect", shown):
                 pool = await asyncpg.create_pool(
@@ -167,10 +169,11 @@ async def open_server(
                     reset=_reset,
                 )
         except BackendError as exc:
-            raise BackendError(f"{exc} (is the server running? the URL is {shown})") from exc.__cause__
+            hint = f" (is the server running? the URL is {shown})" if can_retry(exc) else ""  # not for a login
+            raise BackendError(f"{exc}{hint}") from exc.__cause__
         except ValueError as exc:
             raise BackendError(f"invalid PostgreSQL URL {shown}: {exc}") from exc
-        return pool
+        return DeadlinePool(pool)
 
     pool = await resources.get(f"postgres:{dsn}:{command_timeout}:{connect_timeout}", create, close_pool)
     server = PostgresServer(
@@ -191,17 +194,18 @@ async def open_server(
     return server
 
 
-async def close_pool(pool: asyncpg.Pool) -> None:
+async def close_pool(pool: DeadlinePool) -> None:
     """Close every connection of ``pool``: gracefully within :data:`CLOSE_TIMEOUT_S`, else at once.
 
     A graceful close waits for the statements under way, and for nothing at all on a server that
     is cut off; the session must not outlive the process's use of it either way.
     """
     try:
-        await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+        await pool.settle(CLOSE_TIMEOUT_S)
+        await asyncio.wait_for(pool.inner.close(), CLOSE_TIMEOUT_S)
     except (TimeoutError, *DRIVER_ERRORS) as exc:
         log.warning("closing the PostgreSQL connections gracefully failed (dropping them): %s", exc)
-        pool.terminate()
+        pool.inner.terminate()
 
 
 async def _migrate(conn: Any, server: PostgresServer, migrations: Sequence[str], versions: str) -> None:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from cortex.backends import Resources
 from cortex.cancellation import raise_if_cancelling
 from cortex.errors import BackendError
+from cortex.reaching import can_retry
 
 DEFAULT_PREFIX = "cortex"
 #: connections per server and process; a blocked ``wait_lease`` holds one
@@ -147,7 +148,8 @@ async def open_server(url: str, resources: Resources) -> RedisServer:
                 await client.ping()
         except BackendError as exc:
             await client.aclose()
-            raise BackendError(f"{exc} (is redis-server running? the URL is {shown})") from exc.__cause__
+            hint = f" (is redis-server running? the URL is {shown})" if can_retry(exc) else ""  # not for a login
+            raise BackendError(f"{exc}{hint}") from exc.__cause__
         return client
 
     async def close(client: aioredis.Redis) -> None:

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,8 +22,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from cortex.backends import BackendUrls, open_backends
+from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.gateway import GatewaySettings, create_app
+from cortex.gateway.running import CATALOG_TASK
+from cortex.store.base import ApiEntry, Catalog
 from tests.helpers import api_yaml, deploy
 from tests.servers.cutter import Cutter, cutter
 from tests.servers.databases import POSTGRES_URL, REDIS_URL, postgres_namespace, redis_namespace
@@ -143,3 +146,72 @@ async def test_cut_off_from_its_database_the_gateway_answers_503_in_time_and_hea
             break
         await asyncio.sleep(0.1)
     assert await _sessions(backend, name) == 0, "the gateway left connections open after it stopped"
+
+
+class _CountedCatalog(Catalog):
+    """The catalog, noting which task asked for each list of the deployed APIs."""
+
+    def __init__(self, inner: Catalog) -> None:
+        self.inner = inner
+        self.listed_by: list[str] = []
+
+    async def put_api(
+        self, name: str, spec: dict[str, Any], spec_id: str, *, now: float, meta: dict[str, Any] | None = None
+    ) -> ApiEntry:
+        return await self.inner.put_api(name, spec, spec_id, now=now, meta=meta)
+
+    async def get_api(self, name: str) -> ApiEntry | None:
+        return await self.inner.get_api(name)
+
+    async def list_apis(self) -> list[ApiEntry]:
+        task = asyncio.current_task()
+        self.listed_by.append(task.get_name() if task is not None else "")
+        return await self.inner.list_apis()
+
+    async def delete_api(self, name: str) -> bool:
+        return await self.inner.delete_api(name)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_in_an_outage_a_request_meets_one_deadline_and_no_read_of_the_catalog(
+    proxied: tuple[str, str, str, Cutter], tmp_path: Path
+) -> None:
+    # the catalog is read by the gateway's refresher alone: a request pays its own call only
+    backend, url, _, proxy = proxied
+    urls = BackendUrls(queue=url, store=url, blobs=f"file:///{tmp_path / 'blobs'}")
+    setup = await open_backends(urls)
+    try:
+        await deploy(setup.catalog, api_yaml("echo"))
+    finally:
+        await setup.aclose()
+    counted: list[_CountedCatalog] = []
+
+    async def opened() -> Backends:
+        backends = await open_backends(urls)
+        counted.append(_CountedCatalog(backends.catalog))
+        backends.catalog = counted[0]
+        return backends
+
+    # a refresh every 0.2 s: the requests below overlap reads of the refresher, some failing
+    app = create_app(open_backends=opened, settings=GatewaySettings(catalog_ttl=0.2))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        submitted = await client.post("/echo", content=b"{}")
+        assert submitted.status_code == 200, submitted.text
+        request_id = submitted.json()["id"]
+        proxy.blackhole()
+        before = len(counted[0].listed_by)
+        outage = []
+        for n in range(4):
+            outage.append(("POST", *await _timed(client.post("/echo", content=b'{"n": %d}' % n))))
+            outage.append(("GET", *await _timed(client.get(f"/echo/{request_id}"))))
+        for what, response, elapsed in outage:
+            _assert_outage(response, elapsed, what)
+        during = counted[0].listed_by[before:]
+        proxy.heal()
+    assert during, "the refresher kept trying the catalog during the outage"
+    assert set(during) == {CATALOG_TASK}, f"a request read the catalog: {during}"
+    slowest = max(elapsed for _, _, elapsed in outage)
+    print(f"\n{backend}: deadline {DEADLINE:g}s; slowest of {len(outage)} answers during the cut {slowest:.2f}s")

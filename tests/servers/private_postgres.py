@@ -70,14 +70,17 @@ async def _wait_up(server: PrivatePostgres) -> None:
 
 
 @contextlib.asynccontextmanager
-async def private_postgres() -> AsyncIterator[PrivatePostgres]:
-    """``initdb`` and start a cluster; stop it (immediately) and remove its folder afterwards."""
+async def private_postgres(port: int | None = None) -> AsyncIterator[PrivatePostgres]:
+    """``initdb`` and start a cluster; stop it (immediately) and remove its folder afterwards.
+
+    ``port`` (a free one by default) lets a test start a process on the server's address before the server.
+    """
     initdb = _binary("initdb")
     folder = Path(tempfile.mkdtemp(prefix="cortex-pg-"))
     try:
         if os.geteuid() == 0:
             shutil.chown(folder, "postgres", "postgres")
-        server = PrivatePostgres(folder / "data", _free_port())
+        server = PrivatePostgres(folder / "data", port or _free_port())
         await asyncio.to_thread(_run, initdb, "-D", str(server.data), "-U", "postgres", "-A", "trust", "--no-sync")
         options = f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={folder}"
         await asyncio.to_thread(server.pg_ctl, "-o", options, "start")

@@ -80,16 +80,17 @@ async def _wait_up(server: PrivateRedis) -> None:
 
 @contextlib.asynccontextmanager
 async def private_redis(
-    folder: Path, *, durable: bool = False, netns: Host | None = None
+    folder: Path, *, durable: bool = False, netns: Host | None = None, port: int | None = None
 ) -> AsyncIterator[PrivateRedis]:
     """Start ``redis-server`` in ``folder`` (AOF fsynced always if ``durable``); stop it afterwards, thawed first.
 
-    With ``netns`` it runs inside that namespace, listening on its addresses only.
+    With ``netns`` it runs inside that namespace, listening on its addresses only. ``port`` (a free
+    one by default) lets a test start a process on a server's address before the server itself.
     """
     binary = shutil.which("redis-server")
     if binary is None:
         unreachable("redis", "a private redis-server", FileNotFoundError("redis-server is not on PATH"))
-    port = _free_port()
+    port = port or _free_port()
     address = "127.0.0.1" if netns is None else netns.address
     argv = [
         *(netns.argv() if netns else ()),

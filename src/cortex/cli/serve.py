@@ -125,6 +125,7 @@ def gateway(
     os.environ[REFUSE_PRIVATE_VAR] = "true" if refuse_private_webhooks else "false"
     urls = backend_urls(state_dir, queue_url, store_url, blobs_url)
     _check_blobs(urls, blobs_url, "gateway")
+    _refuse_what_no_retry_fixes(urls)
     # uvicorn starts each worker from an import string, so the URLs travel in the environment
     os.environ.update({"CORTEX_QUEUE_URL": urls.queue, "CORTEX_STORE_URL": urls.store, "CORTEX_BLOBS_URL": urls.blobs})
     if operator_url is not None:
@@ -313,3 +314,26 @@ def _check_blobs(urls: BackendUrls, blobs_url: str | None, role: str) -> None:
         check_blobs_given(urls, blobs_given=blobs_url is not None, role=role)
     except CortexError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def _refuse_what_no_retry_fixes(urls: BackendUrls) -> None:
+    """Open the backends once before the workers start, so that a URL no retry can fix (unknown scheme,
+    refused login, missing driver) ends the command with its message rather than a worker's traceback.
+
+    A server that does not answer yet is left to the workers: they start and answer 503 until it does.
+    """
+    import asyncio
+
+    from cortex.backends import open_backends
+    from cortex.reaching import can_retry
+
+    async def check() -> None:
+        try:
+            opened = await open_backends(urls)
+        except CortexError as exc:
+            if can_retry(exc):
+                return
+            raise click.ClickException(str(exc)) from exc
+        await opened.aclose()
+
+    asyncio.run(check())

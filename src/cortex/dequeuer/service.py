@@ -25,6 +25,7 @@ from cortex.dequeuer.metrics import DequeuerMetrics
 from cortex.dequeuer.progress import MAX_PROGRESS_BYTES, ProgressProblem, progress_body
 from cortex.dequeuer.worker import Dequeuer, DequeuerSettings
 from cortex.errors import BackendError, NotFound
+from cortex.reaching import open_when_reachable
 from cortex.spec import ApiSpec
 from cortex.store.base import ApiEntry, Catalog
 
@@ -38,7 +39,7 @@ FOLLOW_INTERVAL = 5.0
 
 
 def admin_app(
-    dequeuer: Dequeuer | Callable[[], Dequeuer],
+    dequeuer: Dequeuer | Callable[[], Dequeuer | None],
     stop: asyncio.Event | None = None,
     *,
     drain_wait: float = DRAIN_STOP_WAIT,
@@ -57,11 +58,17 @@ def admin_app(
     ``drain_wait`` seconds (a user container restarting alone, after a failed liveness
     probe), it answers at once. ``dequeuer`` may be a function giving the current one (a dequeuer
     that follows its API's redeploys), and ``spec_id`` one giving the id of the spec it serves
-    (in ``/status``).
+    (in ``/status``). Until there is a dequeuer (None: its backend has not answered since the
+    process started), every route but ``/drain`` answers 503.
     """
 
-    def current() -> Dequeuer:
+    def maybe() -> Dequeuer | None:
         return dequeuer if isinstance(dequeuer, Dequeuer) else dequeuer()
+
+    def current() -> Dequeuer:
+        serving = maybe()
+        assert serving is not None, "guarded by _until_reached"
+        return serving
 
     async def healthz(request: web.Request) -> web.Response:
         if current().prober.ready:
@@ -86,11 +93,11 @@ def admin_app(
             await asyncio.wait_for(stop.wait(), drain_wait)
         except TimeoutError:
             return web.Response(text="not stopping")
-        while current().in_flight:  # the kubelet's grace period bounds this wait
+        while (serving := maybe()) is not None and serving.in_flight:  # the kubelet's grace period bounds this
             await asyncio.sleep(0.1)
         return web.Response(text="drained")
 
-    app = web.Application()
+    app = web.Application(middlewares=[_until_reached(maybe)])
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/progress", _progress_route(current))
     app.router.add_get("/drain", drain)
@@ -127,6 +134,18 @@ def _progress_route(current: Callable[[], Dequeuer]) -> Callable[[web.Request], 
     return progress
 
 
+def _until_reached(maybe: Callable[[], Dequeuer | None]) -> Any:
+    """The admin port's middleware: 503 on every route but ``/drain`` while there is no dequeuer yet."""
+
+    @web.middleware
+    async def waiting(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+        if maybe() is None and request.path != "/drain":
+            return web.Response(status=503, text="unhealthy: waiting for the backend to answer")
+        return await handler(request)
+
+    return waiting
+
+
 def _refused(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=json.dumps({"error": message}), content_type="application/json")
 
@@ -150,19 +169,23 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    backends = await open_backends(urls)
+    serving: list[_Serving] = []
     runner: web.AppRunner | None = None
+    if admin_port is not None:  # up before the backend: its /healthz says the replica waits for it
+        app = admin_app(lambda: serving[0].dequeuer if serving else None, stop, spec_id=lambda: serving[0].spec_id)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, admin_host, admin_port).start()
+    backends: Backends | None = None
     try:
+        backends = await _reach(urls, api, stop)
+        if backends is None:
+            return
         entry = await backends.catalog.get_api(api)
         if entry is None:
             raise NotFound(f"api {api} is not deployed on this cluster (deploy it first: cortex deploy)")
         metrics = DequeuerMetrics()  # one set of counters across the versions followed
-        serving = [_dequeuer(entry, backends, settings, metrics)]
-        if admin_port is not None:
-            app = admin_app(lambda: serving[0].dequeuer, stop, spec_id=lambda: serving[0].spec_id)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, admin_host, admin_port).start()
+        serving.append(_dequeuer(entry, backends, settings, metrics))
         log.info("dequeuer for %s forwarding to %s", api, serving[0].dequeuer.url)
         while True:
             watch = _watch(backends.catalog, api, serving[0].spec_id, follow_interval) if follow else None
@@ -178,8 +201,28 @@ async def serve(
     finally:
         if runner is not None:
             await runner.cleanup()
-        with contextlib.suppress(Exception):
-            await backends.aclose()
+        if backends is not None:
+            with contextlib.suppress(Exception):
+                await backends.aclose()
+
+
+async def _reach(urls: BackendUrls, api: str, stop: asyncio.Event) -> Backends | None:
+    """The backends, opened once they answer (:mod:`cortex.reaching`); None on ``stop`` before that.
+
+    Raises:
+        BackendError: a URL a retry cannot fix (unknown scheme, refused login, missing driver).
+    """
+    opening = asyncio.create_task(open_when_reachable(lambda: open_backends(urls), role=f"dequeuer of {api}"))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({opening, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not opening.done():
+        opening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await opening
+        log.info("dequeuer for %s stopped before its backend answered", api)
+        return None
+    return opening.result()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from cortex.gateway.directory import ApiDirectory, RoutedApi
 from cortex.gateway.metrics import GatewayMetrics
 from cortex.gateway.openapi import OPENAPI_PATH, openapi_document
 from cortex.gateway.readiness import Readiness
+from cortex.gateway.running import Running
 from cortex.gateway.waiting import Waiting
 from cortex.ids import is_valid_id, new_id
 from cortex.requests import Duplicate, ErrorKind, NewRequest, Outcome, Status, now
@@ -97,7 +98,8 @@ class GatewaySettings:
     inline_limit: int = 64 * 1024
     #: how often expired records and their blobs are swept (every gateway sweeps; it is idempotent)
     sweep_interval: float = 60.0
-    #: how long a deploy may take to reach this gateway
+    #: seconds between two reads of the catalog by the gateway's refresher: a delete or a redeploy
+    #: reaches this gateway within it (a new endpoint at once: its first request asks for a read)
     catalog_ttl: float = 2.0
     #: seconds a body may stop arriving before the submission is answered 408 (nothing is stored)
     body_timeout: float = DEFAULT_BODY_TIMEOUT
@@ -137,6 +139,9 @@ class Gateway:
         """Dispatch ``/<endpoint>`` and ``/<endpoint>/<id>`` by method."""
         path: str = request.scope["path"]
         trimmed = path[:-1] if path.endswith("/") and len(path) > 1 else path
+        prefix, _, request_id = trimmed.rpartition("/")
+        # the table is in memory; only a path naming no API known waits for a fresh read (a deploy just stored)
+        await self.directory.catch_up(trimmed, prefix, prefix.rpartition("/")[0])
         api = await self.directory.resolve(trimmed)
         if api is not None:
             if request.method == "POST":
@@ -144,7 +149,6 @@ class Gateway:
                 denied, consumed = self._access(request, api)
                 return denied or await self.submit(request, api, consumed=consumed)
             return not_allowed(request.method, path, "POST", f"use POST {api.endpoint} to submit a request")
-        prefix, _, request_id = trimmed.rpartition("/")
         if request_id == "events" and request.method == "GET":
             events = await self._events_route(request, prefix)
             if events is not None:
@@ -533,13 +537,13 @@ def create_app(
     if (backends is None) == (open_backends is None):
         raise ValueError("pass exactly one of backends and open_backends")
     config = settings or GatewaySettings()
-    holder: dict[str, Gateway] = {}
-    if backends is not None:
-        holder["gateway"] = Gateway(backends, config)
-    readiness = Readiness(lambda: holder["gateway"].ping())
+    running = Running(lambda opened: Gateway(opened, config), backends=backends, open_backends=open_backends)
+    readiness = Readiness(lambda: running.gateway.ping())
 
     async def handle(request: Request) -> Response:
-        return await holder["gateway"].route(request)
+        if not running.started:  # logged once, when it started; then by /readyz
+            return error_response(503, "the gateway has not reached its backend yet; try again shortly")
+        return await running.gateway.route(request)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -566,19 +570,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        opened = None
-        if open_backends is not None:
-            opened = await open_backends()
-            holder["gateway"] = Gateway(opened, config)
-        sweeper = asyncio.create_task(holder["gateway"].sweep_forever())
+        await running.start()
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            if opened is not None:
-                await opened.aclose()
+            await running.stop()
 
     routes = [
         Route("/healthz", healthz),
