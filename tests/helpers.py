@@ -5,14 +5,41 @@ from __future__ import annotations
 import contextlib
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from cortex.spec import ApiSpec, load_text
-from cortex.store.base import Catalog
+from cortex.store.base import ApiEntry, Catalog
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class PassThroughCatalog(Catalog):
+    """A catalog that hands every call to ``inner``: a test overrides the one it watches or breaks."""
+
+    def __init__(self, inner: Catalog) -> None:
+        self.inner = inner
+
+    async def put_api(
+        self, name: str, spec: dict[str, Any], spec_id: str, *, now: float, meta: dict[str, Any] | None = None
+    ) -> ApiEntry:
+        return await self.inner.put_api(name, spec, spec_id, now=now, meta=meta)
+
+    async def get_api(self, name: str) -> ApiEntry | None:
+        return await self.inner.get_api(name)
+
+    async def list_apis(self) -> list[ApiEntry]:
+        return await self.inner.list_apis()
+
+    async def delete_api(self, name: str) -> bool:
+        return await self.inner.delete_api(name)
+
+    async def get_retired_api(self, name: str) -> ApiEntry | None:
+        return await self.inner.get_retired_api(name)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class Exposition(Protocol):

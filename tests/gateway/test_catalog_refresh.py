@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,32 +18,15 @@ import pytest
 from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.errors import BackendError
 from cortex.gateway import GatewaySettings, create_app
-from cortex.store.base import ApiEntry, Catalog
-from tests.helpers import api_yaml, deploy
+from cortex.store.base import ApiEntry
+from tests.helpers import PassThroughCatalog, api_yaml, deploy
 
 
-class _Unreadable(Catalog):
+class _Unreadable(PassThroughCatalog):
     """A catalog whose list of APIs cannot be read, as during an outage that began before the gateway read it."""
-
-    def __init__(self, inner: Catalog) -> None:
-        self.inner = inner
-
-    async def put_api(
-        self, name: str, spec: dict[str, Any], spec_id: str, *, now: float, meta: dict[str, Any] | None = None
-    ) -> ApiEntry:
-        return await self.inner.put_api(name, spec, spec_id, now=now, meta=meta)
-
-    async def get_api(self, name: str) -> ApiEntry | None:
-        return await self.inner.get_api(name)
 
     async def list_apis(self) -> list[ApiEntry]:
         raise BackendError("the catalog cannot be read (the test's)")
-
-    async def delete_api(self, name: str) -> bool:
-        return await self.inner.delete_api(name)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture

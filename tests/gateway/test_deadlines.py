@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -26,7 +25,7 @@ from cortex.backends import Backends, BackendUrls, open_backends
 from cortex.gateway import GatewaySettings, create_app
 from cortex.gateway.running import CATALOG_TASK
 from cortex.store.base import ApiEntry, Catalog
-from tests.helpers import api_yaml, deploy
+from tests.helpers import PassThroughCatalog, api_yaml, deploy
 from tests.servers.cutter import Cutter, cutter
 from tests.servers.databases import POSTGRES_URL, REDIS_URL, postgres_namespace, redis_namespace
 
@@ -148,31 +147,17 @@ async def test_cut_off_from_its_database_the_gateway_answers_503_in_time_and_hea
     assert await _sessions(backend, name) == 0, "the gateway left connections open after it stopped"
 
 
-class _CountedCatalog(Catalog):
+class _CountedCatalog(PassThroughCatalog):
     """The catalog, noting which task asked for each list of the deployed APIs."""
 
     def __init__(self, inner: Catalog) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.listed_by: list[str] = []
-
-    async def put_api(
-        self, name: str, spec: dict[str, Any], spec_id: str, *, now: float, meta: dict[str, Any] | None = None
-    ) -> ApiEntry:
-        return await self.inner.put_api(name, spec, spec_id, now=now, meta=meta)
-
-    async def get_api(self, name: str) -> ApiEntry | None:
-        return await self.inner.get_api(name)
 
     async def list_apis(self) -> list[ApiEntry]:
         task = asyncio.current_task()
         self.listed_by.append(task.get_name() if task is not None else "")
         return await self.inner.list_apis()
-
-    async def delete_api(self, name: str) -> bool:
-        return await self.inner.delete_api(name)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_in_an_outage_a_request_meets_one_deadline_and_no_read_of_the_catalog(
