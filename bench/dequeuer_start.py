@@ -8,7 +8,10 @@ spawns the dequeuer as the local runtime does and waits for the request's ``POST
 
 - ``imports_s``: ``python -c 'import cortex.dequeuer.__main__'`` (the interpreter and the imports);
 - ``first_take_s``: spawn → the first request dispatched (imports, the backend's driver and
-  connections, the catalog read, the probe's first pass, the take, the forward).
+  connections, the catalog read, the probe's first pass, the take, the forward);
+- ``*_cpu_s``: the CPU time (user + system) of those processes, to their exit (the dequeuer is
+  stopped as soon as it dispatched): the machine is shared, and CPU time depends less on how busy
+  it is than the wall clock does.
 
 ``python -m bench.dequeuer_start [--runs N] [--backend sqlite|redis|postgres]...`` prints one line
 per backend and writes them into ``bench/results.json`` under ``dequeuer_start`` (``--label`` names
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -86,22 +90,29 @@ async def _prepare(urls: BackendUrls, api: str, *, deploy: bool) -> None:
         await backends.aclose()
 
 
-def imports(runs: int) -> list[float]:
-    """Seconds to start the interpreter and import the dequeuer's entry, ``runs`` times."""
-    times = []
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def imports(runs: int) -> tuple[list[float], list[float]]:
+    """Seconds (wall, CPU) to start the interpreter and import the dequeuer's entry, ``runs`` times."""
+    times, cpu = [], []
     for _ in range(runs):
+        before = _children_cpu()
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import cortex.dequeuer.__main__"], check=True)
         times.append(time.perf_counter() - started)
-    return times
+        cpu.append(_children_cpu() - before)
+    return times, cpu
 
 
-def first_takes(urls: BackendUrls, state_dir: Path, runs: int) -> list[float]:
-    """Seconds from spawning a dequeuer to its first dispatch, ``runs`` times (a fresh process each)."""
+def first_takes(urls: BackendUrls, state_dir: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds (wall, CPU) from spawning a dequeuer to its first dispatch, ``runs`` times (a fresh process each)."""
     dispatches = _Dispatches()
     server = _server(dispatches)
     api = "startfast"
-    times = []
+    times, cpu = [], []
     try:
         for index in range(runs):
             uvloop.run(_prepare(urls, api, deploy=index == 0))
@@ -109,6 +120,7 @@ def first_takes(urls: BackendUrls, state_dir: Path, runs: int) -> list[float]:
             argv = [sys.executable, "-m", "cortex.dequeuer", "--api", api, "--user-port", str(server.server_port)]
             argv += ["--state-dir", str(state_dir), "--queue", urls.queue, "--store", urls.store, "--blobs", urls.blobs]
             env = {**os.environ, "CORTEX_LOG_LEVEL": "WARNING"}
+            before = _children_cpu()
             started = time.perf_counter()
             process = subprocess.Popen(argv, env=env)
             try:
@@ -118,9 +130,10 @@ def first_takes(urls: BackendUrls, state_dir: Path, runs: int) -> list[float]:
             finally:
                 process.terminate()
                 process.wait(30)
+            cpu.append(_children_cpu() - before)
     finally:
         server.shutdown()
-    return times
+    return times, cpu
 
 
 def measure(backend: str, runs: int) -> dict[str, Any]:
@@ -129,15 +142,17 @@ def measure(backend: str, runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cortex-start-") as tmp, _namespace(backend, BACKENDS[backend]) as url:
         state_dir = Path(tmp)
         urls = BackendUrls.resolve(state_dir, queue=url, store=url)
-        takes = first_takes(urls, state_dir, runs)
-    loaded = imports(runs)
+        takes, takes_cpu = first_takes(urls, state_dir, runs)
+    loaded, loaded_cpu = imports(runs)
+    series = {"imports_s": loaded, "imports_cpu_s": loaded_cpu, "first_take_s": takes, "first_take_cpu_s": takes_cpu}
     return {
         "runs": runs,
         "load_average_1min_at_start": round(load, 2),
-        "imports_s_p50": round(statistics.median(loaded), 4),
-        "imports_s_max": round(max(loaded), 4),
-        "first_take_s_p50": round(statistics.median(takes), 4),
-        "first_take_s_max": round(max(takes), 4),
+        **{
+            f"{key}_{stat}": round(fn(values), 4)
+            for key, values in series.items()
+            for stat, fn in (("p50", statistics.median), ("max", max))
+        },
     }
 
 
@@ -156,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         figures[label] = row
         print(
             f"{label}: imports {row['imports_s_p50'] * 1000:.0f} / {row['imports_s_max'] * 1000:.0f} ms,"
-            f" spawn to first dispatch {row['first_take_s_p50'] * 1000:.0f} / {row['first_take_s_max'] * 1000:.0f} ms"
+            f" spawn to first dispatch {row['first_take_s_p50'] * 1000:.0f} / {row['first_take_s_max'] * 1000:.0f} ms;"
+            f" CPU: imports {row['imports_cpu_s_p50'] * 1000:.0f} ms, dequeuer to its exit"
+            f" {row['first_take_cpu_s_p50'] * 1000:.0f} ms"
             f" (p50 / max of {row['runs']}, load {row['load_average_1min_at_start']:.1f})"
         )
     if not args.dry:
