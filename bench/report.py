@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bench.dequeuer_start import section as start_section
 from bench.figures import Row, drain_profile, profile_facts
 from bench.wake import section as wake_section
 
@@ -51,6 +52,7 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
         *(_row(row) for row in table),
         "",
         *wake_section(results),
+        *start_section(results),
         *drain_profile(results),
         fill(notes, profile_facts(results)).strip(),
         "",
