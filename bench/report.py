@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bench.dequeuer_start import section as start_section
 from bench.figures import Row, drain_profile, goals, profile_facts, run_facts
 from bench.wake import section as wake_section
 
@@ -54,6 +55,7 @@ def render(results: dict[str, Any], table: list[Row], notes: str) -> str:
         *(_row(row) for row in table),
         "",
         *wake_section(results),
+        *start_section(results),
         *_goals(results),
         *drain_profile(results),
         fill(notes, profile_facts(results) | run_facts(results)).strip(),

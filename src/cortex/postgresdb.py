@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -184,14 +185,43 @@ async def open_server(
         command_timeout=command_timeout,
         connect_timeout=connect_timeout,
     )
+    digest = _digest(ddl, migrations, versions)
     with wrap_errors(f"creating the tables in schema {schema}", shown):
-        async with pool.acquire() as conn, conn.transaction():
-            # CREATE ... IF NOT EXISTS still races with itself in concurrent transactions
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"cortex-schema:{schema}")
-            await conn.execute(server.sql("CREATE SCHEMA IF NOT EXISTS {s};\n" + ddl))
-            if migrations:
-                await _migrate(conn, server, migrations, versions)
+        async with pool.acquire() as conn:
+            if await _applied(conn, server, digest):
+                return server
+            async with conn.transaction():
+                # CREATE ... IF NOT EXISTS still races with itself in concurrent transactions
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"cortex-schema:{schema}")
+                await conn.execute(server.sql("CREATE SCHEMA IF NOT EXISTS {s};\n" + ddl))
+                if migrations:
+                    await _migrate(conn, server, migrations, versions)
+                await conn.execute(server.sql(f"CREATE TABLE IF NOT EXISTS {{s}}.{_APPLIED} (digest TEXT PRIMARY KEY)"))
+                await conn.execute(
+                    server.sql(f"INSERT INTO {{s}}.{_APPLIED} (digest) VALUES ($1) ON CONFLICT DO NOTHING"), digest
+                )
     return server
+
+
+#: the table of the schema texts already applied (by their digest), so a process that starts after
+#: another one applied them (a replica's dequeuer, after the gateway and operator) checks them with
+#: one read, without the schema lock and DDL (its ``CREATE OR REPLACE FUNCTION`` writes the catalog)
+_APPLIED = "applied_ddl"
+
+
+def _digest(ddl: str, migrations: Sequence[str], versions: str) -> str:
+    """A digest of what :func:`open_server` applies: another text (another cortex version) applies again."""
+    text = "\0".join((versions, ddl, *migrations))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _applied(conn: Any, server: PostgresServer, digest: str) -> bool:
+    """Whether the schema text of ``digest`` was applied (committed with it, so its tables exist)."""
+    try:
+        found = await conn.fetchval(server.sql(f"SELECT 1 FROM {{s}}.{_APPLIED} WHERE digest = $1"), digest)
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return False  # a schema older than the table, or none yet
+    return found is not None
 
 
 async def close_pool(pool: DeadlinePool) -> None:

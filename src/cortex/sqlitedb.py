@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from cortex.backends import Resources, local_path
 from cortex.errors import BackendError
-from cortex.sqlitetables import migrate
+from cortex.sqlitetables import migrate, up_to_date
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class SqliteDatabase:
         path: Path,
         migrate: Callable[[sqlite3.Connection], None],
         *,
+        up_to_date: Callable[[sqlite3.Connection], bool] | None = None,
         readers: int = 2,
         busy_timeout: float = BUSY_TIMEOUT_S,
     ) -> None:
@@ -111,13 +112,16 @@ class SqliteDatabase:
         writer = self._connect()
         with _wrap("create the schema"):
             writer.execute("PRAGMA journal_mode=WAL")
-            writer.execute("BEGIN IMMEDIATE")
-            try:
-                migrate(writer)
-            except BaseException:
-                writer.execute("ROLLBACK")
-                raise
-            writer.execute("COMMIT")
+            # a file already at the latest schema needs no write lock: a process starting while the
+            # gateway writes (a replica woken by a request) does not wait for it
+            if up_to_date is None or not up_to_date(writer):
+                writer.execute("BEGIN IMMEDIATE")
+                try:
+                    migrate(writer)
+                except BaseException:
+                    writer.execute("ROLLBACK")
+                    raise
+                writer.execute("COMMIT")
             # from now on the writer thread waits for the lock itself (see _begin)
             writer.execute("PRAGMA busy_timeout=0")
         self._writer = threading.Thread(
@@ -405,7 +409,7 @@ async def open_database(url: str, resources: Resources) -> SqliteDatabase:
             raise BackendError(f"invalid busy_timeout {value!r} in {url}: give seconds, above 0")
 
     async def create() -> SqliteDatabase:
-        return SqliteDatabase(path, migrate, busy_timeout=busy_timeout)
+        return SqliteDatabase(path, migrate, up_to_date=up_to_date, busy_timeout=busy_timeout)
 
     async def close(db: SqliteDatabase) -> None:
         db.close()

@@ -283,6 +283,16 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version = {number}")
 
 
+def up_to_date(conn: sqlite3.Connection) -> bool:
+    """Whether the database has every one of :data:`MIGRATIONS` (one read, no lock taken).
+
+    A database at a later version (a newer cortex wrote it) counts as up to date too: :func:`migrate`
+    would apply nothing to it either.
+    """
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version >= len(MIGRATIONS)
+
+
 def _statements(ddl: str) -> list[str]:
     """The statements of ``ddl``, one each: a trigger's body holds ';' of its own, so pieces are joined
     until SQLite calls them complete."""

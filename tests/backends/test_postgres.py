@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cortex.backends import Backends, BackendUrls, open_backends
+from cortex.backends import Backends, BackendUrls, Resources, open_backends
 from cortex.errors import BackendError
-from cortex.postgresdb import parse_url, split_url, wrap_errors
+from cortex.postgresdb import open_server, parse_url, split_url, wrap_errors
 from cortex.requests import Duplicate, NewRequest
 from tests.servers.databases import POSTGRES_URL, postgres_namespace
 
@@ -94,6 +94,7 @@ async def test_tables_live_in_the_url_schema(backends: Backends, url: str) -> No
         await conn.close()
     assert sorted(row[0] for row in rows) == [
         "apis",
+        "applied_ddl",
         "queue",
         "queue_version",
         "request_count_changes",
@@ -141,3 +142,31 @@ async def test_unreachable_server_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match=re.escape("127.0.0.1:1")) as caught:
         await open_backends(_urls(dead, tmp_path))
     assert caught.value.__cause__ is not None
+
+
+async def test_a_schema_already_applied_is_checked_without_its_lock(
+    backends: Backends, url: str, tmp_path: Path
+) -> None:
+    # a replica's dequeuer starting while another process holds the schema lock (a deploy applying
+    # a newer version, say) is not held up when its own version of the schema is there already
+    _, schema = split_url(url)
+    holder = await asyncpg.connect(POSTGRES_URL)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"cortex-schema:{schema}")
+            # without the check it waits for the lock: the guard's deadline then fails the test
+            again = await asyncio.wait_for(open_backends(_urls(url, tmp_path)), 20)
+            await again.aclose()
+    finally:
+        await holder.close()
+
+
+async def test_another_schema_text_is_applied_again(backends: Backends, url: str) -> None:
+    # another cortex version (another text) applies its own: the check is per text, not per schema
+    resources = Resources()
+    try:
+        server = await open_server(url, resources, "CREATE TABLE IF NOT EXISTS {s}.newer (x INTEGER);")
+        async with server.pool.acquire() as conn:
+            assert await conn.fetchval(server.sql("SELECT count(*) FROM {s}.newer")) == 0
+    finally:
+        await resources.aclose()
