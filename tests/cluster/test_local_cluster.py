@@ -47,6 +47,7 @@ def test_hello_world_as_a_new_user(local_cluster: LocalCluster) -> None:
     assert local_cluster.processes() == []
 
 
+@pytest.mark.timeout(150)  # a cluster up, a deploy and a run: 44 s measured beside three busy loops, 60 s hit in CI
 def test_the_progress_example_streams_its_progress_in_order(local_cluster: LocalCluster) -> None:
     config = local_cluster.example("progress")
     local_cluster.cortex("deploy", str(config))
