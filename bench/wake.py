@@ -63,7 +63,7 @@ class WakeCluster(Cluster):
     """The benchmark's cluster, but with a real autoscaler tick."""
 
     def __init__(self, root: Path, *, backend_url: str | None, tick: float) -> None:
-        super().__init__(root, backend_url=backend_url)
+        super().__init__(root, backend_url=backend_url, env={"CORTEX_AUTOSCALER_WAKE": "1"})
         self.tick = tick
         self.tag = root.name
 

@@ -298,6 +298,27 @@ async def test_a_submit_to_a_sleeping_api_wakes_it_without_waiting_for_the_tick(
     assert autoscaler.sleeping == set()
 
 
+async def test_with_waking_off_an_api_at_zero_keeps_its_replicas_until_the_tick(
+    backends: Backends, runtime: RecordingRuntime
+) -> None:
+    """The benchmarks' clusters (``CORTEX_AUTOSCALER_WAKE=0``): a submit runs no tick; the API stays as deployed."""
+    await start(backends, runtime, "sleepy", SLOW_TO_WAKE, replicas=0)
+    autoscaler = Autoscaler(backends.catalog, backends.queue, runtime, interval=3600.0, wake_sleeping=False)
+    autoscaler.start()
+    try:
+        deadline = time.monotonic() + 20
+        while "sleepy" not in autoscaler.metrics.exposition().decode():  # the first tick ran
+            assert time.monotonic() < deadline, "no first tick"
+            await asyncio.sleep(0.01)
+        created = now()
+        await backends.plane.submit(NewRequest("r1", "sleepy", created, created + 600, (), payload=b"{}"))
+        await asyncio.sleep(1.0)  # what a watch would have woken within (it takes about 0.05 s)
+        assert autoscaler.sleeping == set()
+        assert runtime.calls == []
+    finally:
+        await autoscaler.aclose()
+
+
 async def test_an_api_deployed_while_the_loop_sleeps_is_watched_at_once(
     backends: Backends, runtime: RecordingRuntime
 ) -> None:

@@ -104,6 +104,7 @@ class Autoscaler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_tick: TickListener | None = None,
+        wake_sleeping: bool = True,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"the autoscaler's tick must be > 0 seconds (got {interval})")
@@ -121,6 +122,7 @@ class Autoscaler:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sleepers = Sleepers(queue, lambda _api: self.nudge())
+        self._wake_sleeping = wake_sleeping
 
     def start(self) -> None:
         """Tick in the background, the first tick now, until :meth:`aclose`."""
@@ -178,7 +180,8 @@ class Autoscaler:
             else:
                 # asleep: at zero with nothing queued (with work queued, the tick just woke it, or
                 # could not, and the next tick tries again: watching it would only spin)
-                self._sleepers.watch(r.api for r in readings if r.requested == 0 and r.depth.total == 0)
+                asleep = (r.api for r in readings if r.requested == 0 and r.depth.total == 0)
+                self._sleepers.watch(asleep if self._wake_sleeping else ())
             delay = self.interval - (loop.time() - began)
             if delay > 0:
                 await _first_of(self._stop, self._wake, timeout=delay)

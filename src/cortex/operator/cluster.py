@@ -119,6 +119,8 @@ async def _run_cluster(settings: ClusterSettings, state_dir: Path, stop: asyncio
         operator_token=settings.operator_token,
         autoscaler_tick=settings.autoscaler_tick,
         refuse_private_webhooks=settings.refuse_private_webhooks,
+        # private, for bench/cluster.py: an API keeps the replicas it was deployed with (no wake on submit)
+        wake_sleeping=os.environ.get("CORTEX_AUTOSCALER_WAKE", "1") != "0",
     )
 
     def serving() -> None:

@@ -45,6 +45,9 @@ class ControlPlaneSettings:
     #: seconds between two autoscaler ticks (Cortex: 10)
     autoscaler_tick: float = 10.0
     refuse_private_webhooks: bool = False
+    #: tick at once when work arrives for an API at zero replicas (:mod:`cortex.autoscaler.sleepers`);
+    #: off only for the benchmarks, whose APIs must keep the replicas they were deployed with
+    wake_sleeping: bool = True
 
 
 async def serve_control_plane(
@@ -72,6 +75,7 @@ async def serve_control_plane(
         events=events,
         metrics=metrics,
         on_tick=feed.on_tick,
+        wake_sleeping=settings.wake_sleeping,
     )
     operator = Operator(
         backends.catalog,
