@@ -38,7 +38,12 @@ class Cluster:
         # the cluster's processes inherit it (``env``: extra variables, as bench/keepalive.py's private knob)
         # CORTEX_AUTOSCALER_WAKE=0: a submit to an API at zero does not wake it either (a private knob of the
         # operator), so the replicas are what the scenario deployed; bench/wake.py's cluster turns it back on
-        self.env = dict(os.environ, CORTEX_CLI_CONFIG_DIR=str(root / "cli"), CORTEX_AUTOSCALER_WAKE="0", **(env or {}))
+        self.env = {
+            **os.environ,
+            "CORTEX_CLI_CONFIG_DIR": str(root / "cli"),
+            "CORTEX_AUTOSCALER_WAKE": "0",
+            **(env or {}),
+        }
         self.client = Client(f"http://127.0.0.1:{self.operator_port}")
 
     @property
